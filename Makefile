@@ -1,0 +1,48 @@
+# reasonloop — `make help` lists the targets.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+MLFLOW_PORT ?= 5000
+
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: help install run test test-fast bench ui lint clean
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@# CPU torch first, so the project's `torch>=2.3` is already met (a bare `torch` pulls a CUDA build).
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## install the project into .venv (a no-op when up to date)
+
+run: install ## reindex the sample corpus, run the nightly eval, print the summary
+	$(BIN)/reasonloop run
+
+test: install ## run the test suite (all tiers)
+	$(BIN)/python -m pytest
+
+test-fast: install ## the test suite without slow and server tests
+	$(BIN)/python -m pytest -m "not slow and not server"
+
+bench: install ## run the benchmarks; writes bench-results.json and bench-results.md
+	$(BIN)/python -m tests.benchmarks.run
+
+ui: install ## MLflow UI on 127.0.0.1 against the local store
+	$(BIN)/reasonloop ui --port $(MLFLOW_PORT)
+
+lint: install ## ruff over the code
+	$(BIN)/ruff check reasonloop tasks flows tests
+
+clean: ## remove the state folder (runs, index, caches); keeps .venv
+	rm -rf .reasonloop

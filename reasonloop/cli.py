@@ -1,0 +1,189 @@
+"""`reasonloop`: reindex, evaluate, inspect config and runs. Heavy imports happen inside commands so that
+`reasonloop --help` stays fast."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from reasonloop.errors import ReasonloopError
+from reasonloop.settings import Settings, apply_environment, load_settings
+
+app = typer.Typer(help="reasonloop: index, reason, evaluate and track an LLM reasoning system.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+config_app = typer.Typer(help="Inspect the effective configuration.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+console = Console()
+err_console = Console(stderr=True)
+T = TypeVar("T")
+
+
+@app.callback()
+def main(ctx: typer.Context,
+         profile: Annotated[str | None, typer.Option(help="configs/profiles/<NAME>.yaml merged over default.yaml",
+                                                     envvar="REASONLOOP_PROFILE")] = None,
+         verbose: Annotated[bool, typer.Option("--verbose", "-v", help="show Prefect's log lines")] = False) -> None:
+    ctx.obj = {"profile": profile, "verbose": verbose}
+
+
+def _settings(ctx: typer.Context) -> Settings:
+    try:
+        settings = load_settings(ctx.obj["profile"])
+    except ReasonloopError as exc:
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    apply_environment(settings)
+    if not ctx.obj["verbose"]:
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    return settings
+
+
+@contextmanager
+def _progress() -> Iterator[None]:
+    from reasonloop import progress
+
+    bars: dict[str, Any] = {}
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=err_console, transient=True) as view:
+        def listener(stage: str, step: int, total: int | None) -> None:
+            if stage not in bars:
+                bars[stage] = view.add_task(stage, total=total)
+            view.update(bars[stage], advance=step, total=total if total is not None else view.tasks[bars[stage]].total)
+
+        with progress.listening(listener):
+            yield
+
+
+def _guarded(work: Callable[[], T]) -> T:
+    """Run flow work; our errors print as one clear message and exit 1 (no traceback)."""
+    try:
+        with _progress():
+            return work()
+    except ReasonloopError as exc:
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+
+
+def _print_table(title: str, rows: dict[str, str]) -> None:
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in rows.items():
+        table.add_row(key, value)
+    console.print(table)
+
+
+def _run_reindex(settings: Settings) -> None:
+    from flows.reindex import reindex as reindex_flow
+
+    report = _guarded(lambda: reindex_flow(settings))
+    m = report.metrics
+    _print_table("reindex", {"documents": f"{m['n_documents']:.0f}", "chunks": f"{m['n_chunks']:.0f}",
+                             "in collection": f"{m['n_in_collection']:.0f}",
+                             "throughput": f"{m['chunks_per_second']:.1f} chunks/s",
+                             "duration": f"{m['duration_s']:.1f} s", "MLflow run": report.run_id})
+
+
+def _run_eval(settings: Settings) -> None:
+    from flows.nightly_eval import nightly_eval
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    from reasonloop.schemas import EvalSummary
+    from reasonloop.tracking import run_url, ui_command
+    from tasks.aggregate import summary_rows
+
+    flow = nightly_eval.with_options(task_runner=ThreadPoolTaskRunner(max_workers=settings.prefect.max_workers))
+    report = _guarded(lambda: flow(settings))
+    summary = EvalSummary.model_validate({k: v for k, v in report.metrics.items() if k in EvalSummary.model_fields})
+    _print_table(f"nightly eval ({settings.llm.provider}: {settings.llm.model}; judge {settings.judge.provider})",
+                 {**summary_rows(summary), "MLflow run": report.run_id})
+    console.print(f"Open the MLflow UI:  {ui_command(settings)}")
+    console.print(f"then:                {run_url(settings, report.experiment_id, report.run_id)}")
+
+
+@app.command()
+def reindex(ctx: typer.Context) -> None:
+    """Load, validate, chunk and embed the corpus into Chroma; log the run to MLflow."""
+    _run_reindex(_settings(ctx))
+
+
+@app.command("eval")
+def eval_(ctx: typer.Context) -> None:
+    """Run the nightly evaluation flow over the configured question set."""
+    _run_eval(_settings(ctx))
+
+
+@app.command()
+def run(ctx: typer.Context) -> None:
+    """The main job: reindex the corpus, then run the nightly eval and print its summary."""
+    settings = _settings(ctx)
+    _run_reindex(settings)
+    _run_eval(settings)
+
+
+@config_app.command("show")
+def config_show(ctx: typer.Context,
+                as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of YAML")] = False) -> None:
+    """Print the effective configuration (defaults < profile < env); API keys are shown masked."""
+    settings = _settings(ctx)
+    data = settings.public_dict()
+    for section in ("llm", "judge"):
+        cfg = getattr(settings, section)
+        data[section]["api_key"] = "****" + cfg.api_key().get_secret_value()[-4:] if cfg.api_key() else "(not set)"
+    if as_json:
+        console.print_json(json.dumps(data))
+    else:
+        import yaml
+
+        console.print(yaml.safe_dump(data, sort_keys=False), highlight=False, end="")
+
+
+@app.command()
+def runs(ctx: typer.Context, limit: Annotated[int, typer.Option(min=1, help="how many runs")] = 10) -> None:
+    """Recent reindex and eval runs with their key metrics, read back from MLflow."""
+    settings = _settings(ctx)
+    from reasonloop.tracking import recent_runs
+
+    frame = recent_runs(settings, limit)
+    if frame.empty:
+        console.print("no runs yet: try `reasonloop run`")
+        return
+    columns = {"metrics.accuracy": "accuracy", "metrics.grounding_rate": "grounding",
+               "metrics.hallucination_rate": "halluc.", "metrics.latency_p95_s": "p95 s",
+               "metrics.cost_usd": "cost $", "metrics.n_chunks": "chunks"}
+    table = Table(title="recent runs")
+    for name in ("started", "flow", "status", "run id", "provider", "prompt", *columns.values()):
+        table.add_column(name)
+    for _, row in frame.iterrows():
+        def cell(key: str) -> str:
+            value = row.get(key)
+            if value is None or (isinstance(value, float) and value != value):
+                return ""
+            return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+        table.add_row(row["start_time"].strftime("%Y-%m-%d %H:%M:%S"), cell("tags.reasonloop.flow"), cell("status"),
+                      row["run_id"], cell("params.llm.provider"), cell("params.prompt.reasoning"),
+                      *(cell(k) for k in columns))
+    console.print(table)
+
+
+@app.command()
+def ui(ctx: typer.Context, port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = 5000) -> None:
+    """Start the MLflow UI on 127.0.0.1 against the configured tracking store."""
+    settings = _settings(ctx)
+    if not settings.mlflow_tracking_uri.startswith("sqlite:"):
+        console.print(f"the tracking store is a server: open {settings.mlflow_tracking_uri}")
+        return
+    console.print(f"MLflow UI on http://127.0.0.1:{port} (Ctrl-C stops it)")
+    raise typer.Exit(subprocess.call([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri",
+                                      settings.mlflow_tracking_uri, "--host", "127.0.0.1", "--port", str(port)]))

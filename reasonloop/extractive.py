@@ -1,0 +1,85 @@
+"""The offline default "reasoner": deterministic extraction, not a language model.
+
+It reads the rendered chain-of-thought prompt (the `<question>` and `<chunk id="...">` blocks that every
+provider receives), embeds the question and every context sentence with all-MiniLM-L6-v2, and answers by
+quoting the most similar sentence(s), citing their chunks, in the same JSON structure an LLM is asked
+for. It generates nothing it did not read, so its answers are grounded by construction; its accuracy is
+that of sentence retrieval. MLflow records it as `llm.provider=extractive`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import numpy as np
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from pydantic import ConfigDict
+
+from reasonloop.embeddings import Embedder
+from reasonloop.metrics import split_sentences
+
+QUESTION = re.compile(r"<question>(.*?)</question>", re.S)
+CHUNK = re.compile(r'<chunk id="([^"]+)"[^>]*>\n?(.*?)\n?</chunk>', re.S)
+
+
+class ExtractiveChatModel(BaseChatModel):
+    """A LangChain chat model whose "generation" is sentence selection by embedding similarity."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    embedder: Embedder
+    model_name: str = "extractive-minilm"
+    max_sentences: int = 1
+
+    @property
+    def _llm_type(self) -> str:
+        return "reasonloop-extractive"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"model_name": self.model_name, "max_sentences": self.max_sentences}
+
+    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                  run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
+        prompt = "\n".join(str(m.content) for m in messages)
+        user = str(messages[-1].content)
+        output = json.dumps(self.answer(user), ensure_ascii=False)
+        usage = {"input_tokens": self.embedder.count_tokens(prompt),
+                 "output_tokens": self.embedder.count_tokens(output)}
+        usage["total_tokens"] = usage["input_tokens"] + usage["output_tokens"]
+        message = AIMessage(content=output, usage_metadata=usage,  # type: ignore[arg-type]
+                            response_metadata={"model_name": self.model_name})
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+    def answer(self, user_prompt: str) -> dict[str, Any]:
+        """The chain-of-thought JSON for one rendered prompt."""
+        match = QUESTION.search(user_prompt)
+        question = match.group(1).strip() if match else user_prompt.strip()
+        sentences = [(cid, s) for cid, text in CHUNK.findall(user_prompt) for s in split_sentences(text)]
+        if not sentences:
+            return {"reasoning": {"problem": question, "context": "no context was retrieved",
+                                  "steps": ["nothing to select from"], "verification": "no supporting text"},
+                    "answer": "The context does not contain the answer.", "citations": [], "confidence": 0.0}
+        vectors = self.embedder.embed([question] + [s for _, s in sentences])
+        scores = vectors[1:] @ vectors[0]
+        order = np.argsort(-scores, kind="stable")[: self.max_sentences]
+        best = [(sentences[i][0], sentences[i][1], float(scores[i])) for i in sorted(order)]
+        top = float(scores[order[0]])
+        cited = list(dict.fromkeys(cid for cid, _, _ in best))
+        steps = [f"sentence from {cid} has cosine similarity {score:.3f} to the question" for cid, _, score in best]
+        return {
+            "reasoning": {
+                "problem": f"Find the context sentence that answers: {question}",
+                "context": f"{len(sentences)} sentences from {len({c for c, _ in sentences})} chunks",
+                "steps": steps,
+                "verification": f"the answer is quoted verbatim from {', '.join(cited)}",
+            },
+            "answer": " ".join(s for _, s, _ in best),
+            "citations": cited,
+            "confidence": round(max(0.0, min(1.0, top)), 4),
+        }

@@ -1,0 +1,142 @@
+"""Judges: the offline heuristic judge and the LLM-as-judge, behind one small interface.
+
+Both return one `Verdict` per item. Reference metrics (exact match, token F1) are computed the same way
+for both; they differ in how they decide correctness and groundedness.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, HumanMessage
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from reasonloop.embeddings import Embedder
+from reasonloop.llm_calls import call_chat, extract_json, run_bounded
+from reasonloop.metrics import exact_match, reference_recall, split_sentences, token_f1
+from reasonloop.prompts import PromptTemplate, format_chunks
+from reasonloop.schemas import AnswerRecord, Question, RetrievedChunk, Verdict
+
+
+@dataclass(frozen=True)
+class JudgeItem:
+    question: Question
+    answer: AnswerRecord
+    context: list[RetrievedChunk]
+
+
+class Judge(Protocol):
+    """Scores answers; `version` names the rubric (prompt name@version or heuristic revision)."""
+
+    version: str
+
+    def judge(self, items: list[JudgeItem]) -> list[Verdict]: ...
+
+
+class HeuristicJudge:
+    """Offline judge: correctness = max(token F1, reference recall, cosine to the reference) >= threshold;
+    grounded fraction = share of answer sentences whose best cosine to a context sentence >= threshold.
+    An answer with no sentences is grounded (nothing was claimed)."""
+
+    version = "heuristic-v1"
+
+    def __init__(self, embedder: Embedder, correctness_threshold: float, grounding_threshold: float) -> None:
+        self.embedder = embedder
+        self.correctness_threshold = correctness_threshold
+        self.grounding_threshold = grounding_threshold
+
+    def judge(self, items: list[JudgeItem]) -> list[Verdict]:
+        answer_sents = [split_sentences(i.answer.answer) for i in items]
+        context_sents = [[s for c in i.context for s in split_sentences(c.text)] for i in items]
+        texts = sorted({t for i in items for t in (i.answer.answer, i.question.reference)}
+                       | {s for group in answer_sents + context_sents for s in group})
+        index = {t: n for n, t in enumerate(texts)}
+        vectors = self.embedder.embed(texts)  # one encoder call for the whole batch
+        return [self._verdict(item, sents, ctx, vectors, index)
+                for item, sents, ctx in zip(items, answer_sents, context_sents, strict=True)]
+
+    def _verdict(self, item: JudgeItem, sentences: list[str], context: list[str], vectors: np.ndarray,
+                 index: dict[str, int]) -> Verdict:
+        answer, reference = item.answer.answer, item.question.reference
+        similarity = float(vectors[index[answer]] @ vectors[index[reference]])
+        f1 = token_f1(answer, reference)
+        correctness = max(f1, reference_recall(answer, reference), similarity, 0.0)
+        unsupported = []
+        if sentences and context:
+            support = vectors[[index[s] for s in sentences]] @ vectors[[index[c] for c in context]].T
+            unsupported = [s for s, best in zip(sentences, support.max(axis=1), strict=True)
+                           if best < self.grounding_threshold]
+        elif sentences:
+            unsupported = list(sentences)
+        grounded = 1.0 - len(unsupported) / len(sentences) if sentences else 1.0
+        return Verdict(correct=correctness >= self.correctness_threshold, correctness=min(correctness, 1.0),
+                       exact_match=exact_match(answer, reference), token_f1=f1, semantic_similarity=similarity,
+                       grounded_fraction=grounded, hallucinated=bool(unsupported), unsupported_claims=unsupported,
+                       reason=f"max(F1, reference recall, cosine) = {correctness:.3f}; "
+                              f"{len(sentences) - len(unsupported)}/{len(sentences)} sentences supported")
+
+
+REPAIR_REQUEST = "Your reply was not the JSON object the instructions ask for. Reply again with only that object."
+
+
+class Claim(BaseModel):
+    claim: str
+    supported: bool
+
+
+class JudgeReply(BaseModel):
+    """The verdict JSON the rubric prompt asks for; validated before it is trusted."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    correct: bool
+    score: float = Field(ge=0.0, le=1.0)
+    claims: list[Claim] = Field(default_factory=list)
+    reason: str = ""
+
+
+class LLMJudge:
+    """LLM-as-judge with a versioned rubric prompt. An unparseable reply gets one repair request; if that
+    fails too the verdict carries `judge_error` with the raw text (it is counted, never scored as 0)."""
+
+    def __init__(self, model: BaseChatModel, prompt: PromptTemplate, max_concurrency: int) -> None:
+        self.model = model
+        self.prompt = prompt
+        self.max_concurrency = max_concurrency
+        self.version = prompt.ref
+
+    def judge(self, items: list[JudgeItem]) -> list[Verdict]:
+        return run_bounded([lambda item=item: self._judge_one(item) for item in items], self.max_concurrency)
+
+    async def _judge_one(self, item: JudgeItem) -> Verdict:
+        answer, reference = item.answer.answer, item.question.reference
+        reference_scores = {"exact_match": exact_match(answer, reference), "token_f1": token_f1(answer, reference)}
+        messages = self.prompt.to_messages(question=item.question.question, reference=reference, answer=answer,
+                                           context=format_chunks(item.context))
+        try:
+            raw = (await call_chat(self.model, messages)).text
+            reply = _parse_reply(raw)
+            if reply is None:
+                retry = [*messages, AIMessage(raw), HumanMessage(REPAIR_REQUEST)]
+                raw = (await call_chat(self.model, retry)).text
+                reply = _parse_reply(raw)
+        except Exception as exc:  # noqa: BLE001 - a failed judge call is data, recorded per question
+            return Verdict(judge_error=f"{type(exc).__name__}: {exc}", **reference_scores)
+        if reply is None:
+            return Verdict(judge_error=f"unparseable verdict: {raw[:2000]}", **reference_scores)
+        unsupported = [c.claim for c in reply.claims if not c.supported]
+        grounded = 1.0 - len(unsupported) / len(reply.claims) if reply.claims else 1.0
+        return Verdict(correct=reply.correct, correctness=reply.score, grounded_fraction=grounded,
+                       hallucinated=bool(unsupported), unsupported_claims=unsupported, reason=reply.reason,
+                       **reference_scores)
+
+
+def _parse_reply(raw: str) -> JudgeReply | None:
+    try:
+        return JudgeReply.model_validate(extract_json(raw))
+    except (ValueError, ValidationError):
+        return None
+

@@ -1,0 +1,67 @@
+"""Pure answer and retrieval metrics (SQuAD-style normalization); empty inputs have defined results."""
+
+from __future__ import annotations
+
+import re
+import string
+from collections import Counter
+from collections.abc import Sequence
+
+import numpy as np
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_PUNCT = str.maketrans("", "", string.punctuation)
+
+
+def normalize_answer(text: str) -> str:
+    """Lower-case, drop punctuation and articles, squeeze whitespace (the official SQuAD normalization)."""
+    return " ".join(_ARTICLES.sub(" ", text.lower().translate(_PUNCT)).split())
+
+
+def exact_match(prediction: str, reference: str) -> bool:
+    return normalize_answer(prediction) == normalize_answer(reference)
+
+
+def token_f1(prediction: str, reference: str) -> float:
+    """Token-overlap F1; 1.0 when both normalize to nothing, 0.0 when only one does."""
+    pred, ref = normalize_answer(prediction).split(), normalize_answer(reference).split()
+    if not pred or not ref:
+        return float(pred == ref)
+    common = sum((Counter(pred) & Counter(ref)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(pred), common / len(ref)
+    return 2 * precision * recall / (precision + recall)
+
+
+def reference_recall(prediction: str, reference: str) -> float:
+    """Share of the reference's tokens present in the prediction (DPR's "has answer", graded)."""
+    pred, ref = Counter(normalize_answer(prediction).split()), Counter(normalize_answer(reference).split())
+    if not ref:
+        return 0.0
+    return sum((pred & ref).values()) / sum(ref.values())
+
+
+def recall_at_k(retrieved_ids: Sequence[str], gold_ids: Sequence[str]) -> float | None:
+    """Share of gold ids found among the retrieved ids; None when there are no gold ids."""
+    if not gold_ids:
+        return None
+    found = set(retrieved_ids)
+    return sum(1 for g in set(gold_ids) if g in found) / len(set(gold_ids))
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The q-th percentile (linear interpolation); None for no values."""
+    return float(np.percentile(np.asarray(values, dtype=float), q)) if len(values) else None
+
+
+def mean(values: Sequence[float]) -> float | None:
+    return float(np.mean(np.asarray(values, dtype=float))) if len(values) else None
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])")
+
+
+def split_sentences(text: str) -> list[str]:
+    """Sentence split on end punctuation followed by a capital or digit; keeps abbreviations mostly intact."""
+    return [s.strip() for s in _SENTENCE_END.split(text.strip()) if s.strip()]

@@ -1,0 +1,91 @@
+"""Prompt templates as versioned data: `configs/prompts/<name>.yaml` (name, version, variables, text).
+
+Placeholders use MLflow's `{{variable}}` syntax so the same text is registered in MLflow's prompt
+registry unchanged. Rendering is strict: a missing or undeclared variable is an error, never a blank.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+import yaml
+from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from reasonloop.errors import PromptError
+from reasonloop.schemas import RetrievedChunk
+
+PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+
+
+class PromptTemplate(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    version: int = Field(ge=1)
+    description: str = ""
+    input_variables: list[str] = Field(min_length=1)
+    output_schema: str
+    system: str
+    template: str
+
+    @model_validator(mode="after")
+    def _placeholders_match_variables(self) -> PromptTemplate:
+        used = set(PLACEHOLDER.findall(self.system)) | set(PLACEHOLDER.findall(self.template))
+        declared = set(self.input_variables)
+        if used != declared:
+            raise ValueError(f"placeholders {sorted(used)} differ from input_variables {sorted(declared)}")
+        return self
+
+    @property
+    def sha256(self) -> str:
+        """Content hash of the text the model sees: part of the version identity."""
+        return hashlib.sha256(f"{self.system}\x00{self.template}".encode()).hexdigest()
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@v{self.version}"
+
+    def render(self, **values: str) -> tuple[str, str]:
+        """(system, user) text with every declared variable filled in."""
+        missing = set(self.input_variables) - values.keys()
+        extra = values.keys() - set(self.input_variables)
+        if missing or extra:
+            raise PromptError(f"prompt {self.ref}: missing variables {sorted(missing)}, unexpected {sorted(extra)}")
+
+        def fill(text: str) -> str:
+            return PLACEHOLDER.sub(lambda m: values[m.group(1)], text)
+
+        return fill(self.system), fill(self.template)
+
+    def to_messages(self, **values: str) -> list[BaseMessage]:
+        system, user = self.render(**values)
+        return [SystemMessage(system), HumanMessage(user)]
+
+
+def load_prompt(prompts_dir: Path, name: str) -> PromptTemplate:
+    path = prompts_dir / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in prompts_dir.glob("*.yaml"))
+        raise PromptError(f"prompt '{name}' not found: no {path}; known prompts: {known}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        prompt = PromptTemplate.model_validate(data)
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise PromptError(f"{path}: not valid YAML: {exc}") from exc
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'template'}: {e['msg']}" for e in exc.errors())
+        raise PromptError(f"{path}: {problems}") from None
+    if prompt.name != name:
+        raise PromptError(f"{path}: name '{prompt.name}' does not match the file name '{name}'")
+    return prompt
+
+
+def format_chunks(chunks: list[RetrievedChunk]) -> str:
+    """Retrieved text as quoted data: each chunk in its own tag, tag look-alikes inside it neutralized."""
+    def quote(text: str) -> str:
+        return re.sub(r"<(/?)(chunk|context|question)", r"&lt;\1\2", text, flags=re.I)
+
+    return "\n".join(f'<chunk id="{c.chunk_id}" score="{c.score:.3f}">\n{quote(c.text)}\n</chunk>' for c in chunks)

@@ -1,0 +1,62 @@
+"""The one factory: embedder, chat model, judge and vector store built from settings.
+
+Remote providers are built only when configured (ChatOpenAI raises without a key), and the API key is
+read from the environment variable the config names, at build time only.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from langchain_core.language_models import BaseChatModel
+
+from reasonloop.embeddings import Embedder, load_embedder
+from reasonloop.errors import ProviderError
+from reasonloop.judges import HeuristicJudge, Judge, LLMJudge
+from reasonloop.prompts import load_prompt
+from reasonloop.settings import EndpointConfig, Settings
+
+if TYPE_CHECKING:
+    from chromadb.api.models.Collection import Collection
+
+
+def build_embedder(settings: Settings) -> Embedder:
+    return load_embedder(settings.embedding)
+
+
+def build_openai_chat(cfg: EndpointConfig) -> BaseChatModel:
+    """ChatOpenAI against any OpenAI-compatible endpoint; retries/timeouts from config."""
+    from langchain_openai import ChatOpenAI
+
+    key = cfg.api_key()
+    if key is None and cfg.base_url is None:
+        raise ProviderError(
+            f"provider 'openai' needs an API key: set the environment variable {cfg.api_key_env}, "
+            "or set base_url to a local OpenAI-compatible server"
+        )
+    return ChatOpenAI(model=cfg.model, base_url=cfg.base_url, api_key=key or "not-needed",  # type: ignore[arg-type]
+                      temperature=cfg.temperature, max_tokens=cfg.max_tokens,  # type: ignore[call-arg]
+                      timeout=cfg.timeout_s, max_retries=cfg.max_retries)
+
+
+def build_chat_model(settings: Settings, embedder: Embedder) -> BaseChatModel:
+    if settings.llm.provider == "openai":
+        return build_openai_chat(settings.llm)
+    from reasonloop.extractive import ExtractiveChatModel
+
+    return ExtractiveChatModel(embedder=embedder, model_name=settings.llm.model,
+                               max_sentences=settings.llm.max_sentences)
+
+
+def build_judge(settings: Settings, embedder: Embedder) -> Judge:
+    cfg = settings.judge
+    if cfg.provider == "openai":
+        prompt = load_prompt(settings.prompts.dir, settings.prompts.judge)
+        return LLMJudge(build_openai_chat(cfg), prompt, cfg.max_concurrency)
+    return HeuristicJudge(embedder, cfg.correctness_threshold, cfg.grounding_threshold)
+
+
+def build_collection(settings: Settings, embedder: Embedder) -> Collection:
+    from reasonloop.vectorstore import open_collection  # chromadb import is slow: only when used
+
+    return open_collection(settings, embedder)

@@ -1,0 +1,158 @@
+"""Typed records that cross every boundary: documents, chunks, questions, answers, verdicts, results."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+NonEmptyStr = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+MetadataValue = str | int | float | bool
+
+
+def content_hash(text: str) -> str:
+    """sha256 of UTF-8 text: the identity of a document's or chunk's content."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class Record(BaseModel):
+    """Strict base: unknown fields are errors, so typos in input files surface at once."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Document(Record):
+    id: NonEmptyStr
+    text: str
+    title: str = ""
+    source: str = Field(description="path of the file the document came from, relative to the corpus root")
+    metadata: dict[str, MetadataValue] = Field(default_factory=dict)
+    content_hash: str
+
+
+class Chunk(Record):
+    id: str
+    doc_id: str
+    text: str
+    title: str = ""
+    source: str
+    position: int = Field(ge=0, description="index of the chunk within its document")
+    start: int = Field(ge=0, description="character offset of the chunk in the document text")
+    end: int = Field(ge=0)
+    content_hash: str
+    metadata: dict[str, MetadataValue] = Field(default_factory=dict)
+
+
+class Question(Record):
+    id: NonEmptyStr
+    question: NonEmptyStr
+    reference: NonEmptyStr = Field(description="reference answer used by the judge")
+    gold_doc_ids: list[str] = Field(default_factory=list)
+    metadata: dict[str, MetadataValue] = Field(default_factory=dict)
+
+
+class RetrievedChunk(Record):
+    chunk_id: str
+    doc_id: str
+    text: str
+    title: str = ""
+    score: float = Field(description="cosine similarity to the question (1 - cosine distance)")
+    rank: int = Field(ge=1)
+
+
+class ReasoningSteps(BaseModel):
+    """The chain-of-thought structure: problem -> context -> steps -> verification."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    problem: str = ""
+    context: str = ""
+    steps: list[str] = Field(default_factory=list)
+    verification: str = ""
+
+
+class ModelAnswer(BaseModel):
+    """What the reasoning prompt asks the model to return (its JSON output schema)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    reasoning: ReasoningSteps = Field(default_factory=ReasoningSteps)
+    answer: NonEmptyStr
+    citations: list[str] = Field(default_factory=list)
+    confidence: float = Field(default=0.5, ge=0.0, le=1.0)
+
+
+class AnswerRecord(Record):
+    """One question's answer with its costs; `error` is set (and `answer` empty) when it failed."""
+
+    question_id: str
+    answer: str = ""
+    reasoning: ReasoningSteps = Field(default_factory=ReasoningSteps)
+    citations: list[str] = Field(default_factory=list)
+    confidence: float = 0.0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    latency_s: float = 0.0
+    cost_usd: float = 0.0
+    raw_output: str = ""
+    error: str | None = None
+
+
+class Verdict(Record):
+    """A judge's verdict on one answer; `judge_error` is set when the judge itself failed."""
+
+    correct: bool = False
+    correctness: float = Field(default=0.0, ge=0.0, le=1.0)
+    exact_match: bool = False
+    token_f1: float = 0.0
+    semantic_similarity: float | None = None
+    grounded_fraction: float = Field(default=0.0, ge=0.0, le=1.0)
+    hallucinated: bool = False
+    unsupported_claims: list[str] = Field(default_factory=list)
+    reason: str = ""
+    judge_error: str | None = None
+
+
+class QuestionResult(Record):
+    """One row of the nightly eval's per-question table."""
+
+    question: Question
+    retrieved: list[RetrievedChunk]
+    answer: AnswerRecord
+    verdict: Verdict | None = None
+    recall_at_k: float | None = None
+
+
+class EvalSummary(Record):
+    n_questions: int
+    n_failed: int
+    n_judge_errors: int
+    accuracy: float | None
+    grounding_rate: float | None
+    hallucination_rate: float | None
+    recall_at_k: float | None
+    latency_p50_s: float | None
+    latency_p95_s: float | None
+    tokens_in: int
+    tokens_out: int
+    cost_usd: float
+    cost_per_query_usd: float | None
+
+
+class IndexStats(Record):
+    n_documents: int
+    n_chunks: int
+    n_in_collection: int
+    embed_seconds: float
+    chunks_per_second: float
+
+
+class FlowReport(Record):
+    """What a flow returns and the CLI prints: the MLflow run it wrote and its headline figures."""
+
+    flow: str
+    run_id: str
+    experiment_id: str
+    tracking_uri: str
+    metrics: dict[str, float]

@@ -1,0 +1,311 @@
+"""The one settings object: `configs/default.yaml` < `configs/profiles/<profile>.yaml` < REASONLOOP_* env.
+
+Relative paths resolve against the project root. Secrets are never fields: the config names the
+environment variable that holds an API key, and `api_key()` reads it only when a provider is built,
+so settings can be logged, hashed and shown without leaking anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from reasonloop.errors import ConfigError
+
+ENV_PREFIX = "REASONLOOP_"
+MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+
+
+def project_root() -> Path:
+    """REASONLOOP_ROOT, else the working directory when it holds configs/, else the source checkout."""
+    if env := os.environ.get(f"{ENV_PREFIX}ROOT"):
+        return Path(env).resolve()
+    cwd = Path.cwd()
+    if (cwd / "configs" / "default.yaml").is_file():
+        return cwd
+    return Path(__file__).resolve().parents[1]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class JsonlFields(Section):
+    id_field: str = "id"
+    text_field: str = "text"
+    title_field: str = "title"
+    metadata_fields: list[str] = Field(default_factory=list)
+
+
+class CorpusConfig(Section):
+    path: Path = Path("data/corpus")
+    include: list[str] = Field(default_factory=lambda: ["*.md", "*.txt", "*.jsonl"], min_length=1)
+    jsonl: JsonlFields = Field(default_factory=JsonlFields)
+
+
+class QuestionsConfig(Section):
+    path: Path = Path("data/questions/squad_sample.jsonl")
+
+
+class ChunkingConfig(Section):
+    chunk_size: int = Field(default=1000, gt=0, description="characters per chunk")
+    chunk_overlap: int = Field(default=100, ge=0)
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> ChunkingConfig:
+        if self.chunk_overlap >= self.chunk_size:
+            raise ValueError(f"chunk_overlap ({self.chunk_overlap}) must be below chunk_size ({self.chunk_size})")
+        return self
+
+
+class EmbeddingConfig(Section):
+    model: Literal["all-MiniLM-L6-v2"] = "all-MiniLM-L6-v2"
+    sha256: str = Field(default=MINILM_SHA256, pattern=r"^[0-9a-f]{64}$")
+    batch_size: int = Field(default=64, gt=0)
+    device: str = "cpu"
+
+
+class ChromaConfig(Section):
+    mode: Literal["persistent", "http"] = "persistent"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, gt=0, lt=65536)
+    collection: str = Field(default="reasonloop", min_length=3, max_length=63, pattern=r"^[A-Za-z0-9][\w.-]*$")
+    upsert_batch_size: int = Field(default=1000, gt=0)
+
+
+class RetrievalConfig(Section):
+    top_k: int = Field(default=4, gt=0, le=100)
+
+
+class EndpointConfig(Section):
+    """An OpenAI-compatible endpoint (OpenAI, vLLM, Ollama, llama.cpp server)."""
+
+    model: str
+    base_url: str | None = None
+    api_key_env: str = Field(default="OPENAI_API_KEY", description="name of the env var holding the key")
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    max_tokens: int = Field(default=800, gt=0)
+    timeout_s: float = Field(default=60.0, gt=0)
+    max_retries: int = Field(default=2, ge=0)
+    max_concurrency: int = Field(default=8, gt=0)
+
+    def api_key(self) -> SecretStr | None:
+        value = os.environ.get(self.api_key_env)
+        return SecretStr(value) if value else None
+
+
+class LLMConfig(EndpointConfig):
+    provider: Literal["extractive", "openai"] = "extractive"
+    model: str = "extractive-minilm"
+    max_sentences: int = Field(default=1, gt=0, description="extractive: sentences quoted in the answer")
+
+
+class JudgeConfig(EndpointConfig):
+    provider: Literal["heuristic", "openai"] = "heuristic"
+    model: str = "heuristic-minilm"
+    correctness_threshold: float = Field(default=0.7, ge=0.0, le=1.0)
+    grounding_threshold: float = Field(default=0.6, ge=0.0, le=1.0)
+
+
+class PromptsConfig(Section):
+    dir: Path = Path("configs/prompts")
+    reasoning: str = "chain_of_thought"
+    judge: str = "judge_answer"
+
+
+class Price(Section):
+    input_per_1m: float = Field(ge=0.0)
+    output_per_1m: float = Field(ge=0.0)
+
+
+class MlflowConfig(Section):
+    tracking_uri: str | None = Field(default=None, description="None: SQLite under the state folder")
+    experiment_prefix: str = "reasonloop"
+
+
+class PrefectConfig(Section):
+    api_url: str | None = Field(default=None, description="None: Prefect's temporary local server")
+    max_workers: int = Field(default=4, gt=0)
+
+
+class EvalConfig(Section):
+    batch_size: int = Field(default=32, gt=0, description="questions per Prefect task run")
+
+
+class _YamlProfileSource(PydanticBaseSettingsSource):
+    """Reads configs/default.yaml, then deep-merges configs/profiles/<profile>.yaml over it."""
+
+    def __init__(self, settings_cls: type[BaseSettings], profile: str | None) -> None:
+        super().__init__(settings_cls)
+        self.profile = profile
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        raise NotImplementedError  # __call__ returns the whole mapping at once
+
+    def __call__(self) -> dict[str, Any]:
+        config_dir = project_root() / "configs"
+        data = _read_yaml(config_dir / "default.yaml")
+        if self.profile:
+            profile_file = config_dir / "profiles" / f"{self.profile}.yaml"
+            if not profile_file.is_file():
+                known = sorted(p.stem for p in (config_dir / "profiles").glob("*.yaml"))
+                raise ConfigError(f"profile '{self.profile}' not found: no {profile_file}; known profiles: {known}")
+            data = _deep_merge(data, _read_yaml(profile_file))
+        return data
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid")
+
+    profile: str | None = None
+    state_dir: Path = Path(".reasonloop")
+    corpus: CorpusConfig = Field(default_factory=CorpusConfig)
+    questions: QuestionsConfig = Field(default_factory=QuestionsConfig)
+    chunking: ChunkingConfig = Field(default_factory=ChunkingConfig)
+    embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
+    chroma: ChromaConfig = Field(default_factory=ChromaConfig)
+    retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
+    llm: LLMConfig = Field(default_factory=LLMConfig)
+    judge: JudgeConfig = Field(default_factory=JudgeConfig)
+    prompts: PromptsConfig = Field(default_factory=PromptsConfig)
+    pricing: dict[str, Price] = Field(default_factory=dict)
+    mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
+    prefect: PrefectConfig = Field(default_factory=PrefectConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        profile = init_settings.init_kwargs.get("profile") or os.environ.get(f"{ENV_PREFIX}PROFILE")  # type: ignore[attr-defined]
+        return init_settings, env_settings, _YamlProfileSource(settings_cls, profile)
+
+    @model_validator(mode="after")
+    def _absolute_paths(self) -> Settings:
+        root = project_root()
+        self.state_dir = root / self.state_dir
+        self.corpus.path = root / self.corpus.path
+        self.questions.path = root / self.questions.path
+        self.prompts.dir = root / self.prompts.dir
+        return self
+
+    # Where state lives: one folder, git-ignored.
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        return self.mlflow.tracking_uri or f"sqlite:///{self.state_dir / 'mlflow.db'}"
+
+    @property
+    def mlflow_artifact_root(self) -> Path:
+        return self.state_dir / "mlartifacts"
+
+    @property
+    def chroma_path(self) -> Path:
+        return self.state_dir / "chroma"
+
+    @property
+    def prefect_home(self) -> Path:
+        return self.state_dir / "prefect"
+
+    def public_dict(self) -> dict[str, Any]:
+        """The effective config as plain data, paths relative to the project root where possible."""
+        root = project_root()
+
+        def rel(value: Any) -> Any:
+            if isinstance(value, dict):
+                return {k: rel(v) for k, v in value.items()}
+            if isinstance(value, list):
+                return [rel(v) for v in value]
+            if isinstance(value, Path):
+                return str(value.relative_to(root)) if value.is_relative_to(root) else str(value)
+            return value
+
+        return rel(self.model_dump())
+
+    def config_hash(self) -> str:
+        """Short sha256 of the effective config (profile name excluded): equal hash, equal behaviour."""
+        data = {k: v for k, v in self.public_dict().items() if k != "profile"}
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+
+    def price_of(self, model: str) -> Price:
+        """Price per 1M tokens of a model; models not in the table are free (local/offline)."""
+        return self.pricing.get(model, Price(input_per_1m=0.0, output_per_1m=0.0))
+
+
+def load_settings(profile: str | None = None, **overrides: Any) -> Settings:
+    """Build and validate the settings once; any problem becomes one ConfigError naming the key."""
+    kwargs: dict[str, Any] = dict(overrides)
+    if profile:
+        kwargs["profile"] = profile
+    try:
+        return Settings(**kwargs)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc)) from None
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    lines = [f"invalid configuration ({exc.error_count()} problem(s)); fix configs/*.yaml or REASONLOOP_* env:"]
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        got = "" if err["type"] == "missing" else f" (got {err.get('input')!r})"
+        lines.append(f"  {key}: {err['msg']}{got}")
+    return "\n".join(lines)
+
+
+def apply_environment(settings: Settings) -> None:
+    """Point Prefect, MLflow, Chroma and Hugging Face at the state folder; call before importing them.
+
+    These win over the caller's environment (PREFECT_HOME is the project's, not the user's home); a
+    PREFECT_API_URL already in the environment is kept, so a real server can be used without a profile.
+    """
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    env = {
+        "PREFECT_HOME": str(settings.prefect_home),
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_LOGGING_TO_API_BATCH_INTERVAL": "0.5",
+        "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
+        "ANONYMIZED_TELEMETRY": "False",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    if settings.prefect.api_url:
+        env["PREFECT_API_URL"] = settings.prefect.api_url
+    os.environ.update(env)

@@ -1,0 +1,81 @@
+"""MLflow plumbing: the tracking store from settings, one experiment per flow kind, the prompt registry,
+and reading recent runs back."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from reasonloop.prompts import PromptTemplate
+from reasonloop.settings import Settings
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+FLOW_KINDS = ("reindex", "nightly-eval")
+
+
+def experiment_name(settings: Settings, kind: str) -> str:
+    return f"{settings.mlflow.experiment_prefix}-{kind}"
+
+
+def ensure_experiment(settings: Settings, kind: str) -> str:
+    """The experiment id for a flow kind, created on first use (artifacts under the state folder when local)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    name = experiment_name(settings, kind)
+    existing = mlflow.get_experiment_by_name(name)
+    if existing is not None:
+        return existing.experiment_id
+    local = settings.mlflow_tracking_uri.startswith("sqlite:")
+    location = (settings.mlflow_artifact_root / name).as_uri() if local else None
+    return mlflow.create_experiment(name, artifact_location=location, tags={"reasonloop.flow": kind})
+
+
+def register_prompt(prompt: PromptTemplate) -> Any:
+    """The registry version holding this exact text: reused when the latest matches its sha256, else a new one."""
+    import mlflow
+
+    try:
+        latest = mlflow.genai.load_prompt(f"prompts:/{prompt.name}@latest")
+    except Exception:  # noqa: BLE001 - MLflow raises a generic MlflowException when the prompt is unknown
+        latest = None
+    if latest is not None and latest.tags.get("sha256") == prompt.sha256:
+        return latest
+    return mlflow.genai.register_prompt(
+        name=prompt.name,
+        template=[{"role": "system", "content": prompt.system}, {"role": "user", "content": prompt.template}],
+        commit_message=f"{prompt.ref} ({prompt.sha256[:12]})",
+        tags={"file_version": str(prompt.version), "sha256": prompt.sha256, "output_schema": prompt.output_schema},
+    )
+
+
+def git_commit(root: Path) -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+def ui_command(settings: Settings, port: int = 5000) -> str:
+    if not settings.mlflow_tracking_uri.startswith("sqlite:"):
+        return f"open {settings.mlflow_tracking_uri}"
+    return f"make ui   # or: mlflow ui --backend-store-uri {settings.mlflow_tracking_uri} --port {port}"
+
+
+def run_url(settings: Settings, experiment_id: str, run_id: str, port: int = 5000) -> str:
+    base = settings.mlflow_tracking_uri if settings.mlflow_tracking_uri.startswith("http") \
+        else f"http://127.0.0.1:{port}"
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def recent_runs(settings: Settings, limit: int = 10, kinds: tuple[str, ...] = FLOW_KINDS) -> pd.DataFrame:
+    """The newest runs of the given flow kinds with their status and key metrics, newest first."""
+    import mlflow
+
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    names = [experiment_name(settings, k) for k in kinds]
+    return mlflow.search_runs(experiment_names=names, max_results=limit, order_by=["attributes.start_time DESC"])

@@ -1,0 +1,84 @@
+"""Per-question results and run aggregates (pure).
+
+Accuracy counts a failed question (no answer) as incorrect and leaves judge errors out of the
+denominator; grounding and hallucination rates are over judged answers only.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+from prefect import task
+
+from reasonloop.metrics import mean, percentile, recall_at_k
+from reasonloop.schemas import AnswerRecord, EvalSummary, Question, QuestionResult, RetrievedChunk, Verdict
+
+
+@task(name="collect-results")
+def collect_results(questions: list[Question], contexts: list[list[RetrievedChunk]], answers: list[AnswerRecord],
+                    verdicts: list[Verdict | None]) -> list[QuestionResult]:
+    return [QuestionResult(question=q, retrieved=c, answer=a, verdict=v,
+                           recall_at_k=recall_at_k([r.doc_id for r in c], q.gold_doc_ids))
+            for q, c, a, v in zip(questions, contexts, answers, verdicts, strict=True)]
+
+
+@task(name="summarize-results")
+def summarize_results(results: list[QuestionResult]) -> EvalSummary:
+    answered = [r for r in results if r.answer.error is None]
+    judged = [r.verdict for r in answered if r.verdict is not None and r.verdict.judge_error is None]
+    n_judge_errors = sum(1 for r in answered if r.verdict is not None and r.verdict.judge_error is not None)
+    scorable = len(results) - n_judge_errors
+    recalls = [r.recall_at_k for r in results if r.recall_at_k is not None]
+    latencies = [r.answer.latency_s for r in answered]
+    cost = sum(r.answer.cost_usd for r in results)
+    return EvalSummary(
+        n_questions=len(results),
+        n_failed=len(results) - len(answered),
+        n_judge_errors=n_judge_errors,
+        accuracy=sum(v.correct for v in judged) / scorable if scorable else None,
+        grounding_rate=mean([v.grounded_fraction for v in judged]),
+        hallucination_rate=mean([float(v.hallucinated) for v in judged]),
+        recall_at_k=mean(recalls),
+        latency_p50_s=percentile(latencies, 50),
+        latency_p95_s=percentile(latencies, 95),
+        tokens_in=sum(r.answer.tokens_in for r in results),
+        tokens_out=sum(r.answer.tokens_out for r in results),
+        cost_usd=cost,
+        cost_per_query_usd=cost / len(results) if results else None,
+    )
+
+
+def results_table(results: list[QuestionResult]) -> pd.DataFrame:
+    """The per-question table logged to MLflow: one row per question, flat columns."""
+    rows = []
+    for r in results:
+        v = r.verdict
+        rows.append({
+            "question_id": r.question.id, "question": r.question.question, "reference": r.question.reference,
+            "answer": r.answer.answer, "error": r.answer.error or "",
+            "citations": ", ".join(r.answer.citations), "retrieved": ", ".join(c.chunk_id for c in r.retrieved),
+            "top_score": r.retrieved[0].score if r.retrieved else None, "recall_at_k": r.recall_at_k,
+            "confidence": r.answer.confidence, "correct": v.correct if v else None,
+            "correctness": v.correctness if v else None, "exact_match": v.exact_match if v else None,
+            "token_f1": v.token_f1 if v else None, "grounded_fraction": v.grounded_fraction if v else None,
+            "hallucinated": v.hallucinated if v else None, "judge_error": (v.judge_error or "") if v else "",
+            "judge_reason": v.reason if v else "", "tokens_in": r.answer.tokens_in, "tokens_out": r.answer.tokens_out,
+            "latency_s": r.answer.latency_s, "cost_usd": r.answer.cost_usd,
+        })
+    return pd.DataFrame(rows)
+
+
+def summary_rows(summary: EvalSummary) -> dict[str, str]:
+    """The headline figures as display strings (CLI table and Prefect artifact share them)."""
+    def fmt(value: float | None, pattern: str) -> str:
+        return "n/a" if value is None else pattern.format(value)
+
+    return {
+        "questions": f"{summary.n_questions} ({summary.n_failed} failed, {summary.n_judge_errors} judge errors)",
+        "accuracy": fmt(summary.accuracy, "{:.3f}"),
+        "grounding rate": fmt(summary.grounding_rate, "{:.3f}"),
+        "hallucination rate": fmt(summary.hallucination_rate, "{:.3f}"),
+        "recall@k": fmt(summary.recall_at_k, "{:.3f}"),
+        "latency p50 / p95": f"{fmt(summary.latency_p50_s, '{:.3f}')} s / {fmt(summary.latency_p95_s, '{:.3f}')} s",
+        "tokens in / out": f"{summary.tokens_in} / {summary.tokens_out}",
+        "cost": f"${summary.cost_usd:.4f} (${fmt(summary.cost_per_query_usd, '{:.5f}')} per query)",
+    }

@@ -1,0 +1,117 @@
+"""Reading inputs: corpus documents (.md, .txt, .jsonl) and question sets (.jsonl), strictly validated."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from pydantic import ValidationError
+
+from reasonloop.errors import EmptyInputError, InputError
+from reasonloop.schemas import Document, Question, content_hash
+from reasonloop.settings import CorpusConfig
+
+
+def read_text(path: Path) -> str:
+    """A file's text as UTF-8; anything else is an error naming the file and byte offset."""
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"not valid UTF-8 at byte {exc.start}; convert the file to UTF-8", path=path) from None
+
+
+def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line; a malformed line is an error naming it."""
+    for number, line in enumerate(read_text(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"malformed JSON ({exc.msg} at column {exc.colno})", path=path, line=number) from None
+        if not isinstance(value, dict):
+            raise InputError(f"expected a JSON object, got {type(value).__name__}", path=path, line=number)
+        yield number, value
+
+
+def _pydantic_problem(exc: ValidationError) -> tuple[str, str]:
+    first = exc.errors()[0]
+    return first["msg"], ".".join(str(p) for p in first["loc"])
+
+
+def _markdown_title(text: str, fallback: str) -> str:
+    for line in text.splitlines():
+        if line.startswith("# "):
+            return line[2:].strip()
+    return fallback
+
+
+def _file_document(path: Path, root: Path) -> Document:
+    text = read_text(path)
+    rel = path.relative_to(root).as_posix()
+    title = _markdown_title(text, path.stem) if path.suffix == ".md" else path.stem
+    return Document(id=rel, text=text, title=title, source=rel, content_hash=content_hash(text))
+
+
+def _jsonl_documents(path: Path, root: Path, cfg: CorpusConfig) -> Iterator[Document]:
+    fields = cfg.jsonl
+    rel = path.relative_to(root).as_posix()
+    for number, record in iter_jsonl(path):
+        for name in (fields.id_field, fields.text_field):
+            if name not in record:
+                raise InputError("missing required field", path=path, line=number, field=name)
+        text = record[fields.text_field]
+        if not isinstance(text, str):
+            raise InputError(f"must be a string, got {type(text).__name__}", path=path, line=number,
+                             field=fields.text_field)
+        metadata = {k: record[k] for k in fields.metadata_fields if k in record}
+        try:
+            yield Document(id=str(record[fields.id_field]), text=text, title=str(record.get(fields.title_field, "")),
+                           source=f"{rel}:{number}", metadata=metadata, content_hash=content_hash(text))
+        except ValidationError as exc:
+            msg, loc = _pydantic_problem(exc)
+            raise InputError(msg, path=path, line=number, field=loc) from None
+
+
+@task(name="load-documents")
+def load_documents(root: Path, cfg: CorpusConfig) -> list[Document]:
+    """Every matching file under `root`, in sorted path order (so ids and runs are reproducible)."""
+    if not root.is_dir():
+        raise InputError("corpus folder not found: create it or set corpus.path in configs/default.yaml",
+                         path=root)
+    files = sorted({p for pattern in cfg.include for p in root.rglob(pattern) if p.is_file()})
+    documents: list[Document] = []
+    for path in files:
+        if path.suffix == ".jsonl":
+            documents.extend(_jsonl_documents(path, root, cfg))
+        else:
+            documents.append(_file_document(path, root))
+    if not documents:
+        raise EmptyInputError(f"no documents matching {cfg.include}: add files or change corpus.include", path=root)
+    return documents
+
+
+@task(name="load-questions")
+def load_questions(path: Path) -> list[Question]:
+    """A question set (.jsonl: id, question, reference, optional gold_doc_ids); ids must be unique."""
+    if not path.is_file():
+        raise InputError("question set not found: set questions.path in configs/default.yaml", path=path)
+    questions: list[Question] = []
+    seen: dict[str, int] = {}
+    for number, record in iter_jsonl(path):
+        try:
+            question = Question.model_validate(record)
+        except ValidationError as exc:
+            msg, loc = _pydantic_problem(exc)
+            raise InputError(msg, path=path, line=number, field=loc) from None
+        if question.id in seen:
+            raise InputError(f"duplicate id '{question.id}' (first on line {seen[question.id]})", path=path,
+                             line=number, field="id")
+        seen[question.id] = number
+        questions.append(question)
+    if not questions:
+        raise EmptyInputError("the question set is empty: add at least one question", path=path)
+    return questions

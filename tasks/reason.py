@@ -1,0 +1,46 @@
+"""Answering questions with the versioned chain-of-thought prompt, concurrently, one record per question."""
+
+from __future__ import annotations
+
+from langchain_core.language_models import BaseChatModel
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from pydantic import ValidationError
+
+from reasonloop import progress
+from reasonloop.llm_calls import call_chat, extract_json, run_bounded
+from reasonloop.prompts import PromptTemplate, format_chunks
+from reasonloop.schemas import AnswerRecord, ModelAnswer, Question, RetrievedChunk
+from reasonloop.settings import Price
+
+
+def cost_usd(tokens_in: int, tokens_out: int, price: Price) -> float:
+    return (tokens_in * price.input_per_1m + tokens_out * price.output_per_1m) / 1_000_000
+
+
+async def answer_one(model: BaseChatModel, prompt: PromptTemplate, question: Question,
+                     context: list[RetrievedChunk], price: Price) -> AnswerRecord:
+    """Never raises: a failed call or an unparseable reply becomes a record with `error` set."""
+    messages = prompt.to_messages(question=question.question, context=format_chunks(context))
+    try:
+        call = await call_chat(model, messages)
+    except Exception as exc:  # noqa: BLE001 - one failed question must not stop the batch
+        return AnswerRecord(question_id=question.id, error=f"{type(exc).__name__}: {exc}")
+    usage = {"tokens_in": call.tokens_in, "tokens_out": call.tokens_out, "latency_s": call.latency_s,
+             "cost_usd": cost_usd(call.tokens_in, call.tokens_out, price), "raw_output": call.text}
+    try:
+        parsed = ModelAnswer.model_validate(extract_json(call.text))
+    except (ValueError, ValidationError) as exc:
+        return AnswerRecord(question_id=question.id, error=f"unparseable answer: {exc}", **usage)
+    return AnswerRecord(question_id=question.id, answer=parsed.answer, reasoning=parsed.reasoning,
+                        citations=parsed.citations, confidence=parsed.confidence, **usage)
+
+
+@task(name="answer-questions", cache_policy=NO_CACHE)
+def answer_questions(questions: list[Question], contexts: list[list[RetrievedChunk]], model: BaseChatModel,
+                     prompt: PromptTemplate, price: Price, max_concurrency: int) -> list[AnswerRecord]:
+    """One batch of questions, at most `max_concurrency` calls in flight (the client retries transient errors)."""
+    records = run_bounded([lambda q=q, c=c: answer_one(model, prompt, q, c, price)
+                           for q, c in zip(questions, contexts, strict=True)], max_concurrency)
+    progress.advance("answer questions", len(records))
+    return records

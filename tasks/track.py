@@ -1,0 +1,105 @@
+"""Writing runs to MLflow (params, metrics in one batch, tables, artifacts) and the Prefect summary artifact."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from reasonloop.embeddings import Embedder
+from reasonloop.prompts import PromptTemplate
+from reasonloop.retry import is_transient
+from reasonloop.schemas import EvalSummary, FlowReport, IndexStats, QuestionResult
+from reasonloop.settings import Settings, project_root
+from reasonloop.tracking import ensure_experiment, git_commit, register_prompt
+from tasks.aggregate import results_table
+
+
+def common_params(settings: Settings, embedder: Embedder) -> dict[str, Any]:
+    return {
+        "config_hash": settings.config_hash(), "profile": settings.profile or "default",
+        "git_commit": git_commit(project_root()), "embedding.model": embedder.name,
+        "embedding.sha256": embedder.weights_sha256, "chroma.mode": settings.chroma.mode,
+        "chroma.collection": settings.chroma.collection,
+        "chunking.chunk_size": settings.chunking.chunk_size, "chunking.chunk_overlap": settings.chunking.chunk_overlap,
+    }
+
+
+def _flow_run_tags(kind: str) -> dict[str, str]:
+    from prefect.runtime import flow_run
+
+    return {"reasonloop.flow": kind, "prefect.flow_run_id": str(flow_run.id or ""),
+            "prefect.flow_run_name": str(flow_run.name or "")}
+
+
+def _numeric(values: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in values.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+
+
+@task(name="log-reindex-run", retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=is_transient,
+      cache_policy=NO_CACHE)
+def log_reindex_run(settings: Settings, embedder: Embedder, stats: IndexStats, duration_s: float) -> FlowReport:
+    import mlflow
+
+    experiment_id = ensure_experiment(settings, "reindex")
+    metrics = {**_numeric(stats.model_dump()), "duration_s": duration_s}
+    with mlflow.start_run(experiment_id=experiment_id, run_name="reindex", tags=_flow_run_tags("reindex")) as run:
+        mlflow.log_params({**common_params(settings, embedder), "corpus.path": str(settings.public_dict()["corpus"]["path"])})
+        mlflow.log_metrics(metrics)
+    return FlowReport(flow="reindex", run_id=run.info.run_id, experiment_id=experiment_id,
+                      tracking_uri=settings.mlflow_tracking_uri, metrics=metrics)
+
+
+@task(name="log-eval-run", retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=is_transient,
+      cache_policy=NO_CACHE)
+def log_eval_run(settings: Settings, embedder: Embedder, prompt: PromptTemplate, judge_version: str,
+                 summary: EvalSummary, results: list[QuestionResult], duration_s: float) -> FlowReport:
+    """One MLflow run: params (providers, prompt name@version, retriever, config hash, commit), metrics in one
+    batch, the per-question table, the full per-question records, and the prompt linked from the registry."""
+    import mlflow
+
+    experiment_id = ensure_experiment(settings, "nightly-eval")
+    registered = register_prompt(prompt)
+    metrics = {**_numeric(summary.model_dump()), "duration_s": duration_s}
+    params = {
+        **common_params(settings, embedder),
+        "llm.provider": settings.llm.provider, "llm.model": settings.llm.model,
+        "llm.base_url": settings.llm.base_url or "", "llm.temperature": settings.llm.temperature,
+        "judge.provider": settings.judge.provider, "judge.model": settings.judge.model, "judge.version": judge_version,
+        "prompt.reasoning": prompt.ref, "prompt.reasoning.sha256": prompt.sha256,
+        "prompt.reasoning.registry_uri": f"prompts:/{registered.name}/{registered.version}",
+        "retrieval.top_k": settings.retrieval.top_k, "questions.path": settings.public_dict()["questions"]["path"],
+        "questions.count": len(results),
+    }
+    with mlflow.start_run(experiment_id=experiment_id, run_name="nightly-eval",
+                          tags=_flow_run_tags("nightly-eval")) as run:
+        mlflow.log_params(params)
+        mlflow.log_metrics(metrics)
+        mlflow.log_table(results_table(results), artifact_file="eval/questions.json")
+        with tempfile.TemporaryDirectory() as tmp:
+            records = Path(tmp) / "results.jsonl"
+            records.write_text("".join(r.model_dump_json() + "\n" for r in results), encoding="utf-8")
+            (Path(tmp) / "summary.json").write_text(json.dumps(summary.model_dump(), indent=2), encoding="utf-8")
+            mlflow.log_artifacts(tmp, artifact_path="eval")
+        mlflow.MlflowClient().link_prompt_version_to_run(run.info.run_id, registered)
+    return FlowReport(flow="nightly-eval", run_id=run.info.run_id, experiment_id=experiment_id,
+                      tracking_uri=settings.mlflow_tracking_uri, metrics=metrics)
+
+
+def summary_markdown(report: FlowReport, rows: dict[str, str]) -> str:
+    lines = [f"# {report.flow}", "", "| metric | value |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in rows.items()]
+    lines += ["", f"MLflow run `{report.run_id}` (experiment {report.experiment_id})"]
+    return "\n".join(lines)
+
+
+@task(name="publish-summary")
+def publish_summary(report: FlowReport, rows: dict[str, str]) -> str:
+    """The flow's Prefect markdown artifact, under a stable key per flow kind."""
+    return str(create_markdown_artifact(markdown=summary_markdown(report, rows), key=f"{report.flow}-summary",
+                                        description=f"{report.flow} summary"))
