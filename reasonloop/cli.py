@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -43,8 +44,10 @@ def _settings(ctx: typer.Context) -> Settings:
         err_console.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(2) from None
     apply_environment(settings)
-    if not ctx.obj["verbose"]:
+    if not ctx.obj["verbose"]:  # the progress bars and the summary say what matters; -v shows library logs
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+        logging.getLogger("great_expectations").setLevel(logging.WARNING)
     return settings
 
 
@@ -107,8 +110,9 @@ def _run_eval(settings: Settings) -> None:
     summary = EvalSummary.model_validate({k: v for k, v in report.metrics.items() if k in EvalSummary.model_fields})
     _print_table(f"nightly eval ({settings.llm.provider}: {settings.llm.model}; judge {settings.judge.provider})",
                  {**summary_rows(summary), "MLflow run": report.run_id})
-    console.print(f"Open the MLflow UI:  {ui_command(settings)}")
-    console.print(f"then:                {run_url(settings, report.experiment_id, report.run_id)}")
+    console.print("Open this run in the MLflow UI:", style="bold")
+    console.print(f"  {ui_command(settings)}", highlight=False, soft_wrap=True)
+    console.print(f"  {run_url(settings, report.experiment_id, report.run_id)}", highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -6,6 +6,7 @@ import hashlib
 import logging
 import os
 import threading
+from collections import OrderedDict
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 WEIGHTS_FILE = "model.safetensors"
+MEMO_MAX_CHARS = 600  # memoize sentences and questions, not whole chunks
 
 
 def bundled_model_path() -> Path:
@@ -57,14 +59,21 @@ def verify_weights(model_dir: Path, expected_sha256: str) -> str:
 
 
 class Embedder:
-    """Normalized sentence embeddings plus the model's own tokenizer (used to count tokens offline)."""
+    """Normalized sentence embeddings plus the model's own tokenizer (used to count tokens offline).
 
-    def __init__(self, model: SentenceTransformer, name: str, weights_sha256: str, batch_size: int) -> None:
+    Short texts (questions, sentences) are memoized: the extractive reasoner and the heuristic judge embed
+    the same context sentences, and the second lookup is free. Chunk-sized texts bypass the memo.
+    """
+
+    def __init__(self, model: SentenceTransformer, name: str, weights_sha256: str, batch_size: int,
+                 memo_size: int = 50_000) -> None:
         self._model = model
         self.name = name
         self.weights_sha256 = weights_sha256
         self.batch_size = batch_size
         self._lock = threading.Lock()  # torch inference from many threads only adds contention here
+        self._memo: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._memo_size = memo_size
 
     @property
     def dimension(self) -> int:
@@ -75,12 +84,31 @@ class Embedder:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         with self._lock:
-            vectors = self._model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
-                                         convert_to_numpy=True, show_progress_bar=False)
+            missing = list(dict.fromkeys(t for t in texts if t not in self._memo))
+            fresh = self._encode(missing) if missing else np.zeros((0, self.dimension), dtype=np.float32)
+            computed = dict(zip(missing, fresh, strict=True))
+            rows = [computed[t] if t in computed else self._memo[t] for t in texts]
+            for text, vector in computed.items():
+                if len(text) <= MEMO_MAX_CHARS:
+                    self._memo[text] = vector
+            while len(self._memo) > self._memo_size:
+                self._memo.popitem(last=False)
+        return np.stack(rows)
+
+    def embed_uncached(self, texts: list[str]) -> np.ndarray:
+        """Encode without the memo (bulk indexing, where every text is new)."""
+        with self._lock:
+            return self._encode(texts)
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        vectors = self._model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
+                                     convert_to_numpy=True, show_progress_bar=False)
         return vectors.astype(np.float32, copy=False)
 
     def count_tokens(self, text: str) -> int:
-        return len(self._model.tokenizer.tokenize(text))
+        """Tokens under the model's WordPiece tokenizer (no truncation, no special tokens)."""
+        ids = self._model.tokenizer(text, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
+        return len(ids)
 
 
 @cache
@@ -92,6 +120,7 @@ def _load(model_dir: Path, expected_sha256: str, device: str, batch_size: int, n
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
 
     logger.info("loading %s from %s", name, model_dir)
     return Embedder(SentenceTransformer(str(model_dir), device=device), name, sha, batch_size)

@@ -56,6 +56,12 @@ class ExtractiveChatModel(BaseChatModel):
                             response_metadata={"model_name": self.model_name})
         return ChatResult(generations=[ChatGeneration(message=message)])
 
+    async def _agenerate(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                         run_manager: Any = None, **kwargs: Any) -> ChatResult:
+        # CPU-bound and deterministic: run inline rather than in a thread pool, so the measured latency is the
+        # work itself and not a queue behind other threads on the same cores.
+        return self._generate(messages, stop=stop, **kwargs)
+
     def answer(self, user_prompt: str) -> dict[str, Any]:
         """The chain-of-thought JSON for one rendered prompt."""
         match = QUESTION.search(user_prompt)

@@ -30,7 +30,7 @@ def index_chunks(chunks: list[Chunk], collection: Collection, embedder: Embedder
     for start in range(0, len(chunks), ENCODE_WINDOW):
         window = chunks[start:start + ENCODE_WINDOW]
         began = time.perf_counter()
-        vectors = embedder.embed([c.text for c in window])
+        vectors = embedder.embed_uncached([c.text for c in window])
         embed_seconds += time.perf_counter() - began
         for offset in range(0, len(window), upsert_batch_size):
             part = window[offset:offset + upsert_batch_size]

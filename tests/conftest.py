@@ -1,0 +1,103 @@
+"""Test setup: an isolated Prefect home, no internet, one Prefect test server, one shared embedder."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+# Before anything imports Prefect: its settings are read at import time.
+_SESSION_DIR = Path(tempfile.mkdtemp(prefix="reasonloop-tests-"))
+for _key in [k for k in os.environ if k.startswith(("REASONLOOP_", "PREFECT_", "MLFLOW_"))] + ["OPENAI_API_KEY"]:
+    os.environ.pop(_key, None)
+os.environ.update({
+    "PREFECT_HOME": str(_SESSION_DIR / "prefect"),
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    "PREFECT_LOGGING_LEVEL": "WARNING",
+    "MLFLOW_LOGGING_LEVEL": "WARNING",
+    "GX_ANALYTICS_ENABLED": "false",
+    "ANONYMIZED_TELEMETRY": "False",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+})
+
+import pytest  # noqa: E402
+
+from reasonloop.settings import Settings, load_settings  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_CORPUS = ROOT / "data" / "corpus" / "squad_sample.jsonl"
+SAMPLE_QUESTIONS = ROOT / "data" / "questions" / "squad_sample.jsonl"
+LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+
+
+@pytest.fixture(autouse=True, scope="session")
+def no_internet() -> Iterator[None]:
+    """Any connection beyond loopback fails the test that made it."""
+    real_connect = socket.socket.connect
+
+    def guarded(self: socket.socket, address: Any) -> Any:
+        if self.family in (socket.AF_INET, socket.AF_INET6) and address[0] not in LOOPBACK:
+            raise RuntimeError(f"test tried to reach {address}: tests must stay offline")
+        return real_connect(self, address)
+
+    socket.socket.connect = guarded  # type: ignore[method-assign]
+    yield
+    socket.socket.connect = real_connect  # type: ignore[method-assign]
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> Iterator[None]:
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="session")
+def embedder() -> Any:
+    from reasonloop.embeddings import load_embedder
+    from reasonloop.settings import EmbeddingConfig
+
+    return load_embedder(EmbeddingConfig())
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def write_jsonl(path: Path, records: list[dict[str, Any]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def tiny_data(tmp_path: Path) -> tuple[Path, Path]:
+    """12 SQuAD paragraphs (two articles) and the sample questions about them."""
+    corpus = read_jsonl(SAMPLE_CORPUS)[:12]
+    ids = {r["id"] for r in corpus}
+    questions = [q for q in read_jsonl(SAMPLE_QUESTIONS) if set(q["gold_doc_ids"]) <= ids]
+    return (write_jsonl(tmp_path / "corpus" / "tiny.jsonl", corpus).parent,
+            write_jsonl(tmp_path / "questions.jsonl", questions))
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, tiny_data: tuple[Path, Path]) -> Callable[..., Settings]:
+    """Settings with state under tmp_path and the tiny corpus; keyword overrides are merged in."""
+    corpus_dir, questions = tiny_data
+
+    def build(**overrides: Any) -> Settings:
+        base: dict[str, Any] = {"state_dir": tmp_path / "state", "corpus": {"path": corpus_dir},
+                                "questions": {"path": questions}, "eval": {"batch_size": 8}}
+        for key, value in overrides.items():
+            base[key] = {**base[key], **value} if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+        return load_settings(**base)
+
+    return build
