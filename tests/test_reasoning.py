@@ -1,0 +1,117 @@
+"""The extractive reasoner, the answer task and both judges; LLM paths go through the real HTTP client."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from reasonloop.extractive import ExtractiveChatModel
+from reasonloop.judges import HeuristicJudge, JudgeItem, LLMJudge
+from reasonloop.prompts import load_prompt
+from reasonloop.providers import build_openai_chat
+from reasonloop.schemas import AnswerRecord, Question, RetrievedChunk
+from reasonloop.settings import JudgeConfig, LLMConfig, Price, load_settings
+from tasks.reason import answer_questions, cost_usd
+
+from .support.openai_server import OpenAIServer, Reply, system_text, user_text
+
+PROMPTS = load_settings().prompts.dir
+COT = load_prompt(PROMPTS, "chain_of_thought")
+JUDGE = load_prompt(PROMPTS, "judge_answer")
+QUESTION = Question(id="q1", question="Which team won Super Bowl 50?", reference="Denver Broncos")
+CONTEXT = [
+    RetrievedChunk(chunk_id="sb::0::aa", doc_id="sb", rank=1, score=0.8,
+                   text="Super Bowl 50 was an American football game. The Denver Broncos defeated the Carolina "
+                        "Panthers 24-10 to win Super Bowl 50. The game was played in California."),
+    RetrievedChunk(chunk_id="rh::0::bb", doc_id="rh", rank=2, score=0.2,
+                   text="The Rhine is a European river. It flows through Switzerland and Germany."),
+]
+
+
+def test_extractive_model_quotes_and_cites_the_best_sentence(embedder) -> None:
+    model = ExtractiveChatModel(embedder=embedder)
+    [record] = answer_questions.fn([QUESTION], [CONTEXT], model, COT, Price(input_per_1m=0, output_per_1m=0), 2)
+    assert record.error is None
+    assert record.answer == "The Denver Broncos defeated the Carolina Panthers 24-10 to win Super Bowl 50."
+    assert record.citations == ["sb::0::aa"]
+    assert record.reasoning.steps and "sb::0::aa" in record.reasoning.verification
+    assert 0.5 < record.confidence <= 1.0
+    assert record.tokens_in > 50 and record.tokens_out > 10 and record.cost_usd == 0.0
+    assert json.loads(record.raw_output)["answer"] == record.answer
+
+
+def test_extractive_model_says_when_there_is_no_context(embedder) -> None:
+    [record] = answer_questions.fn([QUESTION], [[]], ExtractiveChatModel(embedder=embedder), COT,
+                                   Price(input_per_1m=0, output_per_1m=0), 1)
+    assert record.answer == "The context does not contain the answer." and record.confidence == 0.0
+
+
+def test_heuristic_judge(embedder) -> None:
+    judge = HeuristicJudge(embedder, correctness_threshold=0.7, grounding_threshold=0.6)
+    good = AnswerRecord(question_id="q1", answer="The Denver Broncos defeated the Carolina Panthers 24-10 to win "
+                                                 "Super Bowl 50.")
+    bad = AnswerRecord(question_id="q1", answer="The Rhine flows through Switzerland. Pizza was invented on Mars.")
+    v_good, v_bad = judge.judge([JudgeItem(QUESTION, good, CONTEXT), JudgeItem(QUESTION, bad, CONTEXT)])
+    assert v_good.correct and v_good.correctness == 1.0 and not v_good.exact_match
+    assert v_good.grounded_fraction == 1.0 and not v_good.hallucinated
+    assert not v_bad.correct and v_bad.grounded_fraction == 0.5
+    assert v_bad.hallucinated and v_bad.unsupported_claims == ["Pizza was invented on Mars."]
+
+
+def _cot_reply(answer: str, cite: str) -> str:
+    return json.dumps({"reasoning": {"problem": "p", "context": "c", "steps": ["s"], "verification": "v"},
+                       "answer": answer, "citations": [cite], "confidence": 0.9})
+
+
+def test_answer_task_over_http_records_usage_cost_and_failures() -> None:
+    def responder(request: dict) -> Reply:
+        if "Rhine" in user_text(request):
+            return Reply(content="I cannot produce JSON today")
+        return Reply(content=f"```json\n{_cot_reply('Denver Broncos', 'sb::0::aa')}\n```",
+                     prompt_tokens=1000, completion_tokens=200)
+
+    questions = [QUESTION, Question(id="q2", question="Where does the Rhine flow?", reference="Germany")]
+    with OpenAIServer(responder) as server:
+        model = build_openai_chat(LLMConfig(provider="openai", model="m", base_url=server.base_url, max_retries=0))
+        price = Price(input_per_1m=2.0, output_per_1m=10.0)
+        ok, broken = answer_questions.fn(questions, [CONTEXT[:1], CONTEXT[1:]], model, COT, price, 4)
+    assert len(server.calls) == 2
+    assert server.calls[0]["messages"][0]["role"] == "system"
+    assert ok.answer == "Denver Broncos" and ok.citations == ["sb::0::aa"] and ok.error is None
+    assert (ok.tokens_in, ok.tokens_out) == (1000, 200)
+    assert ok.cost_usd == pytest.approx(cost_usd(1000, 200, price)) == pytest.approx(0.004)
+    assert broken.error is not None and broken.error.startswith("unparseable answer")
+    assert broken.raw_output == "I cannot produce JSON today"
+
+
+def test_answer_task_records_http_errors_without_stopping_the_batch() -> None:
+    with OpenAIServer(lambda r: Reply(status=500)) as server:
+        model = build_openai_chat(LLMConfig(provider="openai", model="m", base_url=server.base_url, max_retries=1))
+        [record] = answer_questions.fn([QUESTION], [CONTEXT], model, COT, Price(input_per_1m=0, output_per_1m=0), 1)
+    assert record.error is not None and "Error code: 500" in record.error
+    assert len(server.calls) == 2  # one try + one retry by the client
+
+
+def test_llm_judge_parses_repairs_and_records_errors() -> None:
+    verdict = json.dumps({"correct": True, "score": 1.0, "reason": "same team",
+                          "claims": [{"claim": "Broncos won", "supported": True},
+                                     {"claim": "It snowed", "supported": False}]})
+    replies = {"good": [verdict], "repair": ["Sure! Here it is", verdict], "broken": ["no", "still no"]}
+
+    def responder(request: dict) -> Reply:
+        assert "strict evaluator" in system_text(request)
+        key = next(k for k in replies if f"<answer>{k}</answer>" in user_text(request))
+        attempt = sum(1 for m in request["messages"] if m["role"] == "assistant")
+        return Reply(content=replies[key][attempt])
+
+    items = [JudgeItem(QUESTION, AnswerRecord(question_id="q1", answer=key), CONTEXT) for key in replies]
+    with OpenAIServer(responder) as server:
+        judge = LLMJudge(build_openai_chat(JudgeConfig(model="j", base_url=server.base_url, max_retries=0)), JUDGE, 2)
+        good, repaired, broken = judge.judge(items)
+    assert len(server.calls) == 5  # 1 + 2 (one repair) + 2 (one repair, still broken)
+    assert good.correct and good.correctness == 1.0 and good.grounded_fraction == 0.5
+    assert good.hallucinated and good.unsupported_claims == ["It snowed"]
+    assert repaired == good
+    assert broken.judge_error == "unparseable verdict: still no" and not broken.correct
+    assert judge.version == "judge_answer@v1"
