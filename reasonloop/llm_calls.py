@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -35,8 +36,24 @@ async def call_chat(model: BaseChatModel, messages: Sequence[BaseMessage]) -> Ca
                       tokens_out=int(usage.get("output_tokens", 0)), latency_s=latency)
 
 
+_loop: asyncio.AbstractEventLoop | None = None
+_loop_lock = threading.Lock()
+
+
+def _shared_loop() -> asyncio.AbstractEventLoop:
+    """One event loop per process, on a daemon thread. Async HTTP clients (httpx pools inside ChatOpenAI)
+    are bound to the loop that first used them, so a fresh `asyncio.run` per task would break them."""
+    global _loop
+    with _loop_lock:
+        if _loop is None or _loop.is_closed():
+            _loop = asyncio.new_event_loop()
+            threading.Thread(target=_loop.run_forever, name="reasonloop-async", daemon=True).start()
+        return _loop
+
+
 def run_bounded(jobs: Sequence[Callable[[], Awaitable[T]]], limit: int) -> list[T]:
-    """Run async jobs with at most `limit` in flight; results in input order. Jobs handle their own errors."""
+    """Run async jobs with at most `limit` in flight; results in input order. Jobs handle their own errors.
+    Safe to call from many threads at once (each call waits for its own jobs on the shared loop)."""
 
     async def main() -> list[T]:
         gate = asyncio.Semaphore(limit)
@@ -47,7 +64,7 @@ def run_bounded(jobs: Sequence[Callable[[], Awaitable[T]]], limit: int) -> list[
 
         return await asyncio.gather(*(one(job) for job in jobs))
 
-    return asyncio.run(main())
+    return asyncio.run_coroutine_threadsafe(main(), _shared_loop()).result()
 
 
 def extract_json(text: str) -> dict[str, Any]:

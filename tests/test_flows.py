@@ -1,0 +1,151 @@
+"""End to end under a Prefect test server: reindex + nightly eval, asserting what Chroma and MLflow hold."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from flows.nightly_eval import nightly_eval
+from flows.reindex import reindex
+from reasonloop.errors import EmptyInputError, InputError
+from reasonloop.metrics import normalize_answer
+from reasonloop.settings import Settings
+from reasonloop.vectorstore import chroma_client
+
+from .conftest import read_jsonl, write_jsonl
+from .support.openai_server import OpenAIServer, Reply, system_text, user_text
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+
+def mlflow_runs(settings: Settings) -> pd.DataFrame:
+    if not (settings.state_dir / "mlflow.db").exists():
+        return pd.DataFrame()
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    return mlflow.search_runs(search_all_experiments=True)
+
+
+def test_reindex_then_eval_offline(make_settings: Callable[..., Settings]) -> None:
+    settings = make_settings()
+    indexed = reindex(settings)
+    collection = chroma_client(settings).get_collection(settings.chroma.collection)  # no EF passed: registry
+    assert collection.count() == indexed.metrics["n_chunks"] == indexed.metrics["n_in_collection"] >= 12
+    assert collection.configuration_json["embedding_function"]["name"] == "reasonloop-minilm"
+    hit = collection.query(query_texts=["Who won Super Bowl 50?"], n_results=1)
+    assert hit["metadatas"][0][0]["doc_id"].startswith("Super_Bowl_50#")
+
+    report = nightly_eval(settings)
+    client = MlflowClient(settings.mlflow_tracking_uri)
+    run = client.get_run(report.run_id)
+    params, metrics = run.data.params, run.data.metrics
+    assert params["llm.provider"] == "extractive" and params["judge.provider"] == "heuristic"
+    assert params["prompt.reasoning"] == "chain_of_thought@v1"
+    assert params["prompt.reasoning.registry_uri"] == "prompts:/chain_of_thought/1"
+    assert params["config_hash"] == settings.config_hash() and params["retrieval.top_k"] == "4"
+    assert params["embedding.sha256"] == settings.embedding.sha256
+    assert "chain_of_thought" in run.data.tags.get("mlflow.linkedPrompts", "")
+    assert run.data.tags["reasonloop.flow"] == "nightly-eval" and run.data.tags["prefect.flow_run_id"]
+
+    table = client.load_table(report.experiment_id, "eval/questions.json", run_ids=[report.run_id])
+    questions = read_jsonl(settings.questions.path)
+    assert sorted(table["question_id"]) == sorted(q["id"] for q in questions)
+    assert metrics["n_questions"] == len(questions) and metrics["n_failed"] == 0
+    assert metrics["accuracy"] == pytest.approx(table["correct"].mean())
+    assert metrics["recall_at_k"] == pytest.approx(table["recall_at_k"].mean())
+    assert metrics["grounding_rate"] == 1.0  # extractive answers are quoted context
+    assert metrics["accuracy"] > 0.5 and metrics["recall_at_k"] > 0.9
+    assert metrics["latency_p95_s"] >= metrics["latency_p50_s"] > 0
+    assert metrics["tokens_in"] == table["tokens_in"].sum() and metrics["cost_usd"] == 0.0
+    records = Path(client.download_artifacts(report.run_id, "eval/results.jsonl")).read_text().splitlines()
+    assert len(records) == len(questions) and json.loads(records[0])["retrieved"]
+
+    registered = mlflow.genai.load_prompt("prompts:/chain_of_thought/1")
+    assert registered.tags["sha256"] and registered.tags["file_version"] == "1"
+    again = nightly_eval(settings)  # same text: the registry version is reused, not duplicated
+    assert client.get_run(again.run_id).data.params["prompt.reasoning.registry_uri"] == "prompts:/chain_of_thought/1"
+
+
+def test_reindex_mirrors_the_corpus(make_settings: Callable[..., Settings], tiny_data: tuple[Path, Path]) -> None:
+    settings = make_settings()
+    reindex(settings)
+    corpus_file = next(tiny_data[0].glob("*.jsonl"))
+    write_jsonl(corpus_file, read_jsonl(corpus_file)[:5])
+    report = reindex(settings)
+    collection = chroma_client(settings).get_collection(settings.chroma.collection)
+    assert collection.count() == report.metrics["n_chunks"]
+    assert {m["doc_id"] for m in collection.get(include=["metadatas"])["metadatas"]} == \
+        {r["id"] for r in read_jsonl(corpus_file)}
+
+
+def test_eval_through_an_openai_compatible_server(make_settings: Callable[..., Settings]) -> None:
+    """The same flow with provider `openai` for reasoner and judge, through the real HTTP client."""
+    questions = read_jsonl(make_settings().questions.path)
+    wrong = {q["id"] for q in questions[::3]}  # every third question gets a wrong answer
+    broken_judge = questions[1]["question"]  # this one's verdict is unparseable (twice)
+
+    def responder(request: dict) -> Reply:
+        text = user_text(request)
+        if "strict evaluator" in system_text(request):
+            if broken_judge in text:
+                return Reply(content="not json")
+            answer = text.split("<answer>")[1].split("</answer>")[0]
+            reference = text.split("<reference>")[1].split("</reference>")[0]
+            ok = normalize_answer(reference) in normalize_answer(answer)
+            return Reply(content=json.dumps({"correct": ok, "score": float(ok), "reason": "scripted",
+                                             "claims": [{"claim": answer, "supported": ok}]}))
+        question = next(q for q in questions if f"<question>{q['question']}</question>" in text)
+        chunk_id = text.split('<chunk id="')[1].split('"')[0]
+        answer = "I do not know" if question["id"] in wrong else question["reference"]
+        return Reply(content=json.dumps({"answer": answer, "citations": [chunk_id], "confidence": 0.8,
+                                         "reasoning": {"steps": ["looked it up"]}}),
+                     prompt_tokens=500, completion_tokens=50)
+
+    with OpenAIServer(responder) as server:
+        endpoint = {"provider": "openai", "model": "test-model", "base_url": server.base_url, "max_retries": 0}
+        settings = make_settings(llm=endpoint, judge=endpoint,
+                                 pricing={"test-model": {"input_per_1m": 1.0, "output_per_1m": 2.0}})
+        reindex(settings)
+        report = nightly_eval(settings)
+    n = len(questions)
+    reasoning_calls = [c for c in server.calls if "strict evaluator" not in c["messages"][0]["content"]]
+    assert len(reasoning_calls) == n and len(server.calls) == 2 * n + 1  # + one repair request
+    run = MlflowClient(settings.mlflow_tracking_uri).get_run(report.run_id)
+    m, params = run.data.metrics, run.data.params
+    assert params["llm.provider"] == "openai" and params["judge.version"] == "judge_answer@v1"
+    assert m["n_judge_errors"] == 1 and m["n_failed"] == 0
+    correct = sum(1 for q in questions if q["id"] not in wrong and q["question"] != broken_judge)
+    assert m["accuracy"] == pytest.approx(correct / (n - 1))  # the judge error is out of the denominator
+    assert m["hallucination_rate"] == pytest.approx(1 - correct / (n - 1))
+    assert m["tokens_in"] == 500 * n and m["tokens_out"] == 50 * n
+    assert m["cost_usd"] == pytest.approx(n * (500 * 1.0 + 50 * 2.0) / 1e6)
+    table = MlflowClient(settings.mlflow_tracking_uri).load_table(report.experiment_id, "eval/questions.json",
+                                                                  run_ids=[report.run_id])
+    assert (table["judge_error"] != "").sum() == 1
+
+
+def test_bad_inputs_write_nothing(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    settings = make_settings(corpus={"path": tmp_path / "missing"})
+    with pytest.raises(InputError, match="corpus folder not found"):
+        reindex(settings)
+    bad_corpus = tmp_path / "bad"
+    write_jsonl(bad_corpus / "a.jsonl", [{"id": "x", "text": "one"}, {"id": "x", "text": "two"}])
+    with pytest.raises(InputError, match="expect_column_values_to_be_unique"):
+        reindex(make_settings(corpus={"path": bad_corpus}))
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(EmptyInputError):
+        nightly_eval(make_settings(questions={"path": tmp_path / "empty.jsonl"}))
+    assert not settings.chroma_path.exists()
+    assert mlflow_runs(settings).empty
+
+
+def test_eval_on_an_empty_index_says_to_reindex(make_settings: Callable[..., Settings]) -> None:
+    settings = make_settings()
+    with pytest.raises(InputError, match="run `reasonloop reindex` first"):
+        nightly_eval(settings)
+    assert mlflow_runs(settings).empty
