@@ -41,11 +41,13 @@ def _settings(ctx: typer.Context) -> Settings:
     try:
         settings = load_settings(ctx.obj["profile"])
     except ReasonloopError as exc:
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     apply_environment(settings)
-    if not ctx.obj["verbose"]:  # the progress bars and the summary say what matters; -v shows library logs
-        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    if not ctx.obj["verbose"]:
+        # The terminal gets progress bars, the summary and one-line errors; -v shows library logs too.
+        # Prefect still sends every log line to its API (visible in the Prefect UI).
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
         logging.getLogger("great_expectations").setLevel(logging.WARNING)
     return settings
@@ -73,7 +75,7 @@ def _guarded(work: Callable[[], T]) -> T:
         with _progress():
             return work()
     except ReasonloopError as exc:
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
 
 
@@ -167,7 +169,7 @@ def runs(ctx: typer.Context, limit: Annotated[int, typer.Option(min=1, help="how
                "metrics.cost_usd": "cost $", "metrics.n_chunks": "chunks"}
     table = Table(title="recent runs")
     for name in ("started", "flow", "status", "run id", "provider", "prompt", *columns.values()):
-        table.add_column(name)
+        table.add_column(name, no_wrap=name == "run id", min_width=32 if name == "run id" else None)
     for _, row in frame.iterrows():
         def cell(key: str) -> str:
             value = row.get(key)
@@ -191,3 +193,7 @@ def ui(ctx: typer.Context, port: Annotated[int, typer.Option(help="port on 127.0
     console.print(f"MLflow UI on http://127.0.0.1:{port} (Ctrl-C stops it)")
     raise typer.Exit(subprocess.call([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri",
                                       settings.mlflow_tracking_uri, "--host", "127.0.0.1", "--port", str(port)]))
+
+
+if __name__ == "__main__":
+    app()

@@ -76,6 +76,11 @@ def recent_runs(settings: Settings, limit: int = 10, kinds: tuple[str, ...] = FL
     """The newest runs of the given flow kinds with their status and key metrics, newest first."""
     import mlflow
 
+    import pandas as pd
+
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    names = [experiment_name(settings, k) for k in kinds]
-    return mlflow.search_runs(experiment_names=names, max_results=limit, order_by=["attributes.start_time DESC"])
+    found = [mlflow.get_experiment_by_name(experiment_name(settings, k)) for k in kinds]
+    ids = [e.experiment_id for e in found if e is not None]
+    if not ids:
+        return pd.DataFrame()
+    return mlflow.search_runs(experiment_ids=ids, max_results=limit, order_by=["attributes.start_time DESC"])
