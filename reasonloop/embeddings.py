@@ -95,6 +95,10 @@ class Embedder:
                 self._memo.popitem(last=False)
         return np.stack(rows)
 
+    def clear_memo(self) -> None:
+        with self._lock:
+            self._memo.clear()
+
     def embed_uncached(self, texts: list[str]) -> np.ndarray:
         """Encode without the memo (bulk indexing, where every text is new)."""
         with self._lock:

@@ -1,0 +1,177 @@
+"""`make bench`: throughput and overhead ratios measured in one process, written to bench-results.{json,md}.
+
+Ratios, not absolute times, are the targets: these machines are shared and noisy. The corpus is SQuAD v1.1
+dev from the shared data folder when present (REASONLOOP_SHARED_DATA, default ../shared/data), else the
+sample in data/ (the report says which).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def shared_squad() -> Path | None:
+    path = Path(os.environ.get("REASONLOOP_SHARED_DATA", ROOT.parent / "shared" / "data")) / "squad" / "dev-v1.1.shared.json"
+    return path if path.is_file() else None
+
+
+def write_dataset(work: Path, paragraphs: int, questions: int) -> tuple[Path, Path, str]:
+    """Corpus + questions for the run: a SQuAD slice (first N paragraphs in file order) or the sample."""
+    from reasonloop.squad import load_squad, passage_records, questions_for
+
+    squad_path = shared_squad()
+    corpus_dir = work / "corpus"
+    corpus_dir.mkdir(parents=True)
+    if squad_path is None:
+        shutil.copy(ROOT / "data" / "corpus" / "squad_sample.jsonl", corpus_dir)
+        return corpus_dir, ROOT / "data" / "questions" / "squad_sample.jsonl", "data/ sample (shared SQuAD absent)"
+    squad = load_squad(squad_path)
+    records = passage_records(squad)[:paragraphs]
+    (corpus_dir / "squad.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    qs = questions_for(squad, {r["id"] for r in records}, per_passage=1)[:questions]
+    qpath = work / "questions.jsonl"
+    qpath.write_text("".join(q.model_dump_json() + "\n" for q in qs), encoding="utf-8")
+    return corpus_dir, qpath, f"SQuAD v1.1 dev, first {len(records)} paragraphs, {len(qs)} questions"
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    start = time.perf_counter()
+    value = fn()
+    return time.perf_counter() - start, value
+
+
+def bench_embedding(settings: Any) -> dict[str, Any]:
+    """Raw SentenceTransformer.encode over all chunks vs the reindex flow (load, validate, chunk, embed, upsert,
+    log) on the same chunks, Prefect's server already up."""
+    from sentence_transformers import SentenceTransformer
+
+    from flows.reindex import reindex
+    from reasonloop.embeddings import bundled_model_path
+    from tasks.chunk import chunk_documents
+    from tasks.load import load_documents
+
+    chunks = chunk_documents.fn(load_documents.fn(settings.corpus.path, settings.corpus), settings.chunking)
+    texts = [c.text for c in chunks]
+    raw_model = SentenceTransformer(str(bundled_model_path()), device="cpu")
+    raw_s, _ = timed(lambda: raw_model.encode(texts, batch_size=settings.embedding.batch_size,
+                                              normalize_embeddings=True, show_progress_bar=False))
+    flow_s, report = timed(lambda: reindex(settings))
+    assert report.metrics["n_chunks"] == len(chunks)
+    raw_rate, flow_rate = len(chunks) / raw_s, len(chunks) / flow_s
+    return {"chunks": len(chunks), "raw_encoder_s": raw_s, "reindex_flow_s": flow_s,
+            "raw_chunks_per_s": raw_rate, "flow_chunks_per_s": flow_rate, "ratio": flow_rate / raw_rate,
+            "target": ">= 0.85", "passed": flow_rate / raw_rate >= 0.85}
+
+
+def plain_eval(settings: Any) -> Any:
+    """The nightly eval's functions called directly, in the same batches, without Prefect."""
+    from flows.nightly_eval import batched
+    from reasonloop.prompts import load_prompt
+    from reasonloop.providers import build_chat_model, build_collection, build_embedder, build_judge
+    from tasks.aggregate import collect_results, summarize_results
+    from tasks.judge import judge_answers
+    from tasks.load import load_questions
+    from tasks.reason import answer_questions
+    from tasks.retrieve import require_index, retrieve_chunks
+    from tasks.track import log_eval_run
+
+    started = time.perf_counter()
+    questions = load_questions.fn(settings.questions.path)
+    prompt = load_prompt(settings.prompts.dir, settings.prompts.reasoning)
+    embedder = build_embedder(settings)
+    collection = build_collection(settings, embedder)
+    require_index.fn(collection)
+    model, judge = build_chat_model(settings, embedder), build_judge(settings, embedder)
+    price = settings.price_of(settings.llm.model)
+    results = []
+    for batch in batched(questions, settings.eval.batch_size):
+        contexts = retrieve_chunks.fn(batch, collection, embedder, settings.retrieval.top_k)
+        answers = answer_questions.fn(batch, contexts, model, prompt, price, settings.llm.max_concurrency)
+        verdicts = judge_answers.fn(batch, contexts, answers, judge)
+        results += collect_results.fn(batch, contexts, answers, verdicts)
+    summary = summarize_results.fn(results)
+    return log_eval_run.fn(settings, embedder, prompt, judge.version, summary, results,
+                           time.perf_counter() - started)
+
+
+def bench_eval_overhead(settings: Any, rounds: int) -> dict[str, Any]:
+    """Flow wall time / plain wall time for the whole nightly eval (best of `rounds`, memo cleared each time)."""
+    from flows.nightly_eval import nightly_eval
+    from reasonloop.providers import build_embedder
+
+    embedder = build_embedder(settings)
+    plain, flow = [], []
+    for _ in range(rounds):
+        embedder.clear_memo()
+        plain.append(timed(lambda: plain_eval(settings))[0])
+        embedder.clear_memo()
+        seconds, report = timed(lambda: nightly_eval(settings))
+        flow.append(seconds)
+    n = int(report.metrics["n_questions"])
+    ratio = min(flow) / min(plain)
+    return {"questions": n, "plain_s": min(plain), "flow_s": min(flow), "plain_runs_s": plain, "flow_runs_s": flow,
+            "per_question_overhead_ms": 1000 * (min(flow) - min(plain)) / n, "ratio": ratio,
+            "accuracy": report.metrics["accuracy"], "target": "<= 1.25", "passed": ratio <= 1.25}
+
+
+def write_report(results: dict[str, Any], out: Path) -> str:
+    out.with_suffix(".json").write_text(json.dumps(results, indent=2), encoding="utf-8")
+    e, o = results["embedding"], results["eval_overhead"]
+    lines = [
+        f"# reasonloop benchmarks ({results['dataset']})", "",
+        "| benchmark | measured | ratio | target | pass |", "|---|---|---|---|---|",
+        f"| reindex flow vs raw encoder ({e['chunks']} chunks) | {e['flow_chunks_per_s']:.2f} vs "
+        f"{e['raw_chunks_per_s']:.2f} chunks/s | {e['ratio']:.3f} | {e['target']} | {e['passed']} |",
+        f"| nightly eval flow vs plain functions ({o['questions']} questions) | {o['flow_s']:.1f} s vs "
+        f"{o['plain_s']:.1f} s ({o['per_question_overhead_ms']:.1f} ms/question) | {o['ratio']:.3f} | "
+        f"{o['target']} | {o['passed']} |",
+        "", f"machine: {results['machine']}",
+    ]
+    text = "\n".join(lines) + "\n"
+    out.with_suffix(".md").write_text(text, encoding="utf-8")
+    return text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--paragraphs", type=int, default=400, help="SQuAD paragraphs to index")
+    parser.add_argument("--questions", type=int, default=200, help="questions for the eval benchmark")
+    parser.add_argument("--rounds", type=int, default=2, help="repetitions of the eval comparison (best of)")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench-results")
+    args = parser.parse_args()
+
+    from reasonloop.settings import apply_environment, load_settings
+
+    work = Path(tempfile.mkdtemp(prefix="reasonloop-bench-"))
+    corpus_dir, questions, dataset = write_dataset(work, args.paragraphs, args.questions)
+    settings = load_settings(state_dir=work / "state", corpus={"path": corpus_dir}, questions={"path": questions})
+    apply_environment(settings)
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+
+    from flows.reindex import reindex
+
+    warm = load_settings(state_dir=work / "warm", corpus={"path": ROOT / "data" / "corpus"})
+    reindex(warm)  # start Prefect's server, import everything, load the model: not part of any ratio
+    from reasonloop.tracking import ensure_experiment
+
+    for kind in ("reindex", "nightly-eval"):  # create the MLflow store once, as any second run finds it
+        ensure_experiment(settings, kind)
+    results = {"dataset": dataset, "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus",
+               "embedding": bench_embedding(settings), "eval_overhead": bench_eval_overhead(settings, args.rounds)}
+    print(write_report(results, args.out))  # noqa: T201 - a script's report
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
