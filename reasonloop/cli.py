@@ -100,9 +100,9 @@ def _run_reindex(settings: Settings) -> None:
 
 
 def _run_eval(settings: Settings) -> None:
-    from flows.nightly_eval import nightly_eval
     from prefect.task_runners import ThreadPoolTaskRunner
 
+    from flows.nightly_eval import nightly_eval
     from reasonloop.schemas import EvalSummary
     from reasonloop.tracking import run_url, ui_command
     from tasks.aggregate import summary_rows
@@ -154,6 +154,13 @@ def config_show(ctx: typer.Context,
         console.print(yaml.safe_dump(data, sort_keys=False), highlight=False, end="")
 
 
+def _cell(row: Any, key: str) -> str:
+    value = row.get(key)
+    if value is None or (isinstance(value, float) and value != value):  # missing or NaN
+        return ""
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
 @app.command()
 def runs(ctx: typer.Context, limit: Annotated[int, typer.Option(min=1, help="how many runs")] = 10) -> None:
     """Recent reindex and eval runs with their key metrics, read back from MLflow."""
@@ -171,15 +178,9 @@ def runs(ctx: typer.Context, limit: Annotated[int, typer.Option(min=1, help="how
     for name in ("started", "flow", "status", "run id", "provider", "prompt", *columns.values()):
         table.add_column(name, no_wrap=name == "run id", min_width=32 if name == "run id" else None)
     for _, row in frame.iterrows():
-        def cell(key: str) -> str:
-            value = row.get(key)
-            if value is None or (isinstance(value, float) and value != value):
-                return ""
-            return f"{value:.3f}" if isinstance(value, float) else str(value)
-
-        table.add_row(row["start_time"].strftime("%Y-%m-%d %H:%M:%S"), cell("tags.reasonloop.flow"), cell("status"),
-                      row["run_id"], cell("params.llm.provider"), cell("params.prompt.reasoning"),
-                      *(cell(k) for k in columns))
+        table.add_row(row["start_time"].strftime("%Y-%m-%d %H:%M:%S"), _cell(row, "tags.reasonloop.flow"),
+                      _cell(row, "status"), row["run_id"], _cell(row, "params.llm.provider"),
+                      _cell(row, "params.prompt.reasoning"), *(_cell(row, k) for k in columns))
     console.print(table)
 
 

@@ -75,7 +75,6 @@ def run_url(settings: Settings, experiment_id: str, run_id: str, port: int = 500
 def recent_runs(settings: Settings, limit: int = 10, kinds: tuple[str, ...] = FLOW_KINDS) -> pd.DataFrame:
     """The newest runs of the given flow kinds with their status and key metrics, newest first."""
     import mlflow
-
     import pandas as pd
 
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)

@@ -49,7 +49,8 @@ def log_reindex_run(settings: Settings, embedder: Embedder, stats: IndexStats, d
     experiment_id = ensure_experiment(settings, "reindex")
     metrics = {**_numeric(stats.model_dump()), "duration_s": duration_s}
     with mlflow.start_run(experiment_id=experiment_id, run_name="reindex", tags=_flow_run_tags("reindex")) as run:
-        mlflow.log_params({**common_params(settings, embedder), "corpus.path": str(settings.public_dict()["corpus"]["path"])})
+        corpus_path = settings.public_dict()["corpus"]["path"]
+        mlflow.log_params({**common_params(settings, embedder), "corpus.path": corpus_path})
         mlflow.log_metrics(metrics)
     return FlowReport(flow="reindex", run_id=run.info.run_id, experiment_id=experiment_id,
                       tracking_uri=settings.mlflow_tracking_uri, metrics=metrics)

@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def shared_squad() -> Path | None:
-    path = Path(os.environ.get("REASONLOOP_SHARED_DATA", ROOT.parent / "shared" / "data")) / "squad" / "dev-v1.1.shared.json"
+    shared = Path(os.environ.get("REASONLOOP_SHARED_DATA", ROOT.parent / "shared" / "data"))
+    path = shared / "squad" / "dev-v1.1.shared.json"
     return path if path.is_file() else None
 
 
