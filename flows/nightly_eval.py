@@ -11,15 +11,20 @@ from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from reasonloop.prompts import load_prompt
-from reasonloop.providers import build_chat_model, build_collection, build_embedder, build_judge
+from reasonloop.providers import build_chat_model, build_embedder, build_judge, open_serving_index
 from reasonloop.schemas import FlowReport, Question
 from reasonloop.settings import Settings, load_settings
-from tasks.aggregate import collect_results, summarize_results, summary_rows
+from tasks.aggregate import collect_results, summarize_results
 from tasks.judge import judge_answers
 from tasks.load import load_questions
 from tasks.reason import answer_questions
-from tasks.retrieve import require_index, retrieve_chunks
+from tasks.retrieve import retrieve_chunks
 from tasks.track import log_eval_run, publish_summary
+
+
+def eval_task_runner(settings: Settings) -> ThreadPoolTaskRunner:
+    """Batches run concurrently on a bounded thread pool (Prefect's default pool is unbounded)."""
+    return ThreadPoolTaskRunner(max_workers=settings.prefect.max_workers)
 
 
 def batched(questions: list[Question], size: int) -> list[list[Question]]:
@@ -33,20 +38,20 @@ def nightly_eval(settings: Settings | None = None) -> FlowReport:
     questions = load_questions(settings.questions.path)
     prompt = load_prompt(settings.prompts.dir, settings.prompts.reasoning)
     embedder = build_embedder(settings)
-    collection = build_collection(settings, embedder)
-    require_index(collection)
+    index = open_serving_index(settings, embedder)  # one version for the whole run
     model, judge = build_chat_model(settings, embedder), build_judge(settings, embedder)
     price = settings.price_of(settings.llm.model)
 
     pending = []
     for batch in batched(questions, settings.eval.batch_size):
-        contexts = retrieve_chunks.submit(batch, collection, embedder, settings.retrieval.top_k)
+        contexts = retrieve_chunks.submit(batch, index.collection, embedder, settings.retrieval.top_k)
         answers = answer_questions.submit(batch, contexts, model, prompt, price, settings.llm.max_concurrency)
         verdicts = judge_answers.submit(batch, contexts, answers, judge)
         pending.append(collect_results.submit(batch, contexts, answers, verdicts))
     results = [r for future in pending for r in future.result()]
 
     summary = summarize_results(results)
-    report = log_eval_run(settings, embedder, prompt, judge.version, summary, results, time.perf_counter() - started)
-    publish_summary(report, summary_rows(summary))
+    report = log_eval_run(settings, embedder, prompt, judge.version, index.manifest, summary, results,
+                          time.perf_counter() - started)
+    publish_summary(report)
     return report

@@ -1,4 +1,5 @@
-"""Reindex: load documents -> validate (GX) -> chunk -> embed -> upsert into Chroma -> log to MLflow."""
+"""Reindex: load -> screen (Great Expectations) -> quarantine gate -> chunk -> build a new index version
+(unchanged documents keep their embeddings) -> verify -> switch the serving pointer -> log to MLflow."""
 
 from __future__ import annotations
 
@@ -6,27 +7,27 @@ import time
 
 from prefect import flow
 
-from reasonloop.providers import build_collection, build_embedder
+from reasonloop.providers import build_embedder
 from reasonloop.schemas import FlowReport
 from reasonloop.settings import Settings, load_settings
 from tasks.chunk import chunk_documents
-from tasks.index import index_chunks
+from tasks.index import build_index_version
 from tasks.load import load_documents
-from tasks.track import log_reindex_run, publish_summary
-from tasks.validate import validate_documents
+from tasks.track import log_reindex_run, publish_quarantine, publish_summary
+from tasks.validate import enforce_bad_fraction, screen_documents
 
 
 @flow(name="reindex", validate_parameters=False)
-def reindex(settings: Settings | None = None) -> FlowReport:
+def reindex(settings: Settings | None = None, full: bool = False) -> FlowReport:
     settings = settings or load_settings()
     started = time.perf_counter()
-    documents = load_documents(settings.corpus.path, settings.corpus)
-    validate_documents(documents)
-    chunks = chunk_documents(documents, settings.chunking)
+    loaded = load_documents(settings.corpus.path, settings.corpus)
+    screened = screen_documents(loaded, settings.corpus)
+    enforce_bad_fraction(screened, settings.corpus.max_bad_fraction)
+    chunks = chunk_documents(screened.documents, settings.chunking)
     embedder = build_embedder(settings)
-    stats = index_chunks(chunks, build_collection(settings, embedder), embedder, settings.chroma.upsert_batch_size)
-    report = log_reindex_run(settings, embedder, stats, time.perf_counter() - started)
-    publish_summary(report, {"documents": str(stats.n_documents), "chunks": str(stats.n_chunks),
-                             "in collection": str(stats.n_in_collection),
-                             "embedding throughput": f"{stats.chunks_per_second:.1f} chunks/s"})
+    build = build_index_version(screened.documents, chunks, settings, embedder, full)
+    publish_quarantine(screened.rejects)
+    report = log_reindex_run(settings, embedder, build, screened.rejects, time.perf_counter() - started)
+    publish_summary(report)
     return report

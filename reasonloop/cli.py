@@ -88,39 +88,33 @@ def _print_table(title: str, rows: dict[str, str]) -> None:
     console.print(table)
 
 
-def _run_reindex(settings: Settings) -> None:
+def _run_reindex(settings: Settings, full: bool = False) -> None:
     from flows.reindex import reindex as reindex_flow
 
-    report = _guarded(lambda: reindex_flow(settings))
-    m = report.metrics
-    _print_table("reindex", {"documents": f"{m['n_documents']:.0f}", "chunks": f"{m['n_chunks']:.0f}",
-                             "in collection": f"{m['n_in_collection']:.0f}",
-                             "throughput": f"{m['chunks_per_second']:.1f} chunks/s",
-                             "duration": f"{m['duration_s']:.1f} s", "MLflow run": report.run_id})
+    report = _guarded(lambda: reindex_flow(settings, full))
+    _print_table("reindex", {**report.rows, "duration": f"{report.metrics['duration_s']:.1f} s",
+                             "MLflow run": report.run_id})
 
 
 def _run_eval(settings: Settings) -> None:
-    from prefect.task_runners import ThreadPoolTaskRunner
-
-    from flows.nightly_eval import nightly_eval
-    from reasonloop.schemas import EvalSummary
+    from flows.nightly_eval import eval_task_runner, nightly_eval
     from reasonloop.tracking import run_url, ui_command
-    from tasks.aggregate import summary_rows
 
-    flow = nightly_eval.with_options(task_runner=ThreadPoolTaskRunner(max_workers=settings.prefect.max_workers))
+    flow = nightly_eval.with_options(task_runner=eval_task_runner(settings))
     report = _guarded(lambda: flow(settings))
-    summary = EvalSummary.model_validate({k: v for k, v in report.metrics.items() if k in EvalSummary.model_fields})
     _print_table(f"nightly eval ({settings.llm.provider}: {settings.llm.model}; judge {settings.judge.provider})",
-                 {**summary_rows(summary), "MLflow run": report.run_id})
+                 {**report.rows, "MLflow run": report.run_id})
     console.print("Open this run in the MLflow UI:", style="bold")
     console.print(f"  {ui_command(settings)}", highlight=False, soft_wrap=True)
     console.print(f"  {run_url(settings, report.experiment_id, report.run_id)}", highlight=False, soft_wrap=True)
 
 
 @app.command()
-def reindex(ctx: typer.Context) -> None:
-    """Load, validate, chunk and embed the corpus into Chroma; log the run to MLflow."""
-    _run_reindex(_settings(ctx))
+def reindex(ctx: typer.Context,
+            full: Annotated[bool, typer.Option("--full", help="rebuild every chunk instead of only changes")] = False,
+            ) -> None:
+    """Build a new index version from the corpus (only changed documents are embedded) and serve it."""
+    _run_reindex(_settings(ctx), full)
 
 
 @app.command("eval")

@@ -6,12 +6,14 @@ read from the environment variable the config names, at build time only.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from langchain_core.language_models import BaseChatModel
 
 from reasonloop.embeddings import Embedder, load_embedder
 from reasonloop.errors import ProviderError
+from reasonloop.index_versions import IndexStore, Manifest
 from reasonloop.judges import HeuristicJudge, Judge, LLMJudge
 from reasonloop.prompts import load_prompt
 from reasonloop.settings import EndpointConfig, Settings
@@ -56,7 +58,17 @@ def build_judge(settings: Settings, embedder: Embedder) -> Judge:
     return HeuristicJudge(embedder, cfg.correctness_threshold, cfg.grounding_threshold)
 
 
-def build_collection(settings: Settings, embedder: Embedder) -> Collection:
-    from reasonloop.vectorstore import open_collection  # chromadb import is slow: only when used
+@dataclass(frozen=True)
+class ServingIndex:
+    """The index version a reader uses for its whole run: resolved once, so a concurrent reindex cannot
+    switch it half-way."""
 
-    return open_collection(settings, embedder)
+    manifest: Manifest
+    collection: Collection
+
+
+def open_serving_index(settings: Settings, embedder: Embedder) -> ServingIndex:
+    from reasonloop.vectorstore import chroma_client, open_collection  # chromadb import is slow: only when used
+
+    manifest = IndexStore(settings.state_dir, settings.chroma.collection).require_current()
+    return ServingIndex(manifest, open_collection(chroma_client(settings), manifest.collection, embedder))

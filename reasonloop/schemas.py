@@ -31,6 +31,22 @@ class Document(Record):
     content_hash: str
 
 
+class Reject(Record):
+    """One quarantined input: where it is (file, line) and why it was refused."""
+
+    source: str
+    line: int | None = None
+    reason: str
+
+    def where(self) -> str:
+        return f"{self.source}:{self.line}" if self.line is not None else self.source
+
+
+class LoadedCorpus(Record):
+    documents: list[Document]
+    rejects: list[Reject] = Field(default_factory=list)
+
+
 class Chunk(Record):
     id: str
     doc_id: str
@@ -128,24 +144,16 @@ class EvalSummary(Record):
     n_questions: int
     n_failed: int
     n_judge_errors: int
-    accuracy: float | None
-    grounding_rate: float | None
-    hallucination_rate: float | None
-    recall_at_k: float | None
-    latency_p50_s: float | None
-    latency_p95_s: float | None
-    tokens_in: int
-    tokens_out: int
-    cost_usd: float
-    cost_per_query_usd: float | None
-
-
-class IndexStats(Record):
-    n_documents: int
-    n_chunks: int
-    n_in_collection: int
-    embed_seconds: float
-    chunks_per_second: float
+    accuracy: float | None = None
+    grounding_rate: float | None = None
+    hallucination_rate: float | None = None
+    recall_at_k: float | None = None
+    latency_p50_s: float | None = None
+    latency_p95_s: float | None = None
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+    cost_per_query_usd: float | None = None
 
 
 class FlowReport(Record):
@@ -156,3 +164,4 @@ class FlowReport(Record):
     experiment_id: str
     tracking_uri: str
     metrics: dict[str, float]
+    rows: dict[str, str] = Field(default_factory=dict, description="headline figures for people (CLI, Prefect)")

@@ -47,8 +47,13 @@ class JsonlFields(Section):
 
 class CorpusConfig(Section):
     path: Path = Path("data/corpus")
-    include: list[str] = Field(default_factory=lambda: ["*.md", "*.txt", "*.jsonl"], min_length=1)
+    include: list[str] = Field(
+        default_factory=lambda: ["*.md", "*.txt", "*.html", "*.htm", "*.pdf", "*.json", "*.jsonl"], min_length=1)
     jsonl: JsonlFields = Field(default_factory=JsonlFields)
+    max_file_bytes: int = Field(default=20_000_000, gt=0, description="larger files are quarantined unread")
+    max_doc_chars: int = Field(default=2_000_000, gt=0, description="longer documents are quarantined")
+    max_bad_fraction: float = Field(default=0.05, ge=0.0, le=1.0,
+                                    description="the reindex fails when more of the inputs than this are bad")
 
 
 class QuestionsConfig(Section):
@@ -79,6 +84,12 @@ class ChromaConfig(Section):
     port: int = Field(default=8000, gt=0, lt=65536)
     collection: str = Field(default="reasonloop", min_length=3, max_length=63, pattern=r"^[A-Za-z0-9][\w.-]*$")
     upsert_batch_size: int = Field(default=1000, gt=0)
+
+
+class IndexConfig(Section):
+    keep_versions: int = Field(default=3, ge=1, description="index versions kept for rollback")
+    lock_wait_s: float = Field(default=30.0, ge=0.0, description="how long a reindex waits for a running one")
+    verify_queries: int = Field(default=3, ge=0, description="sample queries a new version must answer")
 
 
 class RetrievalConfig(Section):
@@ -196,6 +207,7 @@ class Settings(BaseSettings):
     chunking: ChunkingConfig = Field(default_factory=ChunkingConfig)
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
     chroma: ChromaConfig = Field(default_factory=ChromaConfig)
+    index: IndexConfig = Field(default_factory=IndexConfig)
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
     llm: LLMConfig = Field(default_factory=LLMConfig)
     judge: JudgeConfig = Field(default_factory=JudgeConfig)

@@ -56,10 +56,10 @@ def chroma_client(settings: Settings) -> ClientAPI:
     return chromadb.PersistentClient(path=str(settings.chroma_path), settings=chroma_settings)
 
 
-def open_collection(settings: Settings, embedder: Embedder) -> Collection:
-    """The configured collection in cosine space with our embedding function (created when missing)."""
-    return chroma_client(settings).get_or_create_collection(
-        name=settings.chroma.collection,
+def open_collection(client: ClientAPI, name: str, embedder: Embedder) -> Collection:
+    """A collection in cosine space with our embedding function (created when missing)."""
+    return client.get_or_create_collection(
+        name=name,
         embedding_function=MiniLMEmbeddingFunction(embedder),  # type: ignore[arg-type]
         configuration={"hnsw": {"space": "cosine"}},
         metadata={"embedding_model": embedder.name, "embedding_sha256": embedder.weights_sha256},

@@ -1,19 +1,51 @@
-"""Embedding chunks and writing them to Chroma: large encoder windows, explicit upserts, stale ids removed."""
+"""Building index versions: plan against the serving version, copy unchanged embeddings, embed the rest,
+verify, then publish atomically (see reasonloop/index_versions.py)."""
 
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 
+from chromadb.api import ClientAPI
 from chromadb.api.models.Collection import Collection
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel
 
 from reasonloop import progress
 from reasonloop.embeddings import Embedder
+from reasonloop.errors import ReasonloopError
+from reasonloop.index_versions import (
+    DocEntry,
+    IndexPlan,
+    IndexStore,
+    Manifest,
+    manifest_hash,
+    plan_index,
+    version_collection,
+)
 from reasonloop.retry import is_transient
-from reasonloop.schemas import Chunk, IndexStats
+from reasonloop.schemas import Chunk, Document
+from reasonloop.settings import Settings
+from reasonloop.vectorstore import chroma_client, open_collection
 
 ENCODE_WINDOW = 512  # texts per encoder call: the encoder sorts by length within a call, so bigger pads less
+
+
+class IndexBuild(BaseModel):
+    """The outcome of a reindex: the serving manifest, what changed, and the embedding work done."""
+
+    manifest: Manifest
+    plan: IndexPlan
+    built: bool
+    embedded: int = 0
+    copied: int = 0
+    embed_seconds: float = 0.0
+    dropped_versions: list[int] = []
+
+
+class IndexVerificationError(ReasonloopError):
+    """A freshly built version failed its checks; the pointer was not moved."""
 
 
 def chunk_metadata(chunk: Chunk) -> dict[str, str | int | float | bool]:
@@ -21,26 +53,87 @@ def chunk_metadata(chunk: Chunk) -> dict[str, str | int | float | bool]:
             "position": chunk.position, "start": chunk.start, "end": chunk.end, "content_hash": chunk.content_hash}
 
 
-@task(name="index-chunks", retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=is_transient,
-      cache_policy=NO_CACHE)
-def index_chunks(chunks: list[Chunk], collection: Collection, embedder: Embedder, upsert_batch_size: int) -> IndexStats:
-    """Upsert every chunk (Chroma's `add` silently ignores existing ids) and delete ids no longer present,
-    so the collection mirrors the corpus."""
-    embed_seconds = 0.0
+def embed_into(chunks: list[Chunk], collection: Collection, embedder: Embedder, batch_size: int) -> float:
+    """Embed in large windows and upsert (Chroma's `add` silently ignores existing ids); returns encoder seconds."""
+    seconds = 0.0
     for start in range(0, len(chunks), ENCODE_WINDOW):
         window = chunks[start:start + ENCODE_WINDOW]
         began = time.perf_counter()
         vectors = embedder.embed_uncached([c.text for c in window])
-        embed_seconds += time.perf_counter() - began
-        for offset in range(0, len(window), upsert_batch_size):
-            part = window[offset:offset + upsert_batch_size]
+        seconds += time.perf_counter() - began
+        for offset in range(0, len(window), batch_size):
+            part = window[offset:offset + batch_size]
             collection.upsert(ids=[c.id for c in part], embeddings=vectors[offset:offset + len(part)],
                               documents=[c.text for c in part], metadatas=[chunk_metadata(c) for c in part])
         progress.advance("embed chunks", len(window), len(chunks))
-    wanted = {c.id for c in chunks}
-    stale = [i for i in collection.get(include=[])["ids"] if i not in wanted]
-    for offset in range(0, len(stale), upsert_batch_size):
-        collection.delete(ids=stale[offset:offset + upsert_batch_size])
-    return IndexStats(n_documents=len({c.doc_id for c in chunks}), n_chunks=len(chunks),
-                      n_in_collection=collection.count(), embed_seconds=embed_seconds,
-                      chunks_per_second=len(chunks) / embed_seconds if embed_seconds else 0.0)
+    return seconds
+
+
+def copy_into(ids: list[str], source: Collection, target: Collection, batch_size: int) -> None:
+    """Carry unchanged chunks over with their stored embeddings: no re-embedding."""
+    for offset in range(0, len(ids), batch_size):
+        got = source.get(ids=ids[offset:offset + batch_size], include=["embeddings", "documents", "metadatas"])
+        target.upsert(ids=got["ids"], embeddings=got["embeddings"], documents=got["documents"],
+                      metadatas=got["metadatas"])
+
+
+def verify_version(collection: Collection, manifest: Manifest, embedder: Embedder, samples: int) -> None:
+    """The new version must hold exactly the manifest's chunks and find sample chunks by their own text."""
+    count = collection.count()
+    if count != manifest.n_chunks:
+        raise IndexVerificationError(f"{collection.name} holds {count} chunks, the manifest {manifest.n_chunks}; "
+                                     "the serving version is unchanged: rerun the reindex")
+    ids = [cid for entry in manifest.documents.values() for cid in entry.chunk_ids]
+    picks = [ids[i * len(ids) // samples] for i in range(samples)] if samples and ids else []
+    if not picks:
+        return
+    texts = collection.get(ids=picks, include=["documents"])
+    found = collection.query(query_embeddings=embedder.embed(texts["documents"] or []), n_results=5, include=[])
+    for cid, hits in zip(texts["ids"], found["ids"], strict=True):
+        if cid not in hits:
+            raise IndexVerificationError(f"{collection.name}: sample query for chunk {cid} did not find it; "
+                                         "the serving version is unchanged")
+
+
+def _drop_unserved(client: ClientAPI, base: str, kept: list[int]) -> None:
+    """Remove version collections that are neither kept nor serving (older ones, or a killed build's)."""
+    keep = {version_collection(base, v) for v in kept}
+    for name in (c if isinstance(c, str) else c.name for c in client.list_collections()):
+        if name.startswith(f"{base}-v") and name not in keep:
+            client.delete_collection(name)
+
+
+@task(name="build-index-version", retries=1, retry_delay_seconds=[5], retry_condition_fn=is_transient,
+      cache_policy=NO_CACHE)
+def build_index_version(documents: list[Document], chunks: list[Chunk], settings: Settings, embedder: Embedder,
+                        full: bool = False) -> IndexBuild:
+    """Under the reindex lock: plan, build a new version collection, verify it, move the pointer, prune."""
+    store = IndexStore(settings.state_dir, settings.chroma.collection)
+    client = chroma_client(settings)
+    with store.lock(settings.index.lock_wait_s):
+        current = store.current()
+        plan = plan_index(None if full else current, documents, chunks)
+        if current is not None and not full and plan.is_noop:
+            return IndexBuild(manifest=current, plan=plan, built=False)
+        version = store.next_version()
+        store.mark_started(version)
+        name = version_collection(settings.chroma.collection, version)
+        target = open_collection(client, name, embedder)
+        if plan.chunk_ids_to_copy and current is not None:
+            copy_into(plan.chunk_ids_to_copy, client.get_collection(current.collection), target,
+                      settings.chroma.upsert_batch_size)
+        seconds = embed_into(plan.chunks_to_embed, target, embedder, settings.chroma.upsert_batch_size)
+        entries: dict[str, DocEntry] = {d.id: DocEntry(content_hash=d.content_hash, chunk_ids=[]) for d in documents}
+        for chunk in chunks:
+            entries[chunk.doc_id].chunk_ids.append(chunk.id)
+        manifest = Manifest(
+            version=version, collection=name, created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            content_hash=manifest_hash(entries), embedding_model=embedder.name,
+            embedding_sha256=embedder.weights_sha256, documents=entries,
+            chunking={"chunk_size": settings.chunking.chunk_size, "chunk_overlap": settings.chunking.chunk_overlap})
+        verify_version(target, manifest, embedder, settings.index.verify_queries)
+        pointer, dropped = store.publish(manifest, settings.index.keep_versions)
+        _drop_unserved(client, settings.chroma.collection, pointer.kept)
+        store.forget(dropped)
+    return IndexBuild(manifest=manifest, plan=plan, built=True, embedded=len(plan.chunks_to_embed),
+                      copied=len(plan.chunk_ids_to_copy), embed_seconds=seconds, dropped_versions=dropped)

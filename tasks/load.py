@@ -1,4 +1,4 @@
-"""Reading inputs: corpus documents (.md, .txt, .jsonl) and question sets (.jsonl), strictly validated."""
+"""Reading inputs: corpus documents (any supported source; bad ones become rejects) and question sets (strict)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from prefect import task
 from pydantic import ValidationError
 
 from reasonloop.errors import EmptyInputError, InputError
-from reasonloop.schemas import Document, Question, content_hash
+from reasonloop.schemas import Document, LoadedCorpus, Question, Reject
 from reasonloop.settings import CorpusConfig
+from reasonloop.sources import read_file
 
 
 def read_text(path: Path) -> str:
@@ -42,56 +43,22 @@ def _pydantic_problem(exc: ValidationError) -> tuple[str, str]:
     return first["msg"], ".".join(str(p) for p in first["loc"])
 
 
-def _markdown_title(text: str, fallback: str) -> str:
-    for line in text.splitlines():
-        if line.startswith("# "):
-            return line[2:].strip()
-    return fallback
-
-
-def _file_document(path: Path, root: Path) -> Document:
-    text = read_text(path)
-    rel = path.relative_to(root).as_posix()
-    title = _markdown_title(text, path.stem) if path.suffix == ".md" else path.stem
-    return Document(id=rel, text=text, title=title, source=rel, content_hash=content_hash(text))
-
-
-def _jsonl_documents(path: Path, root: Path, cfg: CorpusConfig) -> Iterator[Document]:
-    fields = cfg.jsonl
-    rel = path.relative_to(root).as_posix()
-    for number, record in iter_jsonl(path):
-        for name in (fields.id_field, fields.text_field):
-            if name not in record:
-                raise InputError("missing required field", path=path, line=number, field=name)
-        text = record[fields.text_field]
-        if not isinstance(text, str):
-            raise InputError(f"must be a string, got {type(text).__name__}", path=path, line=number,
-                             field=fields.text_field)
-        metadata = {k: record[k] for k in fields.metadata_fields if k in record}
-        try:
-            yield Document(id=str(record[fields.id_field]), text=text, title=str(record.get(fields.title_field, "")),
-                           source=f"{rel}:{number}", metadata=metadata, content_hash=content_hash(text))
-        except ValidationError as exc:
-            msg, loc = _pydantic_problem(exc)
-            raise InputError(msg, path=path, line=number, field=loc) from None
-
-
 @task(name="load-documents")
-def load_documents(root: Path, cfg: CorpusConfig) -> list[Document]:
-    """Every matching file under `root`, in sorted path order (so ids and runs are reproducible)."""
+def load_documents(root: Path, cfg: CorpusConfig) -> LoadedCorpus:
+    """Every matching file under `root` in sorted path order (reproducible ids and runs); unusable files and
+    records are returned as rejects, not raised."""
     if not root.is_dir():
         raise InputError("corpus folder not found: create it or set corpus.path in configs/default.yaml",
                          path=root)
     files = sorted({p for pattern in cfg.include for p in root.rglob(pattern) if p.is_file()})
     documents: list[Document] = []
+    rejects: list[Reject] = []
     for path in files:
-        if path.suffix == ".jsonl":
-            documents.extend(_jsonl_documents(path, root, cfg))
-        else:
-            documents.append(_file_document(path, root))
-    if not documents:
+        for item in read_file(path, root, cfg):
+            (rejects if isinstance(item, Reject) else documents).append(item)  # type: ignore[arg-type]
+    if not documents and not rejects:
         raise EmptyInputError(f"no documents matching {cfg.include}: add files or change corpus.include", path=root)
-    return documents
+    return LoadedCorpus(documents=documents, rejects=rejects)
 
 
 @task(name="load-questions")

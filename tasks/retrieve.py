@@ -29,13 +29,3 @@ def retrieve_chunks(questions: list[Question], collection: Collection, embedder:
                         for rank, (cid, doc, meta, dist) in enumerate(zip(ids, docs, metas, dists, strict=True), 1)])
     return results
 
-
-@task(name="require-index", cache_policy=NO_CACHE)
-def require_index(collection: Collection) -> int:
-    """The number of indexed chunks; an empty index is an error that says how to fill it."""
-    from reasonloop.errors import InputError
-
-    count = collection.count()
-    if count == 0:
-        raise InputError(f"the index '{collection.name}' is empty: run `reasonloop reindex` first")
-    return count

@@ -7,17 +7,20 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from prefect import task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from reasonloop.embeddings import Embedder
+from reasonloop.index_versions import Manifest
 from reasonloop.prompts import PromptTemplate
 from reasonloop.retry import is_transient
-from reasonloop.schemas import EvalSummary, FlowReport, IndexStats, QuestionResult
+from reasonloop.schemas import EvalSummary, FlowReport, QuestionResult, Reject
 from reasonloop.settings import Settings, project_root
 from reasonloop.tracking import ensure_experiment, git_commit, register_prompt
-from tasks.aggregate import results_table
+from tasks.aggregate import results_table, summary_rows
+from tasks.index import IndexBuild
 
 
 def common_params(settings: Settings, embedder: Embedder) -> dict[str, Any]:
@@ -41,25 +44,76 @@ def _numeric(values: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in values.items() if isinstance(v, int | float) and not isinstance(v, bool)}
 
 
+def reindex_metrics(build: IndexBuild, n_quarantined: int, duration_s: float) -> dict[str, float]:
+    plan = build.plan
+    return {
+        "n_seen": len(plan.added) + len(plan.changed) + len(plan.unchanged) + n_quarantined,
+        "n_added": len(plan.added), "n_changed": len(plan.changed), "n_removed": len(plan.removed),
+        "n_skipped": len(plan.unchanged), "n_quarantined": n_quarantined,
+        "n_documents": len(build.manifest.documents), "n_chunks": build.manifest.n_chunks,
+        "n_embedded": build.embedded, "n_copied": build.copied, "index_version": build.manifest.version,
+        "new_version": float(build.built), "embed_seconds": build.embed_seconds,
+        "chunks_per_second": build.embedded / build.embed_seconds if build.embed_seconds else 0.0,
+        "duration_s": duration_s,
+    }
+
+
+def reindex_rows(build: IndexBuild, n_quarantined: int) -> dict[str, str]:
+    plan = build.plan
+    state = "new version" if build.built else "unchanged (no new version)"
+    return {
+        "index version": f"{build.manifest.ref} ({state})",
+        "documents": f"{len(build.manifest.documents)} ({len(plan.added)} added, {len(plan.changed)} changed, "
+                     f"{len(plan.removed)} removed, {len(plan.unchanged)} unchanged, {n_quarantined} quarantined)",
+        "chunks": f"{build.manifest.n_chunks} ({build.embedded} embedded, {build.copied} carried over)",
+        "embedding throughput": (f"{build.embedded / build.embed_seconds:.1f} chunks/s" if build.embed_seconds
+                                 else "n/a"),
+    }
+
+
+def index_params(manifest: Manifest) -> dict[str, Any]:
+    return {"index.version": manifest.version, "index.content_hash": manifest.content_hash,
+            "index.collection": manifest.collection}
+
+
 @task(name="log-reindex-run", retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=is_transient,
       cache_policy=NO_CACHE)
-def log_reindex_run(settings: Settings, embedder: Embedder, stats: IndexStats, duration_s: float) -> FlowReport:
+def log_reindex_run(settings: Settings, embedder: Embedder, build: IndexBuild, rejects: list[Reject],
+                    duration_s: float) -> FlowReport:
+    """Counts (seen/added/changed/removed/skipped/quarantined), the index version and hash, throughput, and the
+    quarantine report as a table."""
     import mlflow
 
     experiment_id = ensure_experiment(settings, "reindex")
-    metrics = {**_numeric(stats.model_dump()), "duration_s": duration_s}
+    metrics = reindex_metrics(build, len(rejects), duration_s)
     with mlflow.start_run(experiment_id=experiment_id, run_name="reindex", tags=_flow_run_tags("reindex")) as run:
         corpus_path = settings.public_dict()["corpus"]["path"]
-        mlflow.log_params({**common_params(settings, embedder), "corpus.path": corpus_path})
+        mlflow.log_params({**common_params(settings, embedder), **index_params(build.manifest),
+                           "corpus.path": corpus_path})
         mlflow.log_metrics(metrics)
+        if rejects:
+            mlflow.log_table(quarantine_table(rejects), artifact_file="reindex/quarantine.json")
     return FlowReport(flow="reindex", run_id=run.info.run_id, experiment_id=experiment_id,
-                      tracking_uri=settings.mlflow_tracking_uri, metrics=metrics)
+                      tracking_uri=settings.mlflow_tracking_uri, metrics=metrics,
+                      rows=reindex_rows(build, len(rejects)))
+
+
+def quarantine_table(rejects: list[Reject]) -> pd.DataFrame:
+    return pd.DataFrame([{"file": r.source, "line": r.line, "reason": r.reason} for r in rejects],
+                        columns=["file", "line", "reason"])
+
+
+@task(name="publish-quarantine")
+def publish_quarantine(rejects: list[Reject]) -> None:
+    """The quarantine report as a Prefect table artifact (empty when nothing was refused)."""
+    create_table_artifact(key="reindex-quarantine", description="inputs refused by the last reindex",
+                          table=quarantine_table(rejects).astype(str).to_dict(orient="records"))
 
 
 @task(name="log-eval-run", retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=is_transient,
       cache_policy=NO_CACHE)
 def log_eval_run(settings: Settings, embedder: Embedder, prompt: PromptTemplate, judge_version: str,
-                 summary: EvalSummary, results: list[QuestionResult], duration_s: float) -> FlowReport:
+                 index: Manifest, summary: EvalSummary, results: list[QuestionResult], duration_s: float) -> FlowReport:
     """One MLflow run: params (providers, prompt name@version, retriever, config hash, commit), metrics in one
     batch, the per-question table, the full per-question records, and the prompt linked from the registry."""
     import mlflow
@@ -68,7 +122,7 @@ def log_eval_run(settings: Settings, embedder: Embedder, prompt: PromptTemplate,
     registered = register_prompt(prompt)
     metrics = {**_numeric(summary.model_dump()), "duration_s": duration_s}
     params = {
-        **common_params(settings, embedder),
+        **common_params(settings, embedder), **index_params(index),
         "llm.provider": settings.llm.provider, "llm.model": settings.llm.model,
         "llm.base_url": settings.llm.base_url or "", "llm.temperature": settings.llm.temperature,
         "judge.provider": settings.judge.provider, "judge.model": settings.judge.model, "judge.version": judge_version,
@@ -89,18 +143,19 @@ def log_eval_run(settings: Settings, embedder: Embedder, prompt: PromptTemplate,
             mlflow.log_artifacts(tmp, artifact_path="eval")
         mlflow.MlflowClient().link_prompt_version_to_run(run.info.run_id, registered)
     return FlowReport(flow="nightly-eval", run_id=run.info.run_id, experiment_id=experiment_id,
-                      tracking_uri=settings.mlflow_tracking_uri, metrics=metrics)
+                      tracking_uri=settings.mlflow_tracking_uri, metrics=metrics,
+                      rows={**summary_rows(summary), "index version": index.ref})
 
 
-def summary_markdown(report: FlowReport, rows: dict[str, str]) -> str:
+def summary_markdown(report: FlowReport) -> str:
     lines = [f"# {report.flow}", "", "| metric | value |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in rows.items()]
+    lines += [f"| {k} | {v} |" for k, v in report.rows.items()]
     lines += ["", f"MLflow run `{report.run_id}` (experiment {report.experiment_id})"]
     return "\n".join(lines)
 
 
 @task(name="publish-summary")
-def publish_summary(report: FlowReport, rows: dict[str, str]) -> str:
+def publish_summary(report: FlowReport) -> str:
     """The flow's Prefect markdown artifact, under a stable key per flow kind."""
-    return str(create_markdown_artifact(markdown=summary_markdown(report, rows), key=f"{report.flow}-summary",
+    return str(create_markdown_artifact(markdown=summary_markdown(report), key=f"{report.flow}-summary",
                                         description=f"{report.flow} summary"))

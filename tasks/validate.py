@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from prefect import task
 
 from reasonloop.errors import InputError
-from reasonloop.schemas import Document
+from reasonloop.schemas import LoadedCorpus, Reject
+from reasonloop.settings import CorpusConfig
+from reasonloop.sources import SUPPORTED_TYPES
 
 
 @dataclass(frozen=True)
@@ -42,23 +45,65 @@ def check_frame(frame: pd.DataFrame, name: str, expectations: list[Any], index_c
             for r in result.results if not r.success]
 
 
-def document_expectations() -> list[Any]:
+def document_expectations(cfg: CorpusConfig) -> list[Any]:
     import great_expectations as gx
 
     return [
-        gx.expectations.ExpectColumnValuesToNotBeNull(column="id"),
         gx.expectations.ExpectColumnValuesToBeUnique(column="id"),
-        gx.expectations.ExpectColumnValuesToBeBetween(column="n_chars", min_value=1),
+        gx.expectations.ExpectColumnValuesToBeBetween(column="n_chars", min_value=1, max_value=cfg.max_doc_chars),
+        gx.expectations.ExpectColumnValuesToBeInSet(column="type", value_set=sorted(SUPPORTED_TYPES)),
+        gx.expectations.ExpectColumnValuesToNotMatchRegex(column="text", regex="\ufffd"),
     ]
 
 
-@task(name="validate-documents")
-def validate_documents(documents: list[Document]) -> int:
-    """Non-empty text and unique ids, checked before anything is embedded; returns the count checked."""
-    frame = pd.DataFrame({"id": [d.id for d in documents], "source": [d.source for d in documents],
-                          "n_chars": [len(d.text.strip()) for d in documents]})
-    problems = check_frame(frame, "documents", document_expectations(), ["source", "id"])
-    if problems:
-        raise InputError("corpus validation failed, nothing was indexed:\n  " +
-                         "\n  ".join(p.describe() for p in problems))
-    return len(documents)
+def _reason(problem: Problem, row: dict[str, Any], cfg: CorpusConfig) -> str:
+    if problem.column == "id":
+        return f"duplicate id '{row['id']}' (the first one in path order is kept)"
+    if problem.column == "n_chars":
+        return "empty text" if row["n_chars"] < 1 else f"text over corpus.max_doc_chars ({cfg.max_doc_chars:,})"
+    if problem.column == "type":
+        return f"unsupported type '{row['type']}'"
+    return "text contains U+FFFD replacement characters: it was decoded lossily before reaching the corpus"
+
+
+@task(name="screen-documents")
+def screen_documents(loaded: LoadedCorpus, cfg: CorpusConfig) -> LoadedCorpus:
+    """The Great Expectations suite on the document table, before anything is embedded: non-empty text within
+    the size limit, unique ids, allowed types, no lossy decoding. Failing rows join the rejects."""
+    docs = loaded.documents
+    if not docs:
+        return loaded
+    frame = pd.DataFrame({"row": range(len(docs)), "id": [d.id for d in docs], "source": [d.source for d in docs],
+                          "n_chars": [len(d.text.strip()) for d in docs], "text": [d.text for d in docs],
+                          "type": [Path(d.source.rsplit(":", 1)[0]).suffix for d in docs]})
+    problems = check_frame(frame, "documents", document_expectations(cfg), ["row", "id", "n_chars", "type"])
+    reasons: dict[int, str] = {}
+    for problem in problems:
+        rows = problem.rows
+        if problem.column == "id":  # keep the first occurrence of each duplicated id
+            first = {r["id"]: r["row"] for r in sorted(rows, key=lambda r: r["row"], reverse=True)}
+            rows = [r for r in rows if first[r["id"]] != r["row"]]
+        for row in rows:
+            reasons.setdefault(int(row["row"]), _reason(problem, row, cfg))
+    kept = [d for i, d in enumerate(docs) if i not in reasons]
+    flagged = [Reject(source=docs[i].source.rsplit(":", 1)[0], line=_line_of(docs[i].source), reason=why)
+               for i, why in sorted(reasons.items())]
+    return LoadedCorpus(documents=kept, rejects=[*loaded.rejects, *flagged])
+
+
+def _line_of(source: str) -> int | None:
+    tail = source.rsplit(":", 1)
+    return int(tail[1]) if len(tail) == 2 and tail[1].isdigit() else None
+
+
+@task(name="enforce-bad-fraction")
+def enforce_bad_fraction(screened: LoadedCorpus, max_bad_fraction: float) -> float:
+    """Fail (before any write) when more than `max_bad_fraction` of the inputs were rejected."""
+    seen = len(screened.documents) + len(screened.rejects)
+    fraction = len(screened.rejects) / seen if seen else 0.0
+    if fraction > max_bad_fraction or not screened.documents:
+        listing = "\n  ".join(f"{r.where()}: {r.reason}" for r in screened.rejects[:20])
+        more = f"\n  ... and {len(screened.rejects) - 20} more" if len(screened.rejects) > 20 else ""
+        raise InputError(f"{len(screened.rejects)} of {seen} inputs are bad ({fraction:.1%}, over "
+                         f"corpus.max_bad_fraction = {max_bad_fraction:.1%}); nothing was indexed:\n  {listing}{more}")
+    return fraction

@@ -3,14 +3,14 @@ from __future__ import annotations
 import pytest
 
 from reasonloop.errors import InputError
-from reasonloop.schemas import Document, content_hash
-from reasonloop.settings import ChunkingConfig
+from reasonloop.schemas import Document, LoadedCorpus, Reject, content_hash
+from reasonloop.settings import ChunkingConfig, CorpusConfig
 from tasks.chunk import chunk_documents
-from tasks.validate import validate_documents
+from tasks.validate import enforce_bad_fraction, screen_documents
 
 
-def doc(doc_id: str, text: str) -> Document:
-    return Document(id=doc_id, text=text, source=f"{doc_id}.txt", content_hash=content_hash(text))
+def doc(doc_id: str, text: str, source: str | None = None) -> Document:
+    return Document(id=doc_id, text=text, source=source or f"{doc_id}.txt", content_hash=content_hash(text))
 
 
 def test_chunks_carry_offsets_and_stable_ids() -> None:
@@ -27,15 +27,29 @@ def test_chunks_carry_offsets_and_stable_ids() -> None:
     assert changed[0].id == chunks[0].id and changed[-1].id != chunks[-1].id
 
 
-def test_validation_passes_good_documents() -> None:
-    assert validate_documents.fn([doc("a", "x"), doc("b", "y")]) == 2
+def test_screen_keeps_good_documents() -> None:
+    loaded = LoadedCorpus(documents=[doc("a", "x"), doc("b", "y")])
+    assert screen_documents.fn(loaded, CorpusConfig()) == loaded
 
 
-def test_validation_names_duplicate_ids_and_empty_texts() -> None:
-    with pytest.raises(InputError) as err:
-        validate_documents.fn([doc("a", "x"), doc("a", "y"), doc("c", "   ")])
-    message = str(err.value)
-    assert "nothing was indexed" in message
-    assert "expect_column_values_to_be_unique on 'id' failed for 2 row(s)" in message
-    assert "source=a.txt" in message
-    assert "expect_column_values_to_be_between on 'n_chars' failed for 1 row(s): source=c.txt, id=c" in message
+def test_screen_quarantines_duplicates_empty_oversized_and_lossy_rows() -> None:
+    docs = [doc("a", "x", "f.jsonl:1"), doc("a", "y", "f.jsonl:2"), doc("c", "   "), doc("d", "z" * 50),
+            doc("e", "caf\ufffd"), doc("f", "fine")]
+    screened = screen_documents.fn(LoadedCorpus(documents=docs), CorpusConfig(max_doc_chars=40))
+    assert [d.id for d in screened.documents] == ["a", "f"] and screened.documents[0].text == "x"
+    reasons = {r.where(): r.reason for r in screened.rejects}
+    assert reasons == {
+        "f.jsonl:2": "duplicate id 'a' (the first one in path order is kept)",
+        "c.txt": "empty text",
+        "d.txt": "text over corpus.max_doc_chars (40)",
+        "e.txt": "text contains U+FFFD replacement characters: it was decoded lossily before reaching the corpus",
+    }
+
+
+def test_bad_fraction_gate() -> None:
+    screened = LoadedCorpus(documents=[doc("a", "x")] * 19, rejects=[Reject(source="b.txt", reason="empty file")])
+    assert enforce_bad_fraction.fn(screened, 0.05) == pytest.approx(0.05)
+    with pytest.raises(InputError, match=r"1 of 20 inputs are bad \(5.0%.*\n  b.txt: empty file"):
+        enforce_bad_fraction.fn(screened, 0.04)
+    with pytest.raises(InputError, match="nothing was indexed"):
+        enforce_bad_fraction.fn(LoadedCorpus(documents=[], rejects=[Reject(source="x", reason="r")]), 1.0)

@@ -14,6 +14,7 @@ from mlflow import MlflowClient
 from flows.nightly_eval import nightly_eval
 from flows.reindex import reindex
 from reasonloop.errors import EmptyInputError, InputError
+from reasonloop.index_versions import IndexStore
 from reasonloop.metrics import normalize_answer
 from reasonloop.settings import Settings
 from reasonloop.vectorstore import chroma_client
@@ -34,8 +35,11 @@ def mlflow_runs(settings: Settings) -> pd.DataFrame:
 def test_reindex_then_eval_offline(make_settings: Callable[..., Settings]) -> None:
     settings = make_settings()
     indexed = reindex(settings)
-    collection = chroma_client(settings).get_collection(settings.chroma.collection)  # no EF passed: registry
-    assert collection.count() == indexed.metrics["n_chunks"] == indexed.metrics["n_in_collection"] >= 12
+    manifest = IndexStore(settings.state_dir, settings.chroma.collection).require_current()
+    assert manifest.version == indexed.metrics["index_version"] == 1
+    collection = chroma_client(settings).get_collection(manifest.collection)  # no EF passed: the registry has it
+    assert collection.count() == indexed.metrics["n_chunks"] == indexed.metrics["n_embedded"] == manifest.n_chunks >= 12
+    assert indexed.metrics["n_added"] == indexed.metrics["n_documents"] == 12
     assert collection.configuration_json["embedding_function"]["name"] == "reasonloop-minilm"
     hit = collection.query(query_texts=["Who won Super Bowl 50?"], n_results=1)
     assert hit["metadatas"][0][0]["doc_id"].startswith("Super_Bowl_50#")
@@ -51,6 +55,7 @@ def test_reindex_then_eval_offline(make_settings: Callable[..., Settings]) -> No
     assert params["embedding.sha256"] == settings.embedding.sha256
     assert "chain_of_thought" in run.data.tags.get("mlflow.linkedPrompts", "")
     assert run.data.tags["reasonloop.flow"] == "nightly-eval" and run.data.tags["prefect.flow_run_id"]
+    assert params["index.version"] == "1" and params["index.content_hash"] == manifest.content_hash
 
     table = client.load_table(report.experiment_id, "eval/questions.json", run_ids=[report.run_id])
     questions = read_jsonl(settings.questions.path)
@@ -77,8 +82,10 @@ def test_reindex_mirrors_the_corpus(make_settings: Callable[..., Settings], tiny
     corpus_file = next(tiny_data[0].glob("*.jsonl"))
     write_jsonl(corpus_file, read_jsonl(corpus_file)[:5])
     report = reindex(settings)
-    collection = chroma_client(settings).get_collection(settings.chroma.collection)
+    manifest = IndexStore(settings.state_dir, settings.chroma.collection).require_current()
+    collection = chroma_client(settings).get_collection(manifest.collection)
     assert collection.count() == report.metrics["n_chunks"]
+    assert report.metrics["n_removed"] == 7 and report.metrics["n_embedded"] == 0  # nothing new to embed
     assert {m["doc_id"] for m in collection.get(include=["metadatas"])["metadatas"]} == \
         {r["id"] for r in read_jsonl(corpus_file)}
 
@@ -135,7 +142,7 @@ def test_bad_inputs_write_nothing(make_settings: Callable[..., Settings], tmp_pa
         reindex(settings)
     bad_corpus = tmp_path / "bad"
     write_jsonl(bad_corpus / "a.jsonl", [{"id": "x", "text": "one"}, {"id": "x", "text": "two"}])
-    with pytest.raises(InputError, match="expect_column_values_to_be_unique"):
+    with pytest.raises(InputError, match=r"(?s)1 of 2 inputs are bad .*a.jsonl:2: duplicate id .x."):
         reindex(make_settings(corpus={"path": bad_corpus}))
     (tmp_path / "empty.jsonl").write_text("")
     with pytest.raises(EmptyInputError):
@@ -146,6 +153,6 @@ def test_bad_inputs_write_nothing(make_settings: Callable[..., Settings], tmp_pa
 
 def test_eval_on_an_empty_index_says_to_reindex(make_settings: Callable[..., Settings]) -> None:
     settings = make_settings()
-    with pytest.raises(InputError, match="run `reasonloop reindex` first"):
+    with pytest.raises(InputError, match="no index 'reasonloop' yet: run `reasonloop reindex` first"):
         nightly_eval(settings)
     assert mlflow_runs(settings).empty

@@ -79,30 +79,29 @@ def plain_eval(settings: Any) -> Any:
     """The nightly eval's functions called directly, in the same batches, without Prefect."""
     from flows.nightly_eval import batched
     from reasonloop.prompts import load_prompt
-    from reasonloop.providers import build_chat_model, build_collection, build_embedder, build_judge
+    from reasonloop.providers import build_chat_model, build_embedder, build_judge, open_serving_index
     from tasks.aggregate import collect_results, summarize_results
     from tasks.judge import judge_answers
     from tasks.load import load_questions
     from tasks.reason import answer_questions
-    from tasks.retrieve import require_index, retrieve_chunks
+    from tasks.retrieve import retrieve_chunks
     from tasks.track import log_eval_run
 
     started = time.perf_counter()
     questions = load_questions.fn(settings.questions.path)
     prompt = load_prompt(settings.prompts.dir, settings.prompts.reasoning)
     embedder = build_embedder(settings)
-    collection = build_collection(settings, embedder)
-    require_index.fn(collection)
+    index = open_serving_index(settings, embedder)
     model, judge = build_chat_model(settings, embedder), build_judge(settings, embedder)
     price = settings.price_of(settings.llm.model)
     results = []
     for batch in batched(questions, settings.eval.batch_size):
-        contexts = retrieve_chunks.fn(batch, collection, embedder, settings.retrieval.top_k)
+        contexts = retrieve_chunks.fn(batch, index.collection, embedder, settings.retrieval.top_k)
         answers = answer_questions.fn(batch, contexts, model, prompt, price, settings.llm.max_concurrency)
         verdicts = judge_answers.fn(batch, contexts, answers, judge)
         results += collect_results.fn(batch, contexts, answers, verdicts)
     summary = summarize_results.fn(results)
-    return log_eval_run.fn(settings, embedder, prompt, judge.version, summary, results,
+    return log_eval_run.fn(settings, embedder, prompt, judge.version, index.manifest, summary, results,
                            time.perf_counter() - started)
 
 

@@ -1,0 +1,212 @@
+"""Versioned indexes: every change builds a new Chroma collection; a pointer file names the serving one.
+
+    <state>/index/<collection>/pointer.json       {"current": 3, "kept": [1, 2, 3]}
+    <state>/index/<collection>/manifests/v0003.json  doc id -> content hash + chunk ids, and the version's hash
+    <state>/index/<collection>/.lock              held by the one reindex allowed at a time
+
+The pointer is replaced atomically (write to a temporary file, fsync, rename) and only after the new
+collection is complete and verified, so a reader sees the old version or the new one, never a half-built
+one; a reindex killed at any point leaves the pointer as it was.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from reasonloop.errors import InputError, ReasonloopError
+from reasonloop.schemas import Chunk, Document
+
+
+class DocEntry(BaseModel):
+    content_hash: str
+    chunk_ids: list[str]
+
+
+class Manifest(BaseModel):
+    """What one index version holds; its `content_hash` identifies the version's content."""
+
+    version: int
+    collection: str
+    created_at: str
+    content_hash: str
+    embedding_model: str
+    embedding_sha256: str
+    chunking: dict[str, int | str]
+    documents: dict[str, DocEntry]
+
+    @property
+    def n_chunks(self) -> int:
+        return sum(len(d.chunk_ids) for d in self.documents.values())
+
+    @property
+    def ref(self) -> str:
+        return f"v{self.version}@{self.content_hash[:12]}"
+
+
+class Pointer(BaseModel):
+    current: int
+    kept: list[int] = Field(default_factory=list)
+
+
+class IndexPlan(BaseModel):
+    """What a reindex has to do against the serving version (pure function of manifest + chunks)."""
+
+    added: list[str]
+    changed: list[str]
+    removed: list[str]
+    unchanged: list[str]
+    chunks_to_embed: list[Chunk]
+    chunk_ids_to_copy: list[str]
+
+    @property
+    def is_noop(self) -> bool:
+        return not (self.added or self.changed or self.removed)
+
+
+class IndexBusyError(ReasonloopError):
+    """Another reindex holds the lock."""
+
+
+def version_collection(base: str, version: int) -> str:
+    return f"{base}-v{version:04d}"
+
+
+def manifest_hash(documents: dict[str, DocEntry]) -> str:
+    digest = hashlib.sha256()
+    for doc_id in sorted(documents):
+        digest.update(f"{doc_id}\x00{documents[doc_id].content_hash}\x00{','.join(documents[doc_id].chunk_ids)}\n"
+                      .encode())
+    return digest.hexdigest()
+
+
+def plan_index(current: Manifest | None, documents: list[Document], chunks: list[Chunk]) -> IndexPlan:
+    """Unchanged documents (same content hash) keep their embeddings; changed and new ones are embedded."""
+    old = current.documents if current else {}
+    new_hashes = {d.id: d.content_hash for d in documents}
+    added = sorted(i for i in new_hashes if i not in old)
+    changed = sorted(i for i in new_hashes if i in old and old[i].content_hash != new_hashes[i])
+    unchanged = sorted(i for i in new_hashes if i in old and old[i].content_hash == new_hashes[i])
+    removed = sorted(i for i in old if i not in new_hashes)
+    keep = set(unchanged)
+    return IndexPlan(added=added, changed=changed, removed=removed, unchanged=unchanged,
+                     chunks_to_embed=[c for c in chunks if c.doc_id not in keep],
+                     chunk_ids_to_copy=[cid for i in unchanged for cid in old[i].chunk_ids])
+
+
+class IndexStore:
+    """The pointer, manifests and lock of one collection's versions under the state folder."""
+
+    def __init__(self, state_dir: Path, collection: str) -> None:
+        self.base = collection
+        self.root = state_dir / "index" / collection
+        self.manifests = self.root / "manifests"
+
+    def pointer(self) -> Pointer | None:
+        path = self.root / "pointer.json"
+        return Pointer.model_validate_json(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+    def manifest(self, version: int) -> Manifest:
+        path = self.manifests / f"v{version:04d}.json"
+        if not path.is_file():
+            raise InputError(f"index version {version} has no manifest (was it pruned?)", path=path)
+        return Manifest.model_validate_json(path.read_text(encoding="utf-8"))
+
+    def current(self) -> Manifest | None:
+        pointer = self.pointer()
+        return self.manifest(pointer.current) if pointer else None
+
+    def require_current(self) -> Manifest:
+        manifest = self.current()
+        if manifest is None:
+            raise InputError(f"there is no index '{self.base}' yet: run `reasonloop reindex` first")
+        return manifest
+
+    def next_version(self) -> int:
+        """One past the highest version ever started, so an abandoned half-built version is never reused."""
+        seen = [int(p.stem[1:]) for p in self.manifests.glob("v*.json")] if self.manifests.is_dir() else []
+        pointer = self.pointer()
+        started = int((self.root / "last_started").read_text()) if (self.root / "last_started").is_file() else 0
+        return max([0, started, *seen, *(pointer.kept if pointer else [])]) + 1
+
+    def mark_started(self, version: int) -> None:
+        write_atomic(self.root / "last_started", str(version))
+
+    def publish(self, manifest: Manifest, keep: int) -> tuple[Pointer, list[int]]:
+        """Write the manifest, then switch the pointer to it; returns the pointer and the versions to drop."""
+        write_atomic(self.manifests / f"v{manifest.version:04d}.json", manifest.model_dump_json(indent=1))
+        previous = self.pointer()
+        history = [v for v in (previous.kept if previous else []) if v != manifest.version] + [manifest.version]
+        pointer = Pointer(current=manifest.version, kept=history[-keep:])
+        write_atomic(self.root / "pointer.json", pointer.model_dump_json())
+        return pointer, history[:-keep]
+
+    def rollback(self, version: int | None = None) -> Pointer:
+        """Point back at an older kept version (default: the one before the current)."""
+        pointer = self.pointer()
+        if pointer is None:
+            raise InputError(f"there is no index '{self.base}' to roll back")
+        older = [v for v in pointer.kept if v != pointer.current]
+        target = version if version is not None else (older[-1] if older else None)
+        if target is None or target not in pointer.kept:
+            raise InputError(f"cannot roll back to {target}: kept versions are {pointer.kept} "
+                             f"(current {pointer.current})")
+        self.manifest(target)  # must exist
+        moved = Pointer(current=target, kept=pointer.kept)
+        write_atomic(self.root / "pointer.json", moved.model_dump_json())
+        return moved
+
+    def forget(self, versions: list[int]) -> None:
+        for version in versions:
+            (self.manifests / f"v{version:04d}.json").unlink(missing_ok=True)
+
+    @contextmanager
+    def lock(self, wait_s: float) -> Iterator[None]:
+        """Exclusive reindex lock; waits up to `wait_s`, then says who to wait for."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with (self.root / ".lock").open("a+") as handle:
+            deadline = time.monotonic() + wait_s
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        handle.seek(0)
+                        holder = handle.read().strip() or "another process"
+                        raise IndexBusyError(f"another reindex of '{self.base}' is running ({holder}); wait for it "
+                                             f"to finish or raise index.lock_wait_s") from None
+                    time.sleep(0.2)
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()} since {datetime.now(UTC).isoformat(timespec='seconds')}")
+            handle.flush()
+            try:
+                yield
+            finally:
+                handle.truncate(0)
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Replace `path` with `text` so readers see the old or the new content, never a mix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
