@@ -8,6 +8,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any, TypeVar
@@ -24,6 +25,8 @@ app = typer.Typer(help="reasonloop: index, reason, evaluate and track an LLM rea
                   no_args_is_help=True, pretty_exceptions_enable=False)
 config_app = typer.Typer(help="Inspect the effective configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+index_app = typer.Typer(help="Index versions: what is served, and rollback.", no_args_is_help=True)
+app.add_typer(index_app, name="index")
 console = Console()
 err_console = Console(stderr=True)
 T = TypeVar("T")
@@ -58,12 +61,15 @@ def _progress() -> Iterator[None]:
     from reasonloop import progress
 
     bars: dict[str, Any] = {}
+    lock = threading.Lock()  # batch tasks report from several threads
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=err_console, transient=True) as view:
         def listener(stage: str, step: int, total: int | None) -> None:
-            if stage not in bars:
-                bars[stage] = view.add_task(stage, total=total)
-            view.update(bars[stage], advance=step, total=total if total is not None else view.tasks[bars[stage]].total)
+            with lock:
+                if stage not in bars:
+                    bars[stage] = view.add_task(stage, total=total)
+                view.update(bars[stage], advance=step, total=total if total is not None else
+                            view.tasks[bars[stage]].total)
 
         with progress.listening(listener):
             yield
@@ -139,7 +145,7 @@ def config_show(ctx: typer.Context,
     data = settings.public_dict()
     for section in ("llm", "judge"):
         cfg = getattr(settings, section)
-        data[section]["api_key"] = "****" + cfg.api_key().get_secret_value()[-4:] if cfg.api_key() else "(not set)"
+        data[section]["api_key"] = f"(set in {cfg.api_key_env})" if cfg.api_key() else f"(not set: {cfg.api_key_env})"
     if as_json:
         console.print_json(json.dumps(data))
     else:
@@ -176,6 +182,45 @@ def runs(ctx: typer.Context, limit: Annotated[int, typer.Option(min=1, help="how
                       _cell(row, "status"), row["run_id"], _cell(row, "params.llm.provider"),
                       _cell(row, "params.prompt.reasoning"), *(_cell(row, k) for k in columns))
     console.print(table)
+
+
+def _index_store(settings: Settings) -> Any:
+    from reasonloop.index_versions import IndexStore
+
+    return IndexStore(settings.state_dir, settings.chroma.collection)
+
+
+@index_app.command("status")
+def index_status(ctx: typer.Context) -> None:
+    """The serving index version and the versions kept for rollback."""
+    store = _index_store(_settings(ctx))
+    pointer = store.pointer()
+    if pointer is None:
+        console.print("no index yet: run `reasonloop reindex`")
+        return
+    table = Table(title=f"index '{store.base}'")
+    for name in ("version", "serving", "created", "documents", "chunks", "content hash"):
+        table.add_column(name)
+    for version in reversed(pointer.kept):
+        m = store.manifest(version)
+        table.add_row(str(version), "yes" if version == pointer.current else "", m.created_at,
+                      str(len(m.documents)), str(m.n_chunks), m.content_hash[:16])
+    console.print(table)
+
+
+@index_app.command("rollback")
+def index_rollback(ctx: typer.Context,
+                   to: Annotated[int | None, typer.Option(help="version to serve (default: the previous one)")] = None,
+                   ) -> None:
+    """Serve an older kept version again (the pointer moves atomically; nothing is rebuilt)."""
+    store = _index_store(_settings(ctx))
+    try:
+        with store.lock(0.0):
+            pointer = store.rollback(to)
+    except ReasonloopError as exc:
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    console.print(f"serving index version {pointer.current} (kept: {pointer.kept})")
 
 
 @app.command()

@@ -111,7 +111,8 @@ class Embedder:
 
     def count_tokens(self, text: str) -> int:
         """Tokens under the model's WordPiece tokenizer (no truncation, no special tokens)."""
-        ids = self._model.tokenizer(text, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
+        with self._lock:  # fast tokenizers are not safe to share across threads mid-call
+            ids = self._model.tokenizer(text, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
         return len(ids)
 
 

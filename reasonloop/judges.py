@@ -15,9 +15,10 @@ from langchain_core.messages import AIMessage, HumanMessage
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from reasonloop.embeddings import Embedder
-from reasonloop.llm_calls import call_chat, extract_json, run_bounded
+from reasonloop.llm_calls import call_chat, endpoint_of, extract_json, run_bounded
 from reasonloop.metrics import exact_match, reference_recall, split_sentences, token_f1
 from reasonloop.prompts import PromptTemplate, format_chunks
+from reasonloop.redact import redact
 from reasonloop.schemas import AnswerRecord, Question, RetrievedChunk, Verdict
 
 
@@ -109,14 +110,15 @@ class LLMJudge:
         self.version = prompt.ref
 
     def judge(self, items: list[JudgeItem]) -> list[Verdict]:
-        return run_bounded([lambda item=item: self._judge_one(item) for item in items], self.max_concurrency)
+        return run_bounded([lambda item=item: self._judge_one(item) for item in items], self.max_concurrency,
+                           endpoint_of(self.model))
 
     async def _judge_one(self, item: JudgeItem) -> Verdict:
         answer, reference = item.answer.answer, item.question.reference
         reference_scores = {"exact_match": exact_match(answer, reference), "token_f1": token_f1(answer, reference)}
-        messages = self.prompt.to_messages(question=item.question.question, reference=reference, answer=answer,
-                                           context=format_chunks(item.context))
         try:
+            messages = self.prompt.to_messages(question=item.question.question, reference=reference, answer=answer,
+                                               context=format_chunks(item.context))
             raw = (await call_chat(self.model, messages)).text
             reply = _parse_reply(raw)
             if reply is None:
@@ -124,7 +126,7 @@ class LLMJudge:
                 raw = (await call_chat(self.model, retry)).text
                 reply = _parse_reply(raw)
         except Exception as exc:  # noqa: BLE001 - a failed judge call is data, recorded per question
-            return Verdict(judge_error=f"{type(exc).__name__}: {exc}", **reference_scores)
+            return Verdict(judge_error=redact(f"{type(exc).__name__}: {exc}"), **reference_scores)
         if reply is None:
             return Verdict(judge_error=f"unparseable verdict: {raw[:2000]}", **reference_scores)
         unsupported = [c.claim for c in reply.claims if not c.supported]

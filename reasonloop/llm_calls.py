@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -15,7 +14,6 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 
 T = TypeVar("T")
-_FENCE = re.compile(r"^```(?:json)?\s*|\s*```$", re.S)
 
 
 @dataclass(frozen=True)
@@ -32,7 +30,7 @@ async def call_chat(model: BaseChatModel, messages: Sequence[BaseMessage]) -> Ca
     reply = await model.ainvoke(list(messages))
     latency = time.perf_counter() - start
     usage = reply.usage_metadata if isinstance(reply, AIMessage) and reply.usage_metadata else {}
-    return CallResult(text=str(reply.content), tokens_in=int(usage.get("input_tokens", 0)),
+    return CallResult(text=reply.text, tokens_in=int(usage.get("input_tokens", 0)),
                       tokens_out=int(usage.get("output_tokens", 0)), latency_s=latency)
 
 
@@ -51,12 +49,21 @@ def _shared_loop() -> asyncio.AbstractEventLoop:
         return _loop
 
 
-def run_bounded(jobs: Sequence[Callable[[], Awaitable[T]]], limit: int) -> list[T]:
-    """Run async jobs with at most `limit` in flight; results in input order. Jobs handle their own errors.
-    Safe to call from many threads at once (each call waits for its own jobs on the shared loop)."""
+_gates: dict[str, asyncio.Semaphore] = {}
+
+
+def endpoint_of(model: BaseChatModel) -> str:
+    """Which endpoint a model calls: the key its concurrency gate is shared under."""
+    base = getattr(model, "openai_api_base", None) or ""
+    return f"{model._llm_type}:{base}:{getattr(model, 'model_name', '')}"
+
+
+def run_bounded(jobs: Sequence[Callable[[], Awaitable[T]]], limit: int, endpoint: str) -> list[T]:
+    """Run async jobs with at most `limit` in flight per `endpoint` across the whole process (every batch task
+    shares the gate); results in input order. Jobs handle their own errors. Safe to call from many threads."""
 
     async def main() -> list[T]:
-        gate = asyncio.Semaphore(limit)
+        gate = _gates.setdefault(endpoint, asyncio.Semaphore(limit))  # only touched on the loop's thread
 
         async def one(job: Callable[[], Awaitable[T]]) -> T:
             async with gate:
@@ -64,16 +71,24 @@ def run_bounded(jobs: Sequence[Callable[[], Awaitable[T]]], limit: int) -> list[
 
         return await asyncio.gather(*(one(job) for job in jobs))
 
-    return asyncio.run_coroutine_threadsafe(main(), _shared_loop()).result()
+    future = asyncio.run_coroutine_threadsafe(main(), _shared_loop())
+    try:
+        return future.result()
+    finally:
+        future.cancel()  # no-op when done; stops the jobs when the caller is interrupted
 
 
 def extract_json(text: str) -> dict[str, Any]:
-    """The JSON object in a model reply, tolerating code fences and prose around it."""
-    body = _FENCE.sub("", text.strip())
-    start, end = body.find("{"), body.rfind("}")
-    if start < 0 or end <= start:
-        raise ValueError("no JSON object in the reply")
-    value = json.loads(body[start:end + 1])
-    if not isinstance(value, dict):
-        raise ValueError("the reply's JSON is not an object")
-    return value
+    """The first JSON object in a model reply, tolerating code fences and prose before or after it."""
+    decoder = json.JSONDecoder()
+    start = text.find("{")
+    while start >= 0:
+        try:
+            value, _ = decoder.raw_decode(text, start)
+        except json.JSONDecodeError:
+            start = text.find("{", start + 1)
+            continue
+        if isinstance(value, dict):
+            return value
+        start = text.find("{", start + 1)
+    raise ValueError("no JSON object in the reply")

@@ -71,4 +71,9 @@ def open_serving_index(settings: Settings, embedder: Embedder) -> ServingIndex:
     from reasonloop.vectorstore import chroma_client, open_collection  # chromadb import is slow: only when used
 
     manifest = IndexStore(settings.state_dir, settings.chroma.collection).require_current()
+    if manifest.embedding_sha256 != embedder.weights_sha256:
+        raise ProviderError(
+            f"index {manifest.ref} was embedded with weights {manifest.embedding_sha256[:12]}, the configured model "
+            f"has {embedder.weights_sha256[:12]}: vectors from different weights do not mix; run `reasonloop reindex "
+            "--full`")
     return ServingIndex(manifest, open_collection(chroma_client(settings), manifest.collection, embedder))

@@ -16,3 +16,7 @@ def is_transient(task: Any, task_run: Any, state: Any) -> bool:
     except Exception:  # noqa: BLE001 - anything else may be a flaky server, disk or network
         return True
     return False
+
+
+IO_RETRIES: dict[str, Any] = {"retries": 2, "retry_delay_seconds": [2, 10], "retry_condition_fn": is_transient}
+"""Task options for I/O tasks (vector store, endpoints): two retries on transient failures only."""

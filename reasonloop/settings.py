@@ -21,6 +21,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from reasonloop.errors import ConfigError
 
 ENV_PREFIX = "REASONLOOP_"
+INFRASTRUCTURE_KEYS = {"profile", "state_dir", "prefect", "mlflow", "chroma"}
+_SECRET_WORDS = ("key", "secret", "token", "password")
 MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 
 
@@ -101,7 +103,8 @@ class EndpointConfig(Section):
 
     model: str
     base_url: str | None = None
-    api_key_env: str = Field(default="OPENAI_API_KEY", description="name of the env var holding the key")
+    api_key_env: str = Field(default="OPENAI_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                             description="the NAME of the env var holding the key, never the key")
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
     max_tokens: int = Field(default=800, gt=0)
     timeout_s: float = Field(default=60.0, gt=0)
@@ -271,8 +274,10 @@ class Settings(BaseSettings):
         return rel(self.model_dump())
 
     def config_hash(self) -> str:
-        """Short sha256 of the effective config (profile name excluded): equal hash, equal behaviour."""
-        data = {k: v for k, v in self.public_dict().items() if k != "profile"}
+        """Short sha256 of the settings that change results: where state lives, which servers run it, the
+        profile's name and batching are left out, so equal hash means equal behaviour."""
+        data = {k: v for k, v in self.public_dict().items() if k not in INFRASTRUCTURE_KEYS}
+        data["eval"] = {k: v for k, v in data["eval"].items() if k != "batch_size"}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
     def price_of(self, model: str) -> Price:
@@ -295,7 +300,8 @@ def format_validation_error(exc: ValidationError) -> str:
     lines = [f"invalid configuration ({exc.error_count()} problem(s)); fix configs/*.yaml or REASONLOOP_* env:"]
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        got = "" if err["type"] == "missing" else f" (got {err.get('input')!r})"
+        secretish = err["type"] == "extra_forbidden" or any(w in key.lower() for w in _SECRET_WORDS)
+        got = "" if err["type"] == "missing" or secretish else f" (got {err.get('input')!r})"
         lines.append(f"  {key}: {err['msg']}{got}")
     return "\n".join(lines)
 

@@ -24,7 +24,9 @@ SUPPORTED_TYPES = TEXT_TYPES | RECORD_TYPES | {".pdf"}
 BEIR_CORPUS = "corpus.jsonl"  # BEIR layout: {"_id", "title", "text", "metadata"} per line
 
 
-class _Problem(Exception):
+class SourceProblem(Exception):
+    """What is wrong with a file or record, and on which line when known."""
+
     def __init__(self, reason: str, line: int | None = None) -> None:
         super().__init__(reason)
         self.reason, self.line = reason, line
@@ -32,11 +34,11 @@ class _Problem(Exception):
 
 def decode_utf8(data: bytes) -> str:
     if b"\x00" in data[:8192]:
-        raise _Problem("binary content (NUL bytes): not a text file")
+        raise SourceProblem("binary content (NUL bytes): not a text file")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise _Problem(f"not valid UTF-8 at byte {exc.start}; convert the file to UTF-8") from None
+        raise SourceProblem(f"not valid UTF-8 at byte {exc.start}; convert the file to UTF-8") from None
 
 
 class _TextExtractor(HTMLParser):
@@ -94,7 +96,7 @@ def pdf_to_text(path: Path) -> tuple[str, str]:
         text = "\n\n".join((page.extract_text() or "").strip() for page in reader.pages)
         title = str((reader.metadata or {}).get("/Title") or "")
     except (PdfReadError, ValueError, KeyError, OSError) as exc:
-        raise _Problem(f"unreadable PDF: {exc}") from None
+        raise SourceProblem(f"unreadable PDF: {exc}") from None
     return title.strip(), text.strip()
 
 
@@ -116,14 +118,14 @@ def _file_document(path: Path, rel: str, data: bytes) -> Document:
     return Document(id=rel, text=text, title=title or path.stem, source=rel, content_hash=content_hash(text))
 
 
-def _records(path: Path, data: bytes) -> Iterator[tuple[int | None, Any]]:
+def iter_records(path: Path, data: bytes) -> Iterator[tuple[int | None, Any]]:
     """(line, record) pairs of a .jsonl file, or (None, record) for each item of a .json array/object."""
     text = decode_utf8(data)
     if path.suffix == ".json":
         try:
             value = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise _Problem(f"malformed JSON ({exc.msg})", exc.lineno) from None
+            raise SourceProblem(f"malformed JSON ({exc.msg})", exc.lineno) from None
         yield from ((None, item) for item in (value if isinstance(value, list) else [value]))
         return
     for number, line in enumerate(text.splitlines(), start=1):
@@ -132,23 +134,23 @@ def _records(path: Path, data: bytes) -> Iterator[tuple[int | None, Any]]:
         try:
             yield number, json.loads(line)
         except json.JSONDecodeError as exc:
-            yield number, _Problem(f"malformed JSON ({exc.msg} at column {exc.colno})", number)
+            yield number, SourceProblem(f"malformed JSON ({exc.msg} at column {exc.colno})", number)
 
 
 def _record_document(record: Any, rel: str, line: int | None, cfg: CorpusConfig, beir: bool) -> Document:
-    if isinstance(record, _Problem):
+    if isinstance(record, SourceProblem):
         raise record
     if not isinstance(record, dict):
-        raise _Problem(f"expected a JSON object, got {type(record).__name__}", line)
+        raise SourceProblem(f"expected a JSON object, got {type(record).__name__}", line)
     fields = cfg.jsonl
     id_field, text_field, title_field = ("_id", "text", "title") if beir else \
         (fields.id_field, fields.text_field, fields.title_field)
     for name in (id_field, text_field):
         if name not in record:
-            raise _Problem(f"missing required field '{name}'", line)
+            raise SourceProblem(f"missing required field '{name}'", line)
     text = record[text_field]
     if not isinstance(text, str):
-        raise _Problem(f"field '{text_field}' must be a string, got {type(text).__name__}", line)
+        raise SourceProblem(f"field '{text_field}' must be a string, got {type(text).__name__}", line)
     raw_meta = record.get("metadata", {}) if beir else {k: record[k] for k in fields.metadata_fields if k in record}
     metadata: dict[str, MetadataValue] = {k: v for k, v in (raw_meta or {}).items()
                                           if isinstance(v, str | int | float | bool)}
@@ -162,24 +164,25 @@ def read_file(path: Path, root: Path, cfg: CorpusConfig) -> Iterator[Document | 
     rel = path.relative_to(root).as_posix()
     try:
         if path.suffix not in SUPPORTED_TYPES:
-            raise _Problem(f"unsupported file type '{path.suffix}' (allowed: {', '.join(sorted(SUPPORTED_TYPES))})")
+            allowed = ", ".join(sorted(SUPPORTED_TYPES))
+            raise SourceProblem(f"unsupported file type '{path.suffix}' (allowed: {allowed})")
         size = path.stat().st_size
         if size > cfg.max_file_bytes:
-            raise _Problem(f"file is {size:,} bytes, over corpus.max_file_bytes ({cfg.max_file_bytes:,})")
+            raise SourceProblem(f"file is {size:,} bytes, over corpus.max_file_bytes ({cfg.max_file_bytes:,})")
         if size == 0:
-            raise _Problem("empty file")
+            raise SourceProblem("empty file")
         data = path.read_bytes()
         if path.suffix not in RECORD_TYPES:
             yield _file_document(path, rel, data)
             return
-        for line, record in _records(path, data):
+        for line, record in iter_records(path, data):
             try:
                 yield _record_document(record, rel, line, cfg, beir=path.name == BEIR_CORPUS)
-            except _Problem as problem:
+            except SourceProblem as problem:
                 yield Reject(source=rel, line=problem.line, reason=problem.reason)
             except ValidationError as exc:
                 yield Reject(source=rel, line=line, reason=_first_error(exc))
-    except _Problem as problem:
+    except SourceProblem as problem:
         yield Reject(source=rel, line=problem.line, reason=problem.reason)
     except ValidationError as exc:
         yield Reject(source=rel, line=None, reason=_first_error(exc))

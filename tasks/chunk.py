@@ -22,10 +22,11 @@ def chunk_documents(documents: list[Document], cfg: ChunkingConfig) -> list[Chun
     for doc in documents:
         pieces = splitter.create_documents([doc.text])
         for position, piece in enumerate(pieces):
-            start = int(piece.metadata["start_index"])
-            digest = content_hash(piece.page_content)
-            chunks.append(Chunk(id=chunk_id(doc.id, position, digest), doc_id=doc.id, text=piece.page_content,
-                                title=doc.title, source=doc.source, position=position, start=max(start, 0),
-                                end=max(start, 0) + len(piece.page_content), content_hash=digest,
-                                metadata=doc.metadata))
+            start, text = int(piece.metadata["start_index"]), piece.page_content
+            if start < 0 or doc.text[start:start + len(text)] != text:  # offsets must point at the chunk's text
+                raise ValueError(f"chunk {position} of {doc.id}: the splitter lost its offset")
+            digest = content_hash(text)
+            chunks.append(Chunk(id=chunk_id(doc.id, position, digest), doc_id=doc.id, text=text, title=doc.title,
+                                source=doc.source, position=position, start=start, end=start + len(text),
+                                content_hash=digest, metadata=doc.metadata))
     return chunks

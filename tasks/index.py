@@ -24,7 +24,7 @@ from reasonloop.index_versions import (
     plan_index,
     version_collection,
 )
-from reasonloop.retry import is_transient
+from reasonloop.retry import IO_RETRIES
 from reasonloop.schemas import Chunk, Document
 from reasonloop.settings import Settings
 from reasonloop.vectorstore import chroma_client, open_collection
@@ -103,8 +103,7 @@ def _drop_unserved(client: ClientAPI, base: str, kept: list[int]) -> None:
             client.delete_collection(name)
 
 
-@task(name="build-index-version", retries=1, retry_delay_seconds=[5], retry_condition_fn=is_transient,
-      cache_policy=NO_CACHE)
+@task(name="build-index-version", **IO_RETRIES, cache_policy=NO_CACHE)
 def build_index_version(documents: list[Document], chunks: list[Chunk], settings: Settings, embedder: Embedder,
                         full: bool = False) -> IndexBuild:
     """Under the reindex lock: plan, build a new version collection, verify it, move the pointer, prune."""

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from prefect import task
 from pydantic import ValidationError
@@ -13,29 +10,7 @@ from pydantic import ValidationError
 from reasonloop.errors import EmptyInputError, InputError
 from reasonloop.schemas import Document, LoadedCorpus, Question, Reject
 from reasonloop.settings import CorpusConfig
-from reasonloop.sources import read_file
-
-
-def read_text(path: Path) -> str:
-    """A file's text as UTF-8; anything else is an error naming the file and byte offset."""
-    try:
-        return path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InputError(f"not valid UTF-8 at byte {exc.start}; convert the file to UTF-8", path=path) from None
-
-
-def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, object) for each non-blank line; a malformed line is an error naming it."""
-    for number, line in enumerate(read_text(path).splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"malformed JSON ({exc.msg} at column {exc.colno})", path=path, line=number) from None
-        if not isinstance(value, dict):
-            raise InputError(f"expected a JSON object, got {type(value).__name__}", path=path, line=number)
-        yield number, value
+from reasonloop.sources import SourceProblem, iter_records, read_file
 
 
 def _pydantic_problem(exc: ValidationError) -> tuple[str, str]:
@@ -63,12 +38,21 @@ def load_documents(root: Path, cfg: CorpusConfig) -> LoadedCorpus:
 
 @task(name="load-questions")
 def load_questions(path: Path) -> list[Question]:
-    """A question set (.jsonl: id, question, reference, optional gold_doc_ids); ids must be unique."""
+    """A question set (.jsonl: id, question, reference, optional gold_doc_ids), all or nothing: the first bad
+    line is an error naming it, because a silently shortened question set would skew every metric."""
     if not path.is_file():
         raise InputError("question set not found: set questions.path in configs/default.yaml", path=path)
     questions: list[Question] = []
     seen: dict[str, int] = {}
-    for number, record in iter_jsonl(path):
+    try:
+        records = list(iter_records(path, path.read_bytes()))
+    except SourceProblem as problem:
+        raise InputError(problem.reason, path=path, line=problem.line) from None
+    for number, record in records:
+        if isinstance(record, SourceProblem):
+            raise InputError(record.reason, path=path, line=number)
+        if not isinstance(record, dict):
+            raise InputError(f"expected a JSON object, got {type(record).__name__}", path=path, line=number)
         try:
             question = Question.model_validate(record)
         except ValidationError as exc:

@@ -8,8 +8,9 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import ValidationError
 
 from reasonloop import progress
-from reasonloop.llm_calls import call_chat, extract_json, run_bounded
+from reasonloop.llm_calls import call_chat, endpoint_of, extract_json, run_bounded
 from reasonloop.prompts import PromptTemplate, format_chunks
+from reasonloop.redact import redact
 from reasonloop.schemas import AnswerRecord, ModelAnswer, Question, RetrievedChunk
 from reasonloop.settings import Price
 
@@ -21,11 +22,11 @@ def cost_usd(tokens_in: int, tokens_out: int, price: Price) -> float:
 async def answer_one(model: BaseChatModel, prompt: PromptTemplate, question: Question,
                      context: list[RetrievedChunk], price: Price) -> AnswerRecord:
     """Never raises: a failed call or an unparseable reply becomes a record with `error` set."""
-    messages = prompt.to_messages(question=question.question, context=format_chunks(context))
     try:
+        messages = prompt.to_messages(question=question.question, context=format_chunks(context))
         call = await call_chat(model, messages)
     except Exception as exc:  # noqa: BLE001 - one failed question must not stop the batch
-        return AnswerRecord(question_id=question.id, error=f"{type(exc).__name__}: {exc}")
+        return AnswerRecord(question_id=question.id, error=redact(f"{type(exc).__name__}: {exc}"))
     usage = {"tokens_in": call.tokens_in, "tokens_out": call.tokens_out, "latency_s": call.latency_s,
              "cost_usd": cost_usd(call.tokens_in, call.tokens_out, price), "raw_output": call.text}
     try:
@@ -41,6 +42,6 @@ def answer_questions(questions: list[Question], contexts: list[list[RetrievedChu
                      prompt: PromptTemplate, price: Price, max_concurrency: int) -> list[AnswerRecord]:
     """One batch of questions, at most `max_concurrency` calls in flight (the client retries transient errors)."""
     records = run_bounded([lambda q=q, c=c: answer_one(model, prompt, q, c, price)
-                           for q, c in zip(questions, contexts, strict=True)], max_concurrency)
+                           for q, c in zip(questions, contexts, strict=True)], max_concurrency, endpoint_of(model))
     progress.advance("answer questions", len(records))
     return records

@@ -7,12 +7,11 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from reasonloop.embeddings import Embedder
-from reasonloop.retry import is_transient
+from reasonloop.retry import IO_RETRIES
 from reasonloop.schemas import Question, RetrievedChunk
 
 
-@task(name="retrieve-chunks", retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=is_transient,
-      cache_policy=NO_CACHE)
+@task(name="retrieve-chunks", **IO_RETRIES, cache_policy=NO_CACHE)
 def retrieve_chunks(questions: list[Question], collection: Collection, embedder: Embedder,
                     top_k: int) -> list[list[RetrievedChunk]]:
     """Top-k chunks per question, best first, score = cosine similarity."""

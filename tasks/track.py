@@ -15,7 +15,7 @@ from prefect.cache_policies import NO_CACHE
 from reasonloop.embeddings import Embedder
 from reasonloop.index_versions import Manifest
 from reasonloop.prompts import PromptTemplate
-from reasonloop.retry import is_transient
+from reasonloop.redact import redact_url
 from reasonloop.schemas import EvalSummary, FlowReport, QuestionResult, Reject
 from reasonloop.settings import Settings, project_root
 from reasonloop.tracking import ensure_experiment, git_commit, register_prompt
@@ -76,8 +76,9 @@ def index_params(manifest: Manifest) -> dict[str, Any]:
             "index.collection": manifest.collection}
 
 
-@task(name="log-reindex-run", retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=is_transient,
-      cache_policy=NO_CACHE)
+# No Prefect retries on the MLflow writers: a retry after start_run would leave a duplicate run, and MLflow's
+# own HTTP client already retries transient errors against a tracking server.
+@task(name="log-reindex-run", cache_policy=NO_CACHE)
 def log_reindex_run(settings: Settings, embedder: Embedder, build: IndexBuild, rejects: list[Reject],
                     duration_s: float) -> FlowReport:
     """Counts (seen/added/changed/removed/skipped/quarantined), the index version and hash, throughput, and the
@@ -110,8 +111,7 @@ def publish_quarantine(rejects: list[Reject]) -> None:
                           table=quarantine_table(rejects).astype(str).to_dict(orient="records"))
 
 
-@task(name="log-eval-run", retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=is_transient,
-      cache_policy=NO_CACHE)
+@task(name="log-eval-run", cache_policy=NO_CACHE)
 def log_eval_run(settings: Settings, embedder: Embedder, prompt: PromptTemplate, judge_version: str,
                  index: Manifest, summary: EvalSummary, results: list[QuestionResult], duration_s: float) -> FlowReport:
     """One MLflow run: params (providers, prompt name@version, retriever, config hash, commit), metrics in one
@@ -124,7 +124,7 @@ def log_eval_run(settings: Settings, embedder: Embedder, prompt: PromptTemplate,
     params = {
         **common_params(settings, embedder), **index_params(index),
         "llm.provider": settings.llm.provider, "llm.model": settings.llm.model,
-        "llm.base_url": settings.llm.base_url or "", "llm.temperature": settings.llm.temperature,
+        "llm.base_url": redact_url(settings.llm.base_url), "llm.temperature": settings.llm.temperature,
         "judge.provider": settings.judge.provider, "judge.model": settings.judge.model, "judge.version": judge_version,
         "prompt.reasoning": prompt.ref, "prompt.reasoning.sha256": prompt.sha256,
         "prompt.reasoning.registry_uri": f"prompts:/{registered.name}/{registered.version}",

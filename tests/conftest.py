@@ -40,16 +40,29 @@ LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 @pytest.fixture(autouse=True, scope="session")
 def no_internet() -> Iterator[None]:
     """Any connection beyond loopback fails the test that made it."""
-    real_connect = socket.socket.connect
+    real = (socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo)
 
-    def guarded(self: socket.socket, address: Any) -> Any:
-        if self.family in (socket.AF_INET, socket.AF_INET6) and address[0] not in LOOPBACK:
-            raise RuntimeError(f"test tried to reach {address}: tests must stay offline")
-        return real_connect(self, address)
+    def check(family: int, host: Any) -> None:
+        if family in (socket.AF_INET, socket.AF_INET6, 0) and host not in LOOPBACK and host is not None:
+            raise RuntimeError(f"test tried to reach {host}: tests must stay offline")
 
-    socket.socket.connect = guarded  # type: ignore[method-assign]
+    def connect(self: socket.socket, address: Any) -> Any:
+        if self.family in (socket.AF_INET, socket.AF_INET6):
+            check(self.family, address[0])
+        return real[0](self, address)
+
+    def connect_ex(self: socket.socket, address: Any) -> Any:
+        if self.family in (socket.AF_INET, socket.AF_INET6):
+            check(self.family, address[0])
+        return real[1](self, address)
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        check(0, host.decode() if isinstance(host, bytes) else host)
+        return real[2](host, *args, **kwargs)
+
+    socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo = connect, connect_ex, getaddrinfo  # type: ignore[method-assign,assignment]
     yield
-    socket.socket.connect = real_connect  # type: ignore[method-assign]
+    socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo = real  # type: ignore[method-assign,assignment]
 
 
 @pytest.fixture(scope="session")

@@ -69,15 +69,27 @@ def test_broken_yaml_names_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         load_settings()
 
 
-def test_secrets_are_not_settings_fields(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-DO-NOT-LEAK-1234")
-    settings = load_settings("openai")
-    assert settings.llm.api_key() is not None
+def test_the_api_key_is_read_from_the_named_variable_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MY_KEY", "sk-test-DO-NOT-LEAK-1234")
+    settings = load_settings("openai", llm={"api_key_env": "MY_KEY"})
     assert settings.llm.api_key().get_secret_value() == "sk-test-DO-NOT-LEAK-1234"
-    assert "DO-NOT-LEAK" not in settings.model_dump_json()
-    assert "DO-NOT-LEAK" not in str(settings.public_dict())
+    assert settings.judge.api_key() is None  # the judge still names OPENAI_API_KEY, which is unset
 
 
-def test_config_hash_tracks_behaviour_not_profile_name() -> None:
-    assert load_settings().config_hash() == load_settings().config_hash()
-    assert load_settings().config_hash() != load_settings(retrieval={"top_k": 9}).config_hash()
+def test_a_key_pasted_into_the_config_is_never_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REASONLOOP_LLM__API_KEY", "sk-LEAKED-123456789")
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    assert "llm.api_key: Extra inputs are not permitted" in str(err.value)
+    assert "LEAKED" not in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        load_settings(judge={"api_key_env": "sk-LEAKED-123456789"})
+    assert "judge.api_key_env" in str(err.value) and "LEAKED" not in str(err.value)
+
+
+def test_config_hash_tracks_behaviour_not_infrastructure() -> None:
+    default = load_settings().config_hash()
+    assert load_settings("local-servers").config_hash() == default  # other servers, same behaviour
+    assert load_settings(state_dir="/elsewhere", eval={"batch_size": 3}).config_hash() == default
+    assert load_settings("openai").config_hash() != default
+    assert load_settings(retrieval={"top_k": 9}).config_hash() != default
