@@ -18,7 +18,7 @@ from tasks.aggregate import collect_results, summarize_results
 from tasks.judge import judge_answers
 from tasks.load import load_questions
 from tasks.reason import answer_questions
-from tasks.retrieve import retrieve_chunks
+from tasks.retrieve import evaluate_retrieval, retrieve_chunks
 from tasks.track import log_eval_run, publish_summary
 
 
@@ -44,14 +44,15 @@ def nightly_eval(settings: Settings | None = None) -> FlowReport:
 
     pending = []
     for batch in batched(questions, settings.eval.batch_size):
-        contexts = retrieve_chunks.submit(batch, index.collection, embedder, settings.retrieval.top_k)
+        contexts = retrieve_chunks.submit(batch, index.retriever)
         answers = answer_questions.submit(batch, contexts, model, prompt, price, settings.llm.max_concurrency)
         verdicts = judge_answers.submit(batch, contexts, answers, judge)
         pending.append(collect_results.submit(batch, contexts, answers, verdicts))
     results = [r for future in pending for r in future.result()]
 
     summary = summarize_results(results)
-    report = log_eval_run(settings, embedder, prompt, judge.version, index.manifest, summary, results,
+    quality = evaluate_retrieval({"eval": questions}, index.retriever)
+    report = log_eval_run(settings, embedder, prompt, judge.version, index.manifest, summary, quality, results,
                           time.perf_counter() - started)
     publish_summary(report)
     return report

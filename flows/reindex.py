@@ -1,5 +1,6 @@
-"""Reindex: load -> screen (Great Expectations) -> quarantine gate -> chunk -> build a new index version
-(unchanged documents keep their embeddings) -> verify -> switch the serving pointer -> log to MLflow."""
+"""Reindex: load -> screen (Great Expectations) -> quarantine gate -> chunk -> stage a new index version
+(unchanged documents keep their embeddings; BM25 rebuilt) -> verify -> retrieval quality on labeled sets ->
+floors -> serve it (atomic pointer switch) -> log to MLflow. Under the reindex lock from staging to serving."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ import time
 
 from prefect import flow
 
-from reasonloop.providers import build_embedder
+from reasonloop.index_versions import IndexStore
+from reasonloop.providers import build_embedder, open_index_version
 from reasonloop.schemas import FlowReport
 from reasonloop.settings import Settings, load_settings
 from tasks.chunk import chunk_documents
-from tasks.index import build_index_version
-from tasks.load import load_documents
+from tasks.index import publish_index_version, stage_index_version
+from tasks.load import load_documents, load_quality_sets
+from tasks.retrieve import enforce_quality_floors, evaluate_retrieval
 from tasks.track import log_reindex_run, publish_quarantine, publish_summary
 from tasks.validate import enforce_bad_fraction, screen_documents
 
@@ -25,9 +28,14 @@ def reindex(settings: Settings | None = None, full: bool = False) -> FlowReport:
     screened = screen_documents(loaded, settings.corpus)
     enforce_bad_fraction(screened, settings.corpus.max_bad_fraction)
     chunks = chunk_documents(screened.documents, settings.chunking)
+    quality_sets = load_quality_sets(settings.quality)
     embedder = build_embedder(settings)
-    build = build_index_version(screened.documents, chunks, settings, embedder, full)
+    with IndexStore(settings.state_dir, settings.chroma.collection).lock(settings.index.lock_wait_s):
+        build = stage_index_version(screened.documents, chunks, settings, embedder, full)
+        quality = evaluate_retrieval(quality_sets, open_index_version(settings, embedder, build.manifest).retriever)
+        enforce_quality_floors(quality, settings.quality)
+        build = publish_index_version(build, settings)
     publish_quarantine(screened.rejects)
-    report = log_reindex_run(settings, embedder, build, screened.rejects, time.perf_counter() - started)
+    report = log_reindex_run(settings, embedder, build, screened.rejects, quality, time.perf_counter() - started)
     publish_summary(report)
     return report

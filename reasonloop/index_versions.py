@@ -14,6 +14,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -41,7 +42,7 @@ class Manifest(BaseModel):
     content_hash: str
     embedding_model: str
     embedding_sha256: str
-    chunking: dict[str, int | str]
+    chunking: dict[str, bool | int | str]
     documents: dict[str, DocEntry]
 
     @property
@@ -111,6 +112,9 @@ class IndexStore:
         self.root = state_dir / "index" / collection
         self.manifests = self.root / "manifests"
 
+    def lexical_dir(self, version: int) -> Path:
+        return self.root / "lexical" / f"v{version:04d}"
+
     def pointer(self) -> Pointer | None:
         path = self.root / "pointer.json"
         return Pointer.model_validate_json(path.read_text(encoding="utf-8")) if path.is_file() else None
@@ -168,6 +172,7 @@ class IndexStore:
     def forget(self, versions: list[int]) -> None:
         for version in versions:
             (self.manifests / f"v{version:04d}.json").unlink(missing_ok=True)
+            shutil.rmtree(self.lexical_dir(version), ignore_errors=True)
 
     @contextmanager
     def lock(self, wait_s: float) -> Iterator[None]:

@@ -65,3 +65,26 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])")
 def split_sentences(text: str) -> list[str]:
     """Sentence split on end punctuation followed by a capital or digit; keeps abbreviations mostly intact."""
     return [s.strip() for s in _SENTENCE_END.split(text.strip()) if s.strip()]
+
+
+def unique_in_order(ids: Sequence[str]) -> list[str]:
+    """Document ids of a chunk ranking, first occurrence kept (several chunks may share a document)."""
+    return list(dict.fromkeys(ids))
+
+
+def mrr_at_k(ranked: Sequence[str], gold: Sequence[str], k: int = 10) -> float | None:
+    """Reciprocal rank of the first gold id within the top k; 0 when none is there; None without gold ids."""
+    if not gold:
+        return None
+    wanted = set(gold)
+    return next((1.0 / rank for rank, doc in enumerate(ranked[:k], start=1) if doc in wanted), 0.0)
+
+
+def ndcg_at_k(ranked: Sequence[str], gold: Sequence[str], k: int = 10) -> float | None:
+    """Binary-relevance nDCG@k; None without gold ids."""
+    if not gold:
+        return None
+    wanted = set(gold)
+    dcg = sum(1.0 / np.log2(rank + 1) for rank, doc in enumerate(ranked[:k], start=1) if doc in wanted)
+    ideal = sum(1.0 / np.log2(rank + 1) for rank in range(1, min(len(wanted), k) + 1))
+    return float(dcg / ideal)

@@ -16,6 +16,7 @@ from reasonloop.errors import ProviderError
 from reasonloop.index_versions import IndexStore, Manifest
 from reasonloop.judges import HeuristicJudge, Judge, LLMJudge
 from reasonloop.prompts import load_prompt
+from reasonloop.retrieval import ChunkRetriever
 from reasonloop.settings import EndpointConfig, Settings
 
 if TYPE_CHECKING:
@@ -60,20 +61,31 @@ def build_judge(settings: Settings, embedder: Embedder) -> Judge:
 
 @dataclass(frozen=True)
 class ServingIndex:
-    """The index version a reader uses for its whole run: resolved once, so a concurrent reindex cannot
-    switch it half-way."""
+    """One index version and its retriever, resolved once per run so a concurrent reindex cannot switch it
+    half-way."""
 
     manifest: Manifest
     collection: Collection
+    retriever: ChunkRetriever
+
+
+def open_index_version(settings: Settings, embedder: Embedder, manifest: Manifest) -> ServingIndex:
+    """The retriever over a given version (the serving one, or one staged but not yet served)."""
+    from reasonloop.lexical import LexicalIndex
+    from reasonloop.vectorstore import chroma_client, open_collection  # chromadb import is slow: only when used
+
+    collection = open_collection(chroma_client(settings), manifest.collection, embedder)
+    lexical_dir = IndexStore(settings.state_dir, settings.chroma.collection).lexical_dir(manifest.version)
+    lexical = LexicalIndex.load(lexical_dir) if lexical_dir.is_dir() else None
+    retriever = ChunkRetriever(collection=collection, embedder=embedder, lexical=lexical, config=settings.retrieval)
+    return ServingIndex(manifest, collection, retriever)
 
 
 def open_serving_index(settings: Settings, embedder: Embedder) -> ServingIndex:
-    from reasonloop.vectorstore import chroma_client, open_collection  # chromadb import is slow: only when used
-
     manifest = IndexStore(settings.state_dir, settings.chroma.collection).require_current()
     if manifest.embedding_sha256 != embedder.weights_sha256:
         raise ProviderError(
             f"index {manifest.ref} was embedded with weights {manifest.embedding_sha256[:12]}, the configured model "
             f"has {embedder.weights_sha256[:12]}: vectors from different weights do not mix; run `reasonloop reindex "
             "--full`")
-    return ServingIndex(manifest, open_collection(chroma_client(settings), manifest.collection, embedder))
+    return open_index_version(settings, embedder, manifest)

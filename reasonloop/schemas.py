@@ -73,8 +73,10 @@ class RetrievedChunk(Record):
     doc_id: str
     text: str
     title: str = ""
-    score: float = Field(description="cosine similarity to the question (1 - cosine distance)")
+    score: float = Field(description="the ranking score: cosine (dense), BM25 (bm25) or fused RRF (hybrid)")
     rank: int = Field(ge=1)
+    dense_score: float | None = Field(default=None, description="cosine similarity, when dense retrieval saw it")
+    bm25_score: float | None = None
 
 
 class ReasoningSteps(BaseModel):
@@ -154,6 +156,22 @@ class EvalSummary(Record):
     tokens_out: int = 0
     cost_usd: float = 0.0
     cost_per_query_usd: float | None = None
+
+
+class RetrievalQuality(Record):
+    """Document-level retrieval metrics of one labeled question set (None: no labeled questions)."""
+
+    dataset: str
+    n_questions: int
+    recall_at_1: float | None = None
+    recall_at_5: float | None = None
+    recall_at_10: float | None = None
+    mrr_at_10: float | None = None
+    ndcg_at_10: float | None = None
+
+    def metrics(self) -> dict[str, float]:
+        values = self.model_dump(exclude={"dataset", "n_questions"})
+        return {f"{self.dataset}.{k}": v for k, v in values.items() if v is not None}
 
 
 class FlowReport(Record):

@@ -65,6 +65,7 @@ class QuestionsConfig(Section):
 class ChunkingConfig(Section):
     chunk_size: int = Field(default=1000, gt=0, description="characters per chunk")
     chunk_overlap: int = Field(default=100, ge=0)
+    title_prefix: bool = Field(default=True, description="index 'title + text' (the stored text stays the chunk)")
 
     @model_validator(mode="after")
     def _overlap_below_size(self) -> ChunkingConfig:
@@ -94,8 +95,34 @@ class IndexConfig(Section):
     verify_queries: int = Field(default=3, ge=0, description="sample queries a new version must answer")
 
 
+class BM25Config(Section):
+    k1: float = Field(default=1.2, gt=0)
+    b: float = Field(default=0.75, ge=0, le=1)
+    method: Literal["robertson", "lucene", "bm25l", "bm25+", "atire"] = "lucene"
+    stemmer: Literal["english", "none"] = "english"
+
+
 class RetrievalConfig(Section):
+    mode: Literal["dense", "bm25", "hybrid"] = "hybrid"
     top_k: int = Field(default=4, gt=0, le=100)
+    candidates: int = Field(default=50, gt=0, description="hits per retriever before fusion")
+    rrf_k: int = Field(default=60, gt=0, description="reciprocal rank fusion constant")
+    dense_weight: float = Field(default=1.0, ge=0)
+    bm25_weight: float = Field(default=1.0, ge=0)
+    bm25: BM25Config = Field(default_factory=BM25Config)
+
+
+class QualityDataset(Section):
+    questions: Path
+    floors: dict[Literal["recall_at_1", "recall_at_5", "recall_at_10", "mrr_at_10", "ndcg_at_10"], float] = \
+        Field(default_factory=dict)
+
+
+class QualityConfig(Section):
+    """Labeled question sets whose retrieval metrics are measured on every new index version; a metric under
+    its floor stops the new version from being served."""
+
+    datasets: dict[str, QualityDataset] = Field(default_factory=dict)
 
 
 class EndpointConfig(Section):
@@ -212,6 +239,7 @@ class Settings(BaseSettings):
     chroma: ChromaConfig = Field(default_factory=ChromaConfig)
     index: IndexConfig = Field(default_factory=IndexConfig)
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
+    quality: QualityConfig = Field(default_factory=QualityConfig)
     llm: LLMConfig = Field(default_factory=LLMConfig)
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
     prompts: PromptsConfig = Field(default_factory=PromptsConfig)
@@ -239,6 +267,8 @@ class Settings(BaseSettings):
         self.corpus.path = root / self.corpus.path
         self.questions.path = root / self.questions.path
         self.prompts.dir = root / self.prompts.dir
+        for dataset in self.quality.datasets.values():
+            dataset.questions = root / dataset.questions
         return self
 
     # Where state lives: one folder, git-ignored.

@@ -1,5 +1,5 @@
 """Building index versions: plan against the serving version, copy unchanged embeddings, embed the rest,
-verify, then publish atomically (see reasonloop/index_versions.py)."""
+build BM25, verify; publishing moves the pointer atomically (see reasonloop/index_versions.py)."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from reasonloop.index_versions import (
     plan_index,
     version_collection,
 )
+from reasonloop.lexical import LexicalIndex
 from reasonloop.retry import IO_RETRIES
 from reasonloop.schemas import Chunk, Document
 from reasonloop.settings import Settings
@@ -53,13 +54,19 @@ def chunk_metadata(chunk: Chunk) -> dict[str, str | int | float | bool]:
             "position": chunk.position, "start": chunk.start, "end": chunk.end, "content_hash": chunk.content_hash}
 
 
-def embed_into(chunks: list[Chunk], collection: Collection, embedder: Embedder, batch_size: int) -> float:
+def index_text(chunk: Chunk, title_prefix: bool) -> str:
+    """What gets embedded and BM25-indexed: the title gives a paragraph the subject it often leaves implicit."""
+    return f"{chunk.title}\n{chunk.text}" if title_prefix and chunk.title else chunk.text
+
+
+def embed_into(chunks: list[Chunk], collection: Collection, embedder: Embedder, batch_size: int,
+               title_prefix: bool) -> float:
     """Embed in large windows and upsert (Chroma's `add` silently ignores existing ids); returns encoder seconds."""
     seconds = 0.0
     for start in range(0, len(chunks), ENCODE_WINDOW):
         window = chunks[start:start + ENCODE_WINDOW]
         began = time.perf_counter()
-        vectors = embedder.embed_uncached([c.text for c in window])
+        vectors = embedder.embed_uncached([index_text(c, title_prefix) for c in window])
         seconds += time.perf_counter() - began
         for offset in range(0, len(window), batch_size):
             part = window[offset:offset + batch_size]
@@ -103,36 +110,48 @@ def _drop_unserved(client: ClientAPI, base: str, kept: list[int]) -> None:
             client.delete_collection(name)
 
 
-@task(name="build-index-version", **IO_RETRIES, cache_policy=NO_CACHE)
-def build_index_version(documents: list[Document], chunks: list[Chunk], settings: Settings, embedder: Embedder,
+@task(name="stage-index-version", **IO_RETRIES, cache_policy=NO_CACHE)
+def stage_index_version(documents: list[Document], chunks: list[Chunk], settings: Settings, embedder: Embedder,
                         full: bool = False) -> IndexBuild:
-    """Under the reindex lock: plan, build a new version collection, verify it, move the pointer, prune."""
+    """Build (not yet serve) a new version: copy unchanged chunks, embed the rest, build BM25, verify.
+    The caller holds the reindex lock until it publishes. Unchanged corpus: no new version (built=False)."""
     store = IndexStore(settings.state_dir, settings.chroma.collection)
     client = chroma_client(settings)
-    with store.lock(settings.index.lock_wait_s):
-        current = store.current()
-        plan = plan_index(None if full else current, documents, chunks)
-        if current is not None and not full and plan.is_noop:
-            return IndexBuild(manifest=current, plan=plan, built=False)
-        version = store.next_version()
-        store.mark_started(version)
-        name = version_collection(settings.chroma.collection, version)
-        target = open_collection(client, name, embedder)
-        if plan.chunk_ids_to_copy and current is not None:
-            copy_into(plan.chunk_ids_to_copy, client.get_collection(current.collection), target,
-                      settings.chroma.upsert_batch_size)
-        seconds = embed_into(plan.chunks_to_embed, target, embedder, settings.chroma.upsert_batch_size)
-        entries: dict[str, DocEntry] = {d.id: DocEntry(content_hash=d.content_hash, chunk_ids=[]) for d in documents}
-        for chunk in chunks:
-            entries[chunk.doc_id].chunk_ids.append(chunk.id)
-        manifest = Manifest(
-            version=version, collection=name, created_at=datetime.now(UTC).isoformat(timespec="seconds"),
-            content_hash=manifest_hash(entries), embedding_model=embedder.name,
-            embedding_sha256=embedder.weights_sha256, documents=entries,
-            chunking={"chunk_size": settings.chunking.chunk_size, "chunk_overlap": settings.chunking.chunk_overlap})
-        verify_version(target, manifest, embedder, settings.index.verify_queries)
-        pointer, dropped = store.publish(manifest, settings.index.keep_versions)
-        _drop_unserved(client, settings.chroma.collection, pointer.kept)
-        store.forget(dropped)
+    current = store.current()
+    plan = plan_index(None if full else current, documents, chunks)
+    if current is not None and not full and plan.is_noop:
+        return IndexBuild(manifest=current, plan=plan, built=False)
+    version = store.next_version()
+    store.mark_started(version)
+    name = version_collection(settings.chroma.collection, version)
+    target = open_collection(client, name, embedder)
+    if plan.chunk_ids_to_copy and current is not None:
+        copy_into(plan.chunk_ids_to_copy, client.get_collection(current.collection), target,
+                  settings.chroma.upsert_batch_size)
+    seconds = embed_into(plan.chunks_to_embed, target, embedder, settings.chroma.upsert_batch_size,
+                         settings.chunking.title_prefix)
+    LexicalIndex.build([c.id for c in chunks], [index_text(c, settings.chunking.title_prefix) for c in chunks],
+                       [chunk_metadata(c) for c in chunks], settings.retrieval.bm25).save(store.lexical_dir(version))
+    entries: dict[str, DocEntry] = {d.id: DocEntry(content_hash=d.content_hash, chunk_ids=[]) for d in documents}
+    for chunk in chunks:
+        entries[chunk.doc_id].chunk_ids.append(chunk.id)
+    manifest = Manifest(
+        version=version, collection=name, created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        content_hash=manifest_hash(entries), embedding_model=embedder.name, embedding_sha256=embedder.weights_sha256,
+        documents=entries, chunking=settings.chunking.model_dump())
+    verify_version(target, manifest, embedder, settings.index.verify_queries)
     return IndexBuild(manifest=manifest, plan=plan, built=True, embedded=len(plan.chunks_to_embed),
-                      copied=len(plan.chunk_ids_to_copy), embed_seconds=seconds, dropped_versions=dropped)
+                      copied=len(plan.chunk_ids_to_copy), embed_seconds=seconds)
+
+
+@task(name="publish-index-version", cache_policy=NO_CACHE)
+def publish_index_version(build: IndexBuild, settings: Settings) -> IndexBuild:
+    """Move the serving pointer to the staged version (atomic), then drop versions beyond `keep_versions` and any
+    abandoned build."""
+    if not build.built:
+        return build
+    store = IndexStore(settings.state_dir, settings.chroma.collection)
+    pointer, dropped = store.publish(build.manifest, settings.index.keep_versions)
+    _drop_unserved(chroma_client(settings), settings.chroma.collection, pointer.kept)
+    store.forget(dropped)
+    return build.model_copy(update={"dropped_versions": dropped})

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from reasonloop.errors import EmptyInputError, InputError
 from reasonloop.schemas import Document, LoadedCorpus, Question, Reject
-from reasonloop.settings import CorpusConfig
+from reasonloop.settings import CorpusConfig, QualityConfig
 from reasonloop.sources import SourceProblem, iter_records, read_file
 
 
@@ -66,3 +66,9 @@ def load_questions(path: Path) -> list[Question]:
     if not questions:
         raise EmptyInputError("the question set is empty: add at least one question", path=path)
     return questions
+
+
+@task(name="load-quality-sets")
+def load_quality_sets(cfg: QualityConfig) -> dict[str, list[Question]]:
+    """The labeled question sets that every new index version is measured on."""
+    return {name: load_questions.fn(dataset.questions) for name, dataset in cfg.datasets.items()}

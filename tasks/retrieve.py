@@ -1,30 +1,67 @@
-"""Dense retrieval from Chroma: one encoder call and one query call per batch of questions."""
+"""Retrieval for a batch of questions, and retrieval quality on labeled questions (Recall@k, MRR@10, nDCG@10)."""
 
 from __future__ import annotations
 
-from chromadb.api.models.Collection import Collection
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from reasonloop.embeddings import Embedder
+from reasonloop.errors import ReasonloopError
+from reasonloop.metrics import mean, mrr_at_k, ndcg_at_k, recall_at_k, unique_in_order
+from reasonloop.retrieval import ChunkRetriever
 from reasonloop.retry import IO_RETRIES
-from reasonloop.schemas import Question, RetrievedChunk
+from reasonloop.schemas import Question, RetrievalQuality, RetrievedChunk
+from reasonloop.settings import QualityConfig
+
+QUALITY_DEPTH = 10
+
+
+class QualityGateError(ReasonloopError):
+    """A retrieval metric fell under its configured floor."""
 
 
 @task(name="retrieve-chunks", **IO_RETRIES, cache_policy=NO_CACHE)
-def retrieve_chunks(questions: list[Question], collection: Collection, embedder: Embedder,
-                    top_k: int) -> list[list[RetrievedChunk]]:
-    """Top-k chunks per question, best first, score = cosine similarity."""
-    if not questions:
-        return []
-    vectors = embedder.embed([q.question for q in questions])
-    found = collection.query(query_embeddings=vectors, n_results=top_k,
-                             include=["documents", "metadatas", "distances"])
-    results = []
-    for ids, docs, metas, dists in zip(found["ids"], found["documents"] or [], found["metadatas"] or [],
-                                       found["distances"] or [], strict=True):
-        results.append([RetrievedChunk(chunk_id=cid, doc_id=str(meta["doc_id"]), text=doc or "",
-                                       title=str(meta.get("title", "")), score=1.0 - float(dist), rank=rank)
-                        for rank, (cid, doc, meta, dist) in enumerate(zip(ids, docs, metas, dists, strict=True), 1)])
-    return results
+def retrieve_chunks(questions: list[Question], retriever: ChunkRetriever) -> list[list[RetrievedChunk]]:
+    """Top-k chunks per question, best first (one encoder call and one vector query per batch)."""
+    return retriever.retrieve_many([q.question for q in questions])
 
+
+def score_rankings(dataset: str, questions: list[Question], rankings: list[list[str]]) -> RetrievalQuality:
+    """Document-level metrics over chunk rankings (a document counts at the rank of its first chunk)."""
+    labeled = [(q, unique_in_order(r)) for q, r in zip(questions, rankings, strict=True) if q.gold_doc_ids]
+
+    def avg(values: list[float | None]) -> float | None:
+        return mean([v for v in values if v is not None])
+
+    return RetrievalQuality(
+        dataset=dataset, n_questions=len(labeled),
+        recall_at_1=avg([recall_at_k(r[:1], q.gold_doc_ids) for q, r in labeled]),
+        recall_at_5=avg([recall_at_k(r[:5], q.gold_doc_ids) for q, r in labeled]),
+        recall_at_10=avg([recall_at_k(r[:10], q.gold_doc_ids) for q, r in labeled]),
+        mrr_at_10=avg([mrr_at_k(r, q.gold_doc_ids, 10) for q, r in labeled]),
+        ndcg_at_10=avg([ndcg_at_k(r, q.gold_doc_ids, 10) for q, r in labeled]),
+    )
+
+
+@task(name="evaluate-retrieval", **IO_RETRIES, cache_policy=NO_CACHE)
+def evaluate_retrieval(datasets: dict[str, list[Question]], retriever: ChunkRetriever) -> list[RetrievalQuality]:
+    """Retrieval quality per labeled dataset, ranking chunks to depth 10."""
+    reports = []
+    for name, questions in datasets.items():
+        ranked = retriever.retrieve_many([q.question for q in questions], k=QUALITY_DEPTH * 3)
+        reports.append(score_rankings(name, questions, [[c.doc_id for c in hits] for hits in ranked]))
+    return reports
+
+
+@task(name="enforce-quality-floors")
+def enforce_quality_floors(reports: list[RetrievalQuality], cfg: QualityConfig) -> None:
+    """Fail when any dataset's metric is under its floor (the caller has not served the new version yet)."""
+    failures = []
+    for report in reports:
+        floors = cfg.datasets[report.dataset].floors if report.dataset in cfg.datasets else {}
+        for metric, floor in floors.items():
+            value = getattr(report, metric)
+            if value is not None and value < floor:
+                failures.append(f"{report.dataset}: {metric} = {value:.4f} < floor {floor}")
+    if failures:
+        raise QualityGateError("retrieval quality under its floor, the new index version is not served:\n  "
+                               + "\n  ".join(failures))

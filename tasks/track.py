@@ -16,7 +16,7 @@ from reasonloop.embeddings import Embedder
 from reasonloop.index_versions import Manifest
 from reasonloop.prompts import PromptTemplate
 from reasonloop.redact import redact_url
-from reasonloop.schemas import EvalSummary, FlowReport, QuestionResult, Reject
+from reasonloop.schemas import EvalSummary, FlowReport, QuestionResult, Reject, RetrievalQuality
 from reasonloop.settings import Settings, project_root
 from reasonloop.tracking import ensure_experiment, git_commit, register_prompt
 from tasks.aggregate import results_table, summary_rows
@@ -71,6 +71,18 @@ def reindex_rows(build: IndexBuild, n_quarantined: int) -> dict[str, str]:
     }
 
 
+def quality_metrics(reports: list[RetrievalQuality]) -> dict[str, float]:
+    """Retrieval metrics per labeled dataset, named `retrieval.<dataset>.<metric>`."""
+    return {f"retrieval.{k}": v for report in reports for k, v in report.metrics().items()}
+
+
+def retrieval_params(settings: Settings) -> dict[str, Any]:
+    r = settings.retrieval
+    return {"retrieval.mode": r.mode, "retrieval.top_k": r.top_k, "retrieval.candidates": r.candidates,
+            "retrieval.rrf_k": r.rrf_k, "retrieval.dense_weight": r.dense_weight,
+            "retrieval.bm25_weight": r.bm25_weight, "retrieval.bm25": r.bm25.model_dump_json()}
+
+
 def index_params(manifest: Manifest) -> dict[str, Any]:
     return {"index.version": manifest.version, "index.content_hash": manifest.content_hash,
             "index.collection": manifest.collection}
@@ -80,17 +92,18 @@ def index_params(manifest: Manifest) -> dict[str, Any]:
 # own HTTP client already retries transient errors against a tracking server.
 @task(name="log-reindex-run", cache_policy=NO_CACHE)
 def log_reindex_run(settings: Settings, embedder: Embedder, build: IndexBuild, rejects: list[Reject],
-                    duration_s: float) -> FlowReport:
+                    quality: list[RetrievalQuality], duration_s: float) -> FlowReport:
     """Counts (seen/added/changed/removed/skipped/quarantined), the index version and hash, throughput, and the
     quarantine report as a table."""
     import mlflow
 
     experiment_id = ensure_experiment(settings, "reindex")
-    metrics = reindex_metrics(build, len(rejects), duration_s)
+    metrics = {**reindex_metrics(build, len(rejects), duration_s), **quality_metrics(quality)}
     with mlflow.start_run(experiment_id=experiment_id, run_name="reindex", tags=_flow_run_tags("reindex")) as run:
         corpus_path = settings.public_dict()["corpus"]["path"]
         mlflow.log_params({**common_params(settings, embedder), **index_params(build.manifest),
-                           "corpus.path": corpus_path})
+                           **retrieval_params(settings), "corpus.path": corpus_path,
+                           "chunking.title_prefix": settings.chunking.title_prefix})
         mlflow.log_metrics(metrics)
         if rejects:
             mlflow.log_table(quarantine_table(rejects), artifact_file="reindex/quarantine.json")
@@ -113,14 +126,15 @@ def publish_quarantine(rejects: list[Reject]) -> None:
 
 @task(name="log-eval-run", cache_policy=NO_CACHE)
 def log_eval_run(settings: Settings, embedder: Embedder, prompt: PromptTemplate, judge_version: str,
-                 index: Manifest, summary: EvalSummary, results: list[QuestionResult], duration_s: float) -> FlowReport:
+                 index: Manifest, summary: EvalSummary, quality: list[RetrievalQuality],
+                 results: list[QuestionResult], duration_s: float) -> FlowReport:
     """One MLflow run: params (providers, prompt name@version, retriever, config hash, commit), metrics in one
     batch, the per-question table, the full per-question records, and the prompt linked from the registry."""
     import mlflow
 
     experiment_id = ensure_experiment(settings, "nightly-eval")
     registered = register_prompt(prompt)
-    metrics = {**_numeric(summary.model_dump()), "duration_s": duration_s}
+    metrics = {**_numeric(summary.model_dump()), **quality_metrics(quality), "duration_s": duration_s}
     params = {
         **common_params(settings, embedder), **index_params(index),
         "llm.provider": settings.llm.provider, "llm.model": settings.llm.model,
@@ -128,7 +142,7 @@ def log_eval_run(settings: Settings, embedder: Embedder, prompt: PromptTemplate,
         "judge.provider": settings.judge.provider, "judge.model": settings.judge.model, "judge.version": judge_version,
         "prompt.reasoning": prompt.ref, "prompt.reasoning.sha256": prompt.sha256,
         "prompt.reasoning.registry_uri": f"prompts:/{registered.name}/{registered.version}",
-        "retrieval.top_k": settings.retrieval.top_k, "questions.path": settings.public_dict()["questions"]["path"],
+        **retrieval_params(settings), "questions.path": settings.public_dict()["questions"]["path"],
         "questions.count": len(results),
     }
     with mlflow.start_run(experiment_id=experiment_id, run_name="nightly-eval",

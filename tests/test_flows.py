@@ -18,6 +18,7 @@ from reasonloop.index_versions import IndexStore
 from reasonloop.metrics import normalize_answer
 from reasonloop.settings import Settings
 from reasonloop.vectorstore import chroma_client
+from tasks.retrieve import QualityGateError
 
 from .conftest import read_jsonl, write_jsonl
 from .support.openai_server import OpenAIServer, Reply, system_text, user_text
@@ -77,7 +78,8 @@ def test_reindex_then_eval_offline(make_settings: Callable[..., Settings]) -> No
 
 
 def test_reindex_mirrors_the_corpus(make_settings: Callable[..., Settings], tiny_data: tuple[Path, Path]) -> None:
-    settings = make_settings()
+    no_floors = {"recall_at_5": 0.0, "mrr_at_10": 0.0}  # documents are removed on purpose below
+    settings = make_settings(quality={"datasets": {"squad_sample": {"questions": tiny_data[1], "floors": no_floors}}})
     reindex(settings)
     corpus_file = next(tiny_data[0].glob("*.jsonl"))
     write_jsonl(corpus_file, read_jsonl(corpus_file)[:5])
@@ -156,3 +158,17 @@ def test_eval_on_an_empty_index_says_to_reindex(make_settings: Callable[..., Set
     with pytest.raises(InputError, match="no index 'reasonloop' yet: run `reasonloop reindex` first"):
         nightly_eval(settings)
     assert mlflow_runs(settings).empty
+
+
+def test_a_version_under_its_retrieval_floor_is_not_served(make_settings: Callable[..., Settings],
+                                                           tiny_data: tuple[Path, Path]) -> None:
+    settings = make_settings()
+    first = reindex(settings)
+    assert first.metrics["retrieval.squad_sample.recall_at_5"] >= 0.9
+    corpus_file = next(tiny_data[0].glob("*.jsonl"))
+    records = read_jsonl(corpus_file)
+    write_jsonl(corpus_file, [{**r, "text": "Unrelated filler text about nothing in particular."} if i % 2 else r
+                              for i, r in enumerate(records)])
+    with pytest.raises(QualityGateError, match=r"squad_sample: mrr_at_10 = 0\.\d+ < floor 0\.8"):
+        reindex(settings)
+    assert IndexStore(settings.state_dir, settings.chroma.collection).require_current().version == 1

@@ -18,7 +18,7 @@ from reasonloop.schemas import Chunk, Document, content_hash
 from reasonloop.settings import Settings, load_settings
 from reasonloop.vectorstore import chroma_client
 from tasks.chunk import chunk_documents
-from tasks.index import build_index_version
+from tasks.index import publish_index_version, stage_index_version
 from tasks.load import load_documents
 
 from .conftest import ROOT, SAMPLE_CORPUS, read_jsonl, write_jsonl
@@ -35,8 +35,9 @@ def chunk(d: Document) -> Chunk:
 
 def manifest(version: int, docs: list[Document]) -> Manifest:
     entries = {d.id: DocEntry(content_hash=d.content_hash, chunk_ids=[f"{d.id}::0"]) for d in docs}
-    return Manifest(version=version, collection=f"c-v{version:04d}", created_at="now", content_hash=manifest_hash(entries),
-                    embedding_model="m", embedding_sha256="s", chunking={}, documents=entries)
+    return Manifest(version=version, collection=f"c-v{version:04d}", created_at="now",
+                    content_hash=manifest_hash(entries), embedding_model="m", embedding_sha256="s", chunking={},
+                    documents=entries)
 
 
 def test_plan_sorts_documents_into_added_changed_removed_unchanged() -> None:
@@ -95,8 +96,9 @@ def build(settings: Settings, full: bool = False):  # type: ignore[no-untyped-de
     from reasonloop.providers import build_embedder
 
     docs = load_documents.fn(settings.corpus.path, settings.corpus).documents
-    return build_index_version.fn(docs, chunk_documents.fn(docs, settings.chunking), settings,
-                                  build_embedder(settings), full)
+    staged = stage_index_version.fn(docs, chunk_documents.fn(docs, settings.chunking), settings,
+                                    build_embedder(settings), full)
+    return publish_index_version.fn(staged, settings)
 
 
 def test_incremental_reindex_embeds_only_changes(make_settings: Callable[..., Settings],

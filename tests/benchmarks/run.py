@@ -84,7 +84,7 @@ def plain_eval(settings: Any) -> Any:
     from tasks.judge import judge_answers
     from tasks.load import load_questions
     from tasks.reason import answer_questions
-    from tasks.retrieve import retrieve_chunks
+    from tasks.retrieve import evaluate_retrieval, retrieve_chunks
     from tasks.track import log_eval_run
 
     started = time.perf_counter()
@@ -96,12 +96,13 @@ def plain_eval(settings: Any) -> Any:
     price = settings.price_of(settings.llm.model)
     results = []
     for batch in batched(questions, settings.eval.batch_size):
-        contexts = retrieve_chunks.fn(batch, index.collection, embedder, settings.retrieval.top_k)
+        contexts = retrieve_chunks.fn(batch, index.retriever)
         answers = answer_questions.fn(batch, contexts, model, prompt, price, settings.llm.max_concurrency)
         verdicts = judge_answers.fn(batch, contexts, answers, judge)
         results += collect_results.fn(batch, contexts, answers, verdicts)
     summary = summarize_results.fn(results)
-    return log_eval_run.fn(settings, embedder, prompt, judge.version, index.manifest, summary, results,
+    quality = evaluate_retrieval.fn({"eval": questions}, index.retriever)
+    return log_eval_run.fn(settings, embedder, prompt, judge.version, index.manifest, summary, quality, results,
                            time.perf_counter() - started)
 
 

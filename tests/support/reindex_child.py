@@ -8,7 +8,7 @@ from pathlib import Path
 from reasonloop.providers import build_embedder
 from reasonloop.settings import load_settings
 from tasks.chunk import chunk_documents
-from tasks.index import build_index_version
+from tasks.index import publish_index_version, stage_index_version
 from tasks.load import load_documents
 
 if __name__ == "__main__":
@@ -16,5 +16,6 @@ if __name__ == "__main__":
     settings = load_settings(state_dir=state, corpus={"path": corpus}, chroma={"upsert_batch_size": 8})
     documents = load_documents.fn(corpus, settings.corpus).documents
     chunks = chunk_documents.fn(documents, settings.chunking)
-    build = build_index_version.fn(documents, chunks, settings, build_embedder(settings), full=True)
+    staged = stage_index_version.fn(documents, chunks, settings, build_embedder(settings), full=True)
+    build = publish_index_version.fn(staged, settings)
     print(f"built v{build.manifest.version}")

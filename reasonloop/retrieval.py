@@ -1,0 +1,91 @@
+"""One retriever for every reader: dense (Chroma), BM25 (bm25s) or hybrid (weighted reciprocal rank fusion),
+with metadata filters, exposed as a LangChain retriever and as a batch method for the flows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langchain_core.callbacks import CallbackManagerForRetrieverRun
+from langchain_core.documents import Document as LCDocument
+from langchain_core.retrievers import BaseRetriever
+from pydantic import ConfigDict
+
+from reasonloop.embeddings import Embedder
+from reasonloop.lexical import LexicalIndex
+from reasonloop.schemas import RetrievedChunk
+from reasonloop.settings import RetrievalConfig
+
+
+def rrf_fuse(rankings: list[list[str]], weights: list[float], rrf_k: int) -> list[tuple[str, float]]:
+    """Weighted reciprocal rank fusion: score(d) = sum_i w_i / (rrf_k + rank_i(d)), best first, ties by id."""
+    scores: dict[str, float] = {}
+    for ranking, weight in zip(rankings, weights, strict=True):
+        for rank, item in enumerate(ranking, start=1):
+            scores[item] = scores.get(item, 0.0) + weight / (rrf_k + rank)
+    return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+def _where(filters: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not filters:
+        return None
+    clauses = [{key: value} for key, value in filters.items()]
+    return clauses[0] if len(clauses) == 1 else {"$and": clauses}
+
+
+class ChunkRetriever(BaseRetriever):
+    """Retrieval over one index version (its Chroma collection and its BM25 index)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    collection: Any
+    embedder: Embedder
+    lexical: LexicalIndex | None = None
+    config: RetrievalConfig
+    filters: dict[str, Any] | None = None
+
+    def retrieve_many(self, queries: list[str], k: int | None = None,
+                      filters: dict[str, Any] | None = None) -> list[list[RetrievedChunk]]:
+        """Top-k chunks per query, best first, in one encoder call and one Chroma query for the batch."""
+        if not queries:
+            return []
+        k = k or self.config.top_k
+        filters = filters if filters is not None else self.filters
+        mode = self.config.mode if self.lexical is not None else "dense"
+        depth = k if mode == "dense" else max(k, self.config.candidates)
+        dense: list[list[tuple[str, float]]] = [[] for _ in queries]
+        found: dict[str, tuple[str, dict[str, Any]]] = {}
+        if mode != "bm25":
+            hits = self.collection.query(query_embeddings=self.embedder.embed(queries), n_results=depth,
+                                         where=_where(filters), include=["documents", "metadatas", "distances"])
+            for q, (ids, docs, metas, dists) in enumerate(zip(hits["ids"], hits["documents"], hits["metadatas"],
+                                                             hits["distances"], strict=True)):
+                dense[q] = [(cid, 1.0 - float(dist)) for cid, dist in zip(ids, dists, strict=True)]
+                found.update({cid: (doc or "", meta or {}) for cid, doc, meta in zip(ids, docs, metas, strict=True)})
+        lexical = self.lexical.search(queries, depth, filters) if mode != "dense" and self.lexical else \
+            [[] for _ in queries]
+        results = []
+        for q in range(len(queries)):
+            if mode == "dense":
+                ranked = dense[q][:k]
+            elif mode == "bm25":
+                ranked = lexical[q][:k]
+            else:
+                ranked = rrf_fuse([[c for c, _ in dense[q]], [c for c, _ in lexical[q]]],
+                                  [self.config.dense_weight, self.config.bm25_weight], self.config.rrf_k)[:k]
+            results.append((ranked, dict(dense[q]), dict(lexical[q])))
+        missing = sorted({cid for ranked, _, _ in results for cid, _ in ranked} - found.keys())
+        if missing:
+            got = self.collection.get(ids=missing, include=["documents", "metadatas"])
+            found.update({cid: (doc or "", meta or {}) for cid, doc, meta in
+                          zip(got["ids"], got["documents"], got["metadatas"], strict=True)})
+        return [[RetrievedChunk(chunk_id=cid, doc_id=str(found[cid][1].get("doc_id", "")), text=found[cid][0],
+                                title=str(found[cid][1].get("title", "")), score=score, rank=rank,
+                                dense_score=dense_scores.get(cid), bm25_score=bm25_scores.get(cid))
+                 for rank, (cid, score) in enumerate(ranked, start=1)]
+                for ranked, dense_scores, bm25_scores in results]
+
+    def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun) -> list[LCDocument]:
+        return [LCDocument(page_content=c.text, id=c.chunk_id,
+                           metadata={"chunk_id": c.chunk_id, "doc_id": c.doc_id, "title": c.title, "score": c.score,
+                                     "rank": c.rank})
+                for c in self.retrieve_many([query])[0]]
