@@ -1,6 +1,7 @@
-"""Reindex: load -> screen (Great Expectations) -> quarantine gate -> chunk -> stage a new index version
-(unchanged documents keep their embeddings; BM25 rebuilt) -> verify -> retrieval quality on labeled sets ->
-floors -> serve it (atomic pointer switch) -> log to MLflow. Under the reindex lock from staging to serving."""
+"""Reindex: load -> screen (Great Expectations) -> scan for prompt injection -> quarantine gate -> chunk ->
+stage a new index version (unchanged documents keep their embeddings; BM25 rebuilt) -> verify -> retrieval
+quality on labeled sets -> floors -> serve it (atomic pointer switch) -> log to MLflow. The reindex lock is held
+from staging to serving."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from tasks.index import publish_index_version, stage_index_version
 from tasks.load import load_documents, load_quality_sets
 from tasks.retrieve import enforce_quality_floors, evaluate_retrieval
 from tasks.track import log_reindex_run, publish_quarantine, publish_summary
-from tasks.validate import enforce_bad_fraction, screen_documents
+from tasks.validate import enforce_bad_fraction, scan_for_injection, screen_documents
 
 
 @flow(name="reindex", validate_parameters=False)
@@ -26,6 +27,7 @@ def reindex(settings: Settings | None = None, full: bool = False) -> FlowReport:
     started = time.perf_counter()
     loaded = load_documents(settings.corpus.path, settings.corpus)
     screened = screen_documents(loaded, settings.corpus)
+    screened = scan_for_injection(screened, settings.corpus.injection)
     enforce_bad_fraction(screened, settings.corpus.max_bad_fraction)
     chunks = chunk_documents(screened.documents, settings.chunking)
     quality_sets = load_quality_sets(settings.quality)
@@ -36,6 +38,6 @@ def reindex(settings: Settings | None = None, full: bool = False) -> FlowReport:
         enforce_quality_floors(quality, settings.quality)
         build = publish_index_version(build, settings)
     publish_quarantine(screened.rejects)
-    report = log_reindex_run(settings, embedder, build, screened.rejects, quality, time.perf_counter() - started)
+    report = log_reindex_run(settings, embedder, build, screened, quality, time.perf_counter() - started)
     publish_summary(report)
     return report

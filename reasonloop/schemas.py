@@ -45,6 +45,7 @@ class Reject(Record):
 class LoadedCorpus(Record):
     documents: list[Document]
     rejects: list[Reject] = Field(default_factory=list)
+    flagged: list[str] = Field(default_factory=list, description="ids of documents that look like prompt injection")
 
 
 class Chunk(Record):

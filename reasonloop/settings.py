@@ -56,6 +56,8 @@ class CorpusConfig(Section):
     max_doc_chars: int = Field(default=2_000_000, gt=0, description="longer documents are quarantined")
     max_bad_fraction: float = Field(default=0.05, ge=0.0, le=1.0,
                                     description="the reindex fails when more of the inputs than this are bad")
+    injection: Literal["flag", "quarantine"] = Field(
+        default="flag", description="documents that look like prompt injection: flag in metadata, or quarantine")
 
 
 class QuestionsConfig(Section):

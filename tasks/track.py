@@ -16,7 +16,7 @@ from reasonloop.embeddings import Embedder
 from reasonloop.index_versions import Manifest
 from reasonloop.prompts import PromptTemplate
 from reasonloop.redact import redact_url
-from reasonloop.schemas import EvalSummary, FlowReport, QuestionResult, Reject, RetrievalQuality
+from reasonloop.schemas import EvalSummary, FlowReport, LoadedCorpus, QuestionResult, Reject, RetrievalQuality
 from reasonloop.settings import Settings, project_root
 from reasonloop.tracking import ensure_experiment, git_commit, register_prompt
 from tasks.aggregate import results_table, summary_rows
@@ -91,14 +91,16 @@ def index_params(manifest: Manifest) -> dict[str, Any]:
 # No Prefect retries on the MLflow writers: a retry after start_run would leave a duplicate run, and MLflow's
 # own HTTP client already retries transient errors against a tracking server.
 @task(name="log-reindex-run", cache_policy=NO_CACHE)
-def log_reindex_run(settings: Settings, embedder: Embedder, build: IndexBuild, rejects: list[Reject],
+def log_reindex_run(settings: Settings, embedder: Embedder, build: IndexBuild, screened: LoadedCorpus,
                     quality: list[RetrievalQuality], duration_s: float) -> FlowReport:
     """Counts (seen/added/changed/removed/skipped/quarantined), the index version and hash, throughput, and the
     quarantine report as a table."""
     import mlflow
 
     experiment_id = ensure_experiment(settings, "reindex")
-    metrics = {**reindex_metrics(build, len(rejects), duration_s), **quality_metrics(quality)}
+    rejects = screened.rejects
+    metrics = {**reindex_metrics(build, len(rejects), duration_s), **quality_metrics(quality),
+               "n_injection_flagged": len(screened.flagged)}
     with mlflow.start_run(experiment_id=experiment_id, run_name="reindex", tags=_flow_run_tags("reindex")) as run:
         corpus_path = settings.public_dict()["corpus"]["path"]
         mlflow.log_params({**common_params(settings, embedder), **index_params(build.manifest),
@@ -107,9 +109,12 @@ def log_reindex_run(settings: Settings, embedder: Embedder, build: IndexBuild, r
         mlflow.log_metrics(metrics)
         if rejects:
             mlflow.log_table(quarantine_table(rejects), artifact_file="reindex/quarantine.json")
+        if screened.flagged:
+            mlflow.log_dict({"injection_flagged": screened.flagged}, "reindex/injection_flagged.json")
     return FlowReport(flow="reindex", run_id=run.info.run_id, experiment_id=experiment_id,
                       tracking_uri=settings.mlflow_tracking_uri, metrics=metrics,
-                      rows=reindex_rows(build, len(rejects)))
+                      rows={**reindex_rows(build, len(rejects)),
+                            "injection suspects": f"{len(screened.flagged)} ({settings.corpus.injection})"})
 
 
 def quarantine_table(rejects: list[Reject]) -> pd.DataFrame:

@@ -10,6 +10,7 @@ import pandas as pd
 from prefect import task
 
 from reasonloop.errors import InputError
+from reasonloop.injection import detect_injection
 from reasonloop.schemas import LoadedCorpus, Reject
 from reasonloop.settings import CorpusConfig
 from reasonloop.sources import SUPPORTED_TYPES
@@ -107,3 +108,22 @@ def enforce_bad_fraction(screened: LoadedCorpus, max_bad_fraction: float) -> flo
         raise InputError(f"{len(screened.rejects)} of {seen} inputs are bad ({fraction:.1%}, over "
                          f"corpus.max_bad_fraction = {max_bad_fraction:.1%}); nothing was indexed:\n  {listing}{more}")
     return fraction
+
+
+@task(name="scan-for-injection")
+def scan_for_injection(screened: LoadedCorpus, mode: str) -> LoadedCorpus:
+    """Documents that read like instructions to the model are flagged in their metadata (`injection_rules`,
+    carried into every chunk) or, in quarantine mode, refused with the rules that fired."""
+    kept, rejects, flagged = [], list(screened.rejects), []
+    for doc in screened.documents:
+        rules = detect_injection(f"{doc.title}\n{doc.text}")
+        if not rules:
+            kept.append(doc)
+            continue
+        flagged.append(doc.id)
+        if mode == "quarantine":
+            rejects.append(Reject(source=doc.source.rsplit(":", 1)[0], line=_line_of(doc.source),
+                                  reason=f"looks like prompt injection ({', '.join(rules)})"))
+        else:
+            kept.append(doc.model_copy(update={"metadata": {**doc.metadata, "injection_rules": ",".join(rules)}}))
+    return LoadedCorpus(documents=kept, rejects=rejects, flagged=flagged)
