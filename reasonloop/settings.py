@@ -65,7 +65,8 @@ class QuestionsConfig(Section):
 
 
 class ChunkingConfig(Section):
-    chunk_size: int = Field(default=1000, gt=0, description="characters per chunk")
+    unit: Literal["chars", "tokens"] = Field(default="chars", description="what chunk_size and overlap count")
+    chunk_size: int = Field(default=1000, gt=0, description="units per chunk")
     chunk_overlap: int = Field(default=100, ge=0)
     title_prefix: bool = Field(default=True, description="index 'title + text' (the stored text stays the chunk)")
 
@@ -79,7 +80,7 @@ class ChunkingConfig(Section):
 class EmbeddingConfig(Section):
     model: Literal["all-MiniLM-L6-v2"] = "all-MiniLM-L6-v2"
     sha256: str = Field(default=MINILM_SHA256, pattern=r"^[0-9a-f]{64}$")
-    batch_size: int = Field(default=64, gt=0)
+    batch_size: int = Field(default=16, gt=0)
     device: str = "cpu"
 
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from reasonloop.errors import InputError
@@ -25,6 +27,22 @@ def test_chunks_carry_offsets_and_stable_ids() -> None:
     changed = chunk_documents.fn([doc("d", text.replace("number 59", "number 99"))],
                                  ChunkingConfig(chunk_size=200, chunk_overlap=40))
     assert changed[0].id == chunks[0].id and changed[-1].id != chunks[-1].id
+
+
+def test_token_chunks_fit_the_encoder_and_overlap(embedder: Any) -> None:
+    text = " ".join(f"The committee met on day {i} and postponed the decision again." for i in range(40))
+    cfg = ChunkingConfig(unit="tokens", chunk_size=64, chunk_overlap=16)
+    chunks = chunk_documents.fn([doc("d", text)], cfg, embedder.count_tokens)
+    assert len(chunks) > 5
+    sizes = [embedder.count_tokens(c.text) for c in chunks]
+    assert max(sizes) <= 64 and min(sizes[:-1]) > 32  # sized in tokens, not characters (64 chars ~ 12 tokens)
+    for before, after in zip(chunks, chunks[1:], strict=False):
+        assert text[after.start:after.end] == after.text and before.start < after.start < before.end  # overlap
+
+
+def test_token_chunking_without_a_tokenizer_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="count_tokens"):
+        chunk_documents.fn([doc("d", "text")], ChunkingConfig(unit="tokens", chunk_size=64, chunk_overlap=8))
 
 
 def test_screen_keeps_good_documents() -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from tests.benchmarks.run import ROOT, shared_squad
+from tests.benchmarks.run import ROOT, shared_squad, write_results
 
 
 def split_of(question_id: str) -> str:
@@ -132,11 +132,7 @@ def main() -> None:
               f"MRR@10 {c['mrr_at_10']:.4f} vs {e['mrr_at_10']:.4f}; stored vs re-encoded vectors differ by at most "
               f"{embed_drift:.2e}.", f"Tuned on dev: {results['tuned']}. Indexing took {index_s:.0f} s."]
     text = "\n".join(lines) + "\n"
-    out_json = args.out.with_suffix(".json")
-    merged = json.loads(out_json.read_text()) if out_json.is_file() else {}
-    merged["retrieval"] = results
-    out_json.write_text(json.dumps(merged, indent=2), encoding="utf-8")
-    (args.out.parent / f"{args.out.name}-retrieval.md").write_text(text, encoding="utf-8")
+    write_results(args.out, {"retrieval": results}, text, "retrieval")
     print(text)  # noqa: T201
 
 

@@ -52,6 +52,14 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - start, value
 
 
+def corpus_chunks(settings: Any) -> list[Any]:
+    """The chunks the reindex flow will embed, computed outside it."""
+    from tasks.chunk import chunk_documents
+    from tasks.load import load_documents
+
+    return chunk_documents.fn(load_documents.fn(settings.corpus.path, settings.corpus).documents, settings.chunking)
+
+
 def bench_embedding(settings: Any) -> dict[str, Any]:
     """Raw SentenceTransformer.encode over all chunks vs the reindex flow (load, validate, chunk, embed, upsert,
     log) on the same chunks, Prefect's server already up."""
@@ -59,11 +67,10 @@ def bench_embedding(settings: Any) -> dict[str, Any]:
 
     from flows.reindex import reindex
     from reasonloop.embeddings import bundled_model_path
-    from tasks.chunk import chunk_documents
-    from tasks.load import load_documents
+    from tasks.index import index_text
 
-    chunks = chunk_documents.fn(load_documents.fn(settings.corpus.path, settings.corpus), settings.chunking)
-    texts = [c.text for c in chunks]
+    chunks = corpus_chunks(settings)
+    texts = [index_text(c, settings.chunking.title_prefix) for c in chunks]
     raw_model = SentenceTransformer(str(bundled_model_path()), device="cpu")
     raw_s, _ = timed(lambda: raw_model.encode(texts, batch_size=settings.embedding.batch_size,
                                               normalize_embeddings=True, show_progress_bar=False))
@@ -73,6 +80,59 @@ def bench_embedding(settings: Any) -> dict[str, Any]:
     return {"chunks": len(chunks), "raw_encoder_s": raw_s, "reindex_flow_s": flow_s,
             "raw_chunks_per_s": raw_rate, "flow_chunks_per_s": flow_rate, "ratio": flow_rate / raw_rate,
             "target": ">= 0.85", "passed": flow_rate / raw_rate >= 0.85}
+
+
+def bench_batch_sizes(settings: Any, sizes: tuple[int, ...] = (8, 16, 32, 64), n: int = 300) -> dict[str, Any]:
+    """Encoder chunks/s per batch size on the same chunks: justifies embedding.batch_size (on 2 CPU cores small
+    batches win: their activations stay in cache)."""
+    from reasonloop.embeddings import load_embedder
+    from tasks.index import index_text
+
+    texts = [index_text(c, settings.chunking.title_prefix) for c in corpus_chunks(settings)[:n]]
+    embedder = load_embedder(settings.embedding)
+    rates = {}
+    for size in sizes:
+        tuned = load_embedder(settings.embedding.model_copy(update={"batch_size": size}))
+        seconds, _ = timed(lambda e=tuned: e.embed_uncached(texts))
+        rates[str(size)] = len(texts) / seconds
+    return {"chunks": len(texts), "chunks_per_s": rates, "configured": embedder.batch_size,
+            "best": max(rates, key=rates.__getitem__)}
+
+
+def bench_incremental(settings: Any, full_s: float) -> dict[str, Any]:
+    """A reindex of the unchanged corpus (it only hashes and compares) vs the full reindex just measured."""
+    from flows.reindex import reindex
+
+    seconds, report = timed(lambda: reindex(settings))
+    assert report.metrics["n_embedded"] == 0 and report.metrics["new_version"] == 0
+    ratio = seconds / full_s
+    return {"full_s": full_s, "unchanged_s": seconds, "ratio": ratio, "target": "<= 0.05", "passed": ratio <= 0.05}
+
+
+def bench_langchain(settings: Any, flow_s: float) -> dict[str, Any]:
+    """What a LangChain user writes: HuggingFaceEmbeddings over the same model files + Chroma.from_documents over the
+    same chunk texts, vs our whole reindex flow (validation, scan, versioning, BM25, quality gate, MLflow)."""
+    from langchain_chroma import Chroma
+    from langchain_core.documents import Document as LCDocument
+    from langchain_huggingface import HuggingFaceEmbeddings
+
+    from reasonloop.embeddings import bundled_model_path
+    from reasonloop.vectorstore import chroma_client
+    from tasks.index import index_text
+
+    chunks = corpus_chunks(settings)
+    docs = [LCDocument(page_content=index_text(c, settings.chunking.title_prefix), metadata={"doc_id": c.doc_id})
+            for c in chunks]
+    embeddings = HuggingFaceEmbeddings(model_name=str(bundled_model_path()), model_kwargs={"device": "cpu"},
+                                       encode_kwargs={"normalize_embeddings": True})
+    embeddings.embed_documents(["warm up"])
+    seconds, store = timed(lambda: Chroma.from_documents(docs, embeddings, client=chroma_client(settings),
+                                                         ids=[c.id for c in chunks], collection_name="langchain",
+                                                         collection_metadata={"hnsw:space": "cosine"}))
+    assert store._collection.count() == len(chunks)
+    ratio = seconds / flow_s
+    return {"chunks": len(chunks), "langchain_s": seconds, "reindex_flow_s": flow_s, "speedup": ratio,
+            "target": ">= 1.0", "passed": ratio >= 1.0}
 
 
 def plain_eval(settings: Any) -> Any:
@@ -126,9 +186,16 @@ def bench_eval_overhead(settings: Any, rounds: int) -> dict[str, Any]:
             "accuracy": report.metrics["accuracy"], "target": "<= 1.25", "passed": ratio <= 1.25}
 
 
+def write_results(out: Path, sections: dict[str, Any], markdown: str, part: str = "") -> None:
+    """Merge `sections` into <out>.json (keeping other benchmarks' sections) and write <out>[-part].md."""
+    path = out.with_suffix(".json")
+    merged = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    path.write_text(json.dumps({**merged, **sections}, indent=2), encoding="utf-8")
+    (out.parent / f"{out.name}{'-' + part if part else ''}.md").write_text(markdown, encoding="utf-8")
+
+
 def write_report(results: dict[str, Any], out: Path) -> str:
-    out.with_suffix(".json").write_text(json.dumps(results, indent=2), encoding="utf-8")
-    e, o = results["embedding"], results["eval_overhead"]
+    e, o, i, lc = results["embedding"], results["eval_overhead"], results["incremental"], results["langchain"]
     lines = [
         f"# reasonloop benchmarks ({results['dataset']})", "",
         "| benchmark | measured | ratio | target | pass |", "|---|---|---|---|---|",
@@ -137,10 +204,17 @@ def write_report(results: dict[str, Any], out: Path) -> str:
         f"| nightly eval flow vs plain functions ({o['questions']} questions) | {o['flow_s']:.1f} s vs "
         f"{o['plain_s']:.1f} s ({o['per_question_overhead_ms']:.1f} ms/question) | {o['ratio']:.3f} | "
         f"{o['target']} | {o['passed']} |",
+        f"| reindex of the unchanged corpus vs full reindex | {i['unchanged_s']:.1f} s vs {i['full_s']:.1f} s | "
+        f"{i['ratio']:.3f} | {i['target']} | {i['passed']} |",
+        f"| reindex flow vs LangChain Chroma.from_documents ({lc['chunks']} chunks) | {lc['reindex_flow_s']:.1f} s "
+        f"vs {lc['langchain_s']:.1f} s | {lc['speedup']:.3f}x | {lc['target']} | {lc['passed']} |",
+        "", "encoder chunks/s by batch size (configured: "
+        f"{results['batch_sizes']['configured']}): "
+        + ", ".join(f"{k}: {v:.1f}" for k, v in results["batch_sizes"]["chunks_per_s"].items()),
         "", f"machine: {results['machine']}",
     ]
     text = "\n".join(lines) + "\n"
-    out.with_suffix(".md").write_text(text, encoding="utf-8")
+    write_results(out, results, text)
     return text
 
 
@@ -156,7 +230,8 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="reasonloop-bench-"))
     corpus_dir, questions, dataset = write_dataset(work, args.paragraphs, args.questions)
-    settings = load_settings(state_dir=work / "state", corpus={"path": corpus_dir}, questions={"path": questions})
+    settings = load_settings(state_dir=work / "state", corpus={"path": corpus_dir}, questions={"path": questions},
+                             quality={"datasets": {"squad_sample": {"questions": questions}}})
     apply_environment(settings)
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
 
@@ -169,7 +244,10 @@ def main() -> None:
     for kind in ("reindex", "nightly-eval"):  # create the MLflow store once, as any second run finds it
         ensure_experiment(settings, kind)
     results = {"dataset": dataset, "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus",
-               "embedding": bench_embedding(settings), "eval_overhead": bench_eval_overhead(settings, args.rounds)}
+               "batch_sizes": bench_batch_sizes(settings), "embedding": bench_embedding(settings)}
+    results["incremental"] = bench_incremental(settings, results["embedding"]["reindex_flow_s"])
+    results["langchain"] = bench_langchain(settings, results["embedding"]["reindex_flow_s"])
+    results["eval_overhead"] = bench_eval_overhead(settings, args.rounds)
     print(write_report(results, args.out))  # noqa: T201 - a script's report
     shutil.rmtree(work, ignore_errors=True)
 
