@@ -81,6 +81,20 @@ def embedder() -> Any:
     return load_embedder(EmbeddingConfig())
 
 
+def build_index(settings: Settings, full: bool = False) -> Any:
+    """Stage and publish an index version of the configured corpus through the tasks' plain functions."""
+    from reasonloop.providers import build_embedder
+    from tasks.chunk import chunk_documents
+    from tasks.index import publish_index_version, stage_index_version
+    from tasks.load import load_documents
+
+    embedder = build_embedder(settings)
+    docs = load_documents.fn(settings.corpus.path, settings.corpus).documents
+    staged = stage_index_version.fn(docs, chunk_documents.fn(docs, settings.chunking, embedder.count_tokens),
+                                    settings, embedder, full)
+    return publish_index_version.fn(staged, settings)
+
+
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 

@@ -17,11 +17,8 @@ from reasonloop.index_versions import DocEntry, IndexBusyError, IndexStore, Mani
 from reasonloop.schemas import Chunk, Document, content_hash
 from reasonloop.settings import Settings, load_settings
 from reasonloop.vectorstore import chroma_client
-from tasks.chunk import chunk_documents
-from tasks.index import publish_index_version, stage_index_version
-from tasks.load import load_documents
 
-from .conftest import ROOT, SAMPLE_CORPUS, read_jsonl, write_jsonl
+from .conftest import ROOT, SAMPLE_CORPUS, build_index, read_jsonl, write_jsonl
 
 
 def doc(doc_id: str, text: str) -> Document:
@@ -92,28 +89,19 @@ def test_second_writer_waits_then_gets_a_clear_message(tmp_path: Path) -> None:
         pass
 
 
-def build(settings: Settings, full: bool = False):  # type: ignore[no-untyped-def]
-    from reasonloop.providers import build_embedder
-
-    docs = load_documents.fn(settings.corpus.path, settings.corpus).documents
-    staged = stage_index_version.fn(docs, chunk_documents.fn(docs, settings.chunking), settings,
-                                    build_embedder(settings), full)
-    return publish_index_version.fn(staged, settings)
-
-
 def test_incremental_reindex_embeds_only_changes(make_settings: Callable[..., Settings],
                                                  tiny_data: tuple[Path, Path]) -> None:
     settings = make_settings(index={"keep_versions": 2})
-    first = build(settings)
+    first = build_index(settings)
     assert first.built and first.embedded == first.manifest.n_chunks and first.copied == 0
-    again = build(settings)
+    again = build_index(settings)
     assert not again.built and again.manifest.version == 1 and again.embedded == 0  # unchanged: no new version
 
     corpus_file = next(tiny_data[0].glob("*.jsonl"))
     records = read_jsonl(corpus_file)
     records[0]["text"] += " An appended sentence."
     write_jsonl(corpus_file, records[:-1] + [{"id": "new#0", "title": "New", "text": "A brand new paragraph."}])
-    third = build(settings)
+    third = build_index(settings)
     plan = third.plan
     assert (plan.changed, plan.removed, plan.added) == ([records[0]["id"]], [records[-1]["id"]], ["new#0"])
     changed_chunks = len(third.manifest.documents[records[0]["id"]].chunk_ids)
@@ -124,7 +112,7 @@ def test_incremental_reindex_embeds_only_changes(make_settings: Callable[..., Se
     assert served.count() == third.manifest.n_chunks
     assert set(served.get(include=[])["ids"]) == {c for e in third.manifest.documents.values() for c in e.chunk_ids}
 
-    full = build(settings, full=True)
+    full = build_index(settings, full=True)
     assert full.built and full.manifest.version == 3 and full.embedded == full.manifest.n_chunks
     assert full.manifest.content_hash == third.manifest.content_hash  # same content, same identity
     names = {c if isinstance(c, str) else c.name for c in client.list_collections()}
