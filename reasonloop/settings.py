@@ -109,6 +109,7 @@ class RetrievalConfig(Section):
     mode: Literal["dense", "bm25", "hybrid"] = "hybrid"
     top_k: int = Field(default=4, gt=0, le=100)
     candidates: int = Field(default=50, gt=0, description="hits per retriever before fusion")
+    fusion: Literal["zscore", "rrf"] = Field(default="zscore", description="how hybrid mode combines the two")
     rrf_k: int = Field(default=60, gt=0, description="reciprocal rank fusion constant")
     dense_weight: float = Field(default=1.0, ge=0)
     bm25_weight: float = Field(default=1.0, ge=0)

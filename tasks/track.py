@@ -79,7 +79,7 @@ def quality_metrics(reports: list[RetrievalQuality]) -> dict[str, float]:
 def retrieval_params(settings: Settings) -> dict[str, Any]:
     r = settings.retrieval
     return {"retrieval.mode": r.mode, "retrieval.top_k": r.top_k, "retrieval.candidates": r.candidates,
-            "retrieval.rrf_k": r.rrf_k, "retrieval.dense_weight": r.dense_weight,
+            "retrieval.fusion": r.fusion, "retrieval.rrf_k": r.rrf_k, "retrieval.dense_weight": r.dense_weight,
             "retrieval.bm25_weight": r.bm25_weight, "retrieval.bm25": r.bm25.model_dump_json()}
 
 

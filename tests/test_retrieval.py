@@ -14,12 +14,13 @@ from typer.testing import CliRunner
 
 from reasonloop.cli import app
 from reasonloop.providers import ServingIndex, build_embedder, open_serving_index
-from reasonloop.retrieval import ChunkRetriever, rrf_fuse
+from reasonloop.retrieval import ChunkRetriever, fuse, rrf_fuse, zscore_fuse
 from reasonloop.settings import Settings, load_settings
 
 from .conftest import SAMPLE_CORPUS, build_index, read_jsonl, write_jsonl
 
 TESLA = "Nikola Tesla"
+QUERY = "Which network broadcast Super Bowl 50 in the U.S.?"
 
 
 @pytest.fixture(scope="module")
@@ -62,16 +63,15 @@ def test_each_mode_finds_the_paragraph_a_question_is_about(index: ServingIndex, 
         assert all(c.text and c.title for c in ranked)
 
 
-def test_hybrid_carries_both_scores_and_ranks_by_their_fusion(index: ServingIndex) -> None:
-    retriever = in_mode(index, "hybrid")
-    top = retriever.retrieve_many(["Which network broadcast Super Bowl 50 in the U.S.?"], k=3)[0]
+@pytest.mark.parametrize("fusion", ["zscore", "rrf"])
+def test_hybrid_carries_both_scores_and_ranks_by_their_fusion(index: ServingIndex, fusion: str) -> None:
+    retriever = in_mode(index, "hybrid", fusion=fusion)
+    top = retriever.retrieve_many([QUERY], k=3)[0]
     assert all(c.dense_score is not None and c.bm25_score is not None for c in top[:1])
-    dense = [c.chunk_id for c in in_mode(index, "dense").retrieve_many(["Which network broadcast Super Bowl 50 in "
-                                                                         "the U.S.?"], k=50)[0]]
-    lexical = [c.chunk_id for c in in_mode(index, "bm25").retrieve_many(["Which network broadcast Super Bowl 50 in "
-                                                                          "the U.S.?"], k=50)[0]]
-    cfg = retriever.config
-    expected = rrf_fuse([dense, lexical], [cfg.dense_weight, cfg.bm25_weight], cfg.rrf_k)[:3]
+    dense_hits = in_mode(index, "dense").retrieve_many([QUERY], k=50)[0]
+    lexical_hits = in_mode(index, "bm25").retrieve_many([QUERY], k=50)[0]
+    expected = fuse([(c.chunk_id, c.score) for c in dense_hits], [(c.chunk_id, c.score) for c in lexical_hits],
+                    retriever.config)[:3]
     assert [(c.chunk_id, c.score) for c in top] == [(cid, pytest.approx(s)) for cid, s in expected]
 
 
@@ -131,3 +131,14 @@ def test_index_cli_status_and_rollback_over_real_versions(cli_state: Path) -> No
     assert forward.exit_code == 0 and "serving index version 2" in forward.output
     missing = runner.invoke(app, ["index", "rollback", "--to", "9"])
     assert missing.exit_code == 1 and "9" in missing.output
+
+
+def test_zscore_fusion_keeps_score_gaps_that_rrf_drops() -> None:
+    dense = [("a", 0.90), ("b", 0.50), ("c", 0.49)]  # a is far ahead in dense ...
+    lexical = [("b", 10.0), ("c", 9.95), ("a", 9.9), ("d", 1.0), ("e", 0.5)]  # ... and a hair behind in BM25
+    assert zscore_fuse([dense, lexical], [1.0, 1.0])[0][0] == "a"
+    assert rrf_fuse([[c for c, _ in dense], [c for c, _ in lexical]], [1.0, 1.0], 60)[0][0] == "b"  # ranks only
+    fused = dict(zscore_fuse([dense, lexical], [1.0, 1.0]))
+    assert set(fused) == {"a", "b", "c", "d", "e"} and fused["d"] < fused["c"] < fused["b"]
+    assert zscore_fuse([[("x", 1.0)], []], [1.0, 1.0]) == [("x", 0.0)]  # one hit: no spread, no crash
+    assert zscore_fuse([dense, lexical], [0.0, 1.0])[0][0] == "b"  # weights select the list
