@@ -99,7 +99,7 @@ class IndexConfig(Section):
 
 
 class BM25Config(Section):
-    k1: float = Field(default=1.2, gt=0)
+    k1: float = Field(default=0.9, gt=0)
     b: float = Field(default=0.75, ge=0, le=1)
     method: Literal["robertson", "lucene", "bm25l", "bm25+", "atire"] = "lucene"
     stemmer: Literal["english", "none"] = "english"
@@ -111,7 +111,7 @@ class RetrievalConfig(Section):
     candidates: int = Field(default=50, gt=0, description="hits per retriever before fusion")
     fusion: Literal["zscore", "rrf"] = Field(default="zscore", description="how hybrid mode combines the two")
     rrf_k: int = Field(default=60, gt=0, description="reciprocal rank fusion constant")
-    dense_weight: float = Field(default=1.0, ge=0)
+    dense_weight: float = Field(default=0.7, ge=0)
     bm25_weight: float = Field(default=1.0, ge=0)
     bm25: BM25Config = Field(default_factory=BM25Config)
 

@@ -28,7 +28,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """One index version of 12 sample paragraphs (two articles), shared by this module's read-only tests."""
     root = tmp_path_factory.mktemp("retrieval")
     corpus = write_jsonl(root / "corpus" / "c.jsonl", read_jsonl(SAMPLE_CORPUS)[:12]).parent
-    settings = load_settings(state_dir=root / "state", corpus={"path": corpus}, quality={"datasets": {}})
+    settings = load_settings(state_dir=root / "state", corpus={"path": corpus})
     build_index(settings)
     return settings
 

@@ -31,7 +31,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results")
     args = parser.parse_args()
 
-    from reasonloop.settings import BM25Config, apply_environment, load_settings
+    from reasonloop.settings import BM25Config, QualityConfig, apply_environment, load_settings
 
     squad_path = shared_squad()
     if squad_path is None:
@@ -47,7 +47,7 @@ def main() -> None:
     (work / "corpus" / "squad.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     questions = questions_for(squad, {r["id"] for r in records})
     settings = load_settings(state_dir=work / "state", corpus={"path": work / "corpus"},
-                             quality={"datasets": {}}, chroma={"collection": "squad"})
+                             chroma={"collection": "squad"}).model_copy(update={"quality": QualityConfig()})
     apply_environment(settings)
 
     from reasonloop.lexical import LexicalIndex

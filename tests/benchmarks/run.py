@@ -38,12 +38,12 @@ def write_dataset(work: Path, paragraphs: int, questions: int) -> tuple[Path, Pa
         shutil.copy(ROOT / "data" / "corpus" / "squad_sample.jsonl", corpus_dir)
         return corpus_dir, ROOT / "data" / "questions" / "squad_sample.jsonl", "data/ sample (shared SQuAD absent)"
     squad = load_squad(squad_path)
-    records = passage_records(squad)[:paragraphs]
+    records = passage_records(squad)[:paragraphs or None]
     (corpus_dir / "squad.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     qs = questions_for(squad, {r["id"] for r in records}, per_passage=1)[:questions]
     qpath = work / "questions.jsonl"
     qpath.write_text("".join(q.model_dump_json() + "\n" for q in qs), encoding="utf-8")
-    return corpus_dir, qpath, f"SQuAD v1.1 dev, first {len(records)} paragraphs, {len(qs)} questions"
+    return corpus_dir, qpath, f"SQuAD v1.1 dev, {len(records)} paragraphs, {len(qs)} questions"
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
@@ -220,7 +220,7 @@ def write_report(results: dict[str, Any], out: Path) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--paragraphs", type=int, default=400, help="SQuAD paragraphs to index")
+    parser.add_argument("--paragraphs", type=int, default=0, help="SQuAD paragraphs to index (0: all 2,067)")
     parser.add_argument("--questions", type=int, default=200, help="questions for the eval benchmark")
     parser.add_argument("--rounds", type=int, default=2, help="repetitions of the eval comparison (best of)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results")
