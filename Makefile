@@ -35,9 +35,10 @@ test: install ## run the test suite (all tiers)
 test-fast: install ## the test suite without slow and server tests
 	$(BIN)/python -m pytest -m "not slow and not server"
 
-bench: install ## run the benchmarks; writes bench-results.json and bench-results*.md
+bench: install ## run the benchmarks (~25 min); writes bench-results.json and bench-results*.md
 	$(BIN)/python -m tests.benchmarks.run
 	$(BIN)/python -m tests.benchmarks.retrieval
+	$(BIN)/python -m tests.benchmarks.memory
 
 ui: install ## MLflow UI on 127.0.0.1 against the local store
 	$(BIN)/reasonloop ui --port $(MLFLOW_PORT)

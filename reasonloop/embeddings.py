@@ -7,6 +7,7 @@ import logging
 import os
 import threading
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -66,12 +67,15 @@ class Embedder:
     """
 
     def __init__(self, model: SentenceTransformer, name: str, weights_sha256: str, batch_size: int,
-                 memo_size: int = 50_000) -> None:
+                 memo_size: int = 50_000, workers: int = 1) -> None:
         self._model = model
         self.name = name
         self.weights_sha256 = weights_sha256
         self.batch_size = batch_size
-        self._lock = threading.Lock()  # torch inference from many threads only adds contention here
+        self.workers = workers
+        self._lock = threading.Lock()  # one encode at a time (each is parallel inside when workers > 1)
+        self._tokenizer_lock = threading.Lock()  # fast tokenizers are not safe to share across threads mid-call
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="encode") if workers > 1 else None
         self._memo: OrderedDict[str, np.ndarray] = OrderedDict()
         self._memo_size = memo_size
 
@@ -105,19 +109,38 @@ class Embedder:
             return self._encode(texts)
 
     def _encode(self, texts: list[str]) -> np.ndarray:
-        vectors = self._model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
-                                     convert_to_numpy=True, show_progress_bar=False)
-        return vectors.astype(np.float32, copy=False)
+        if self._pool is None or len(texts) <= self.batch_size:
+            vectors = self._model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
+                                         convert_to_numpy=True, show_progress_bar=False)
+            return vectors.astype(np.float32, copy=False)
+        # Length-sorted batches run as concurrent forward passes, each on one core: on small CPUs that beats one
+        # pass spread over all cores (~1.15x on 2 cores, identical vectors; make bench).
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        batches = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        out = np.empty((len(texts), self.dimension), dtype=np.float32)
+        for rows, vectors in zip(batches, self._pool.map(self._forward, [[texts[i] for i in b] for b in batches]),
+                                 strict=True):
+            out[rows] = vectors
+        return out
+
+    def _forward(self, batch: list[str]) -> np.ndarray:
+        import torch
+
+        with self._tokenizer_lock:
+            features = self._model.preprocess(batch)
+        with torch.inference_mode():
+            embedded = self._model.forward(features)["sentence_embedding"]
+        return torch.nn.functional.normalize(embedded, p=2, dim=1).numpy()
 
     def count_tokens(self, text: str) -> int:
         """Tokens under the model's WordPiece tokenizer (no truncation, no special tokens)."""
-        with self._lock:  # fast tokenizers are not safe to share across threads mid-call
+        with self._tokenizer_lock:
             ids = self._model.tokenizer(text, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
         return len(ids)
 
 
 @cache
-def _load(model_dir: Path, expected_sha256: str, device: str, batch_size: int, name: str) -> Embedder:
+def _load(model_dir: Path, expected_sha256: str, device: str, batch_size: int, name: str, workers: int) -> Embedder:
     sha = verify_weights(model_dir, expected_sha256)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -128,9 +151,15 @@ def _load(model_dir: Path, expected_sha256: str, device: str, batch_size: int, n
     hf_logging.set_verbosity_error()
 
     logger.info("loading %s from %s", name, model_dir)
-    return Embedder(SentenceTransformer(str(model_dir), device=device), name, sha, batch_size)
+    model = SentenceTransformer(str(model_dir), device=device)
+    if device == "cpu" and workers > 1:
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))  # the cores are shared by the workers
+    return Embedder(model, name, sha, batch_size, workers=workers if device == "cpu" else 1)
 
 
 def load_embedder(cfg: EmbeddingConfig, model_dir: Path | None = None) -> Embedder:
     """Load (once per process) the configured embedder after checking its weights."""
-    return _load(model_dir or bundled_model_path(), cfg.sha256, cfg.device, cfg.batch_size, cfg.model)
+    workers = cfg.workers or os.cpu_count() or 1
+    return _load(model_dir or bundled_model_path(), cfg.sha256, cfg.device, cfg.batch_size, cfg.model, workers)

@@ -64,6 +64,9 @@ class QuestionsConfig(Section):
     path: Path = Path("data/questions/squad_sample.jsonl")
 
 
+ENCODER_MAX_TOKENS = 256  # all-MiniLM-L6-v2 reads at most this many tokens of a text
+
+
 class ChunkingConfig(Section):
     unit: Literal["chars", "tokens"] = Field(default="chars", description="what chunk_size and overlap count")
     chunk_size: int = Field(default=1000, gt=0, description="units per chunk")
@@ -74,13 +77,18 @@ class ChunkingConfig(Section):
     def _overlap_below_size(self) -> ChunkingConfig:
         if self.chunk_overlap >= self.chunk_size:
             raise ValueError(f"chunk_overlap ({self.chunk_overlap}) must be below chunk_size ({self.chunk_size})")
+        if self.unit == "tokens" and self.chunk_size > ENCODER_MAX_TOKENS - 2:
+            raise ValueError(f"chunk_size ({self.chunk_size} tokens) must leave room in the encoder's "
+                             f"{ENCODER_MAX_TOKENS} tokens for its 2 special tokens (and the title, with title_prefix)"
+                             "; longer chunks would be cut silently")
         return self
 
 
 class EmbeddingConfig(Section):
     model: Literal["all-MiniLM-L6-v2"] = "all-MiniLM-L6-v2"
     sha256: str = Field(default=MINILM_SHA256, pattern=r"^[0-9a-f]{64}$")
-    batch_size: int = Field(default=16, gt=0)
+    batch_size: int = Field(default=8, gt=0)
+    workers: int = Field(default=0, ge=0, description="concurrent forward passes on CPU; 0: one per core")
     device: str = "cpu"
 
 

@@ -122,7 +122,7 @@ def quarantine_table(rejects: list[Reject]) -> pd.DataFrame:
                         columns=["file", "line", "reason"])
 
 
-@task(name="publish-quarantine")
+@task(name="publish-quarantine", cache_policy=NO_CACHE)
 def publish_quarantine(rejects: list[Reject]) -> None:
     """The quarantine report as a Prefect table artifact (empty when nothing was refused)."""
     create_table_artifact(key="reindex-quarantine", description="inputs refused by the last reindex",

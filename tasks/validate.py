@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from reasonloop.errors import InputError
 from reasonloop.injection import detect_injection
@@ -67,7 +68,7 @@ def _reason(problem: Problem, row: dict[str, Any], cfg: CorpusConfig) -> str:
     return "text contains U+FFFD replacement characters: it was decoded lossily before reaching the corpus"
 
 
-@task(name="screen-documents")
+@task(name="screen-documents", cache_policy=NO_CACHE)
 def screen_documents(loaded: LoadedCorpus, cfg: CorpusConfig) -> LoadedCorpus:
     """The Great Expectations suite on the document table, before anything is embedded: non-empty text within
     the size limit, unique ids, allowed types, no lossy decoding. Failing rows join the rejects."""
@@ -97,7 +98,7 @@ def _line_of(source: str) -> int | None:
     return int(tail[1]) if len(tail) == 2 and tail[1].isdigit() else None
 
 
-@task(name="enforce-bad-fraction")
+@task(name="enforce-bad-fraction", cache_policy=NO_CACHE)
 def enforce_bad_fraction(screened: LoadedCorpus, max_bad_fraction: float) -> float:
     """Fail (before any write) when more than `max_bad_fraction` of the inputs were rejected."""
     seen = len(screened.documents) + len(screened.rejects)
@@ -110,7 +111,7 @@ def enforce_bad_fraction(screened: LoadedCorpus, max_bad_fraction: float) -> flo
     return fraction
 
 
-@task(name="scan-for-injection")
+@task(name="scan-for-injection", cache_policy=NO_CACHE)
 def scan_for_injection(screened: LoadedCorpus, mode: str) -> LoadedCorpus:
     """Documents that read like instructions to the model are flagged in their metadata (`injection_rules`,
     carried into every chunk) or, in quarantine mode, refused with the rules that fired."""

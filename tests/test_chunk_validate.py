@@ -40,6 +40,18 @@ def test_token_chunks_fit_the_encoder_and_overlap(embedder: Any) -> None:
         assert text[after.start:after.end] == after.text and before.start < after.start < before.end  # overlap
 
 
+@pytest.mark.parametrize(("overlap", "starts"), [(0, [0, 12, 24]), (6, [0, 6, 12, 18, 24])])
+def test_offsets_in_repetitive_text_cover_the_document(overlap: int, starts: list[int]) -> None:
+    text = "Home. Home. Home. Home. Home. Home."
+    chunks = chunk_documents.fn([doc("d", text)], ChunkingConfig(chunk_size=12, chunk_overlap=overlap))
+    assert [c.start for c in chunks] == starts and chunks[-1].end == len(text)
+
+
+def test_tokens_leave_room_for_the_encoders_special_tokens() -> None:
+    with pytest.raises(ValueError, match="special tokens"):
+        ChunkingConfig(unit="tokens", chunk_size=256, chunk_overlap=0)
+
+
 def test_token_chunking_without_a_tokenizer_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="count_tokens"):
         chunk_documents.fn([doc("d", "text")], ChunkingConfig(unit="tokens", chunk_size=64, chunk_overlap=8))

@@ -44,3 +44,15 @@ def test_token_count_uses_the_model_tokenizer(embedder) -> None:
     assert embedder.count_tokens("Denver Broncos") == 2  # WordPiece: "denver", "broncos"
     assert embedder.count_tokens("unaffable") == 3  # "una", "##ffa", "##ble"
     assert embedder.count_tokens("word " * 600) == 600  # no truncation
+
+
+def test_parallel_forward_passes_give_the_librarys_vectors() -> None:
+    """workers > 1 runs length-sorted batches concurrently; the vectors must be SentenceTransformer.encode's."""
+    texts = [("word " * n).strip() + f" {n}" for n in (3, 40, 7, 120, 1, 60, 15, 2, 90, 33)]
+    parallel = load_embedder(EmbeddingConfig(workers=2, batch_size=3))
+    single = load_embedder(EmbeddingConfig(workers=1, batch_size=3))
+    assert parallel.workers == 2 and single.workers == 1
+    got, expected = parallel.embed_uncached(texts), single.embed_uncached(texts)
+    assert got.dtype == np.float32 and got.shape == (len(texts), 384)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)

@@ -67,11 +67,12 @@ def test_each_mode_finds_the_paragraph_a_question_is_about(index: ServingIndex, 
 def test_hybrid_carries_both_scores_and_ranks_by_their_fusion(index: ServingIndex, fusion: str) -> None:
     retriever = in_mode(index, "hybrid", fusion=fusion)
     top = retriever.retrieve_many([QUERY], k=3)[0]
-    assert all(c.dense_score is not None and c.bm25_score is not None for c in top[:1])
-    dense_hits = in_mode(index, "dense").retrieve_many([QUERY], k=50)[0]
-    lexical_hits = in_mode(index, "bm25").retrieve_many([QUERY], k=50)[0]
+    assert top[0].dense_score is not None and top[0].bm25_score is not None  # found by both
+    depth = retriever.config.candidates
+    dense_hits = in_mode(index, "dense").retrieve_many([QUERY], k=depth)[0]
+    lexical_hits = in_mode(index, "bm25").retrieve_many([QUERY], k=depth)[0]
     expected = fuse([(c.chunk_id, c.score) for c in dense_hits], [(c.chunk_id, c.score) for c in lexical_hits],
-                    retriever.config)[:3]
+                    retriever.config, depth)[:3]
     assert [(c.chunk_id, c.score) for c in top] == [(cid, pytest.approx(s)) for cid, s in expected]
 
 
@@ -121,8 +122,10 @@ def test_index_cli_status_and_rollback_over_real_versions(cli_state: Path) -> No
     settings = load_settings()
     build_index(settings)
     build_index(settings, full=True)
-    status = runner.invoke(app, ["index", "status"])
-    assert status.exit_code == 0 and "1" in status.output and "2" in status.output, status.output
+    status = runner.invoke(app, ["index", "status"], terminal_width=200)
+    rows = [line.split("│")[1:3] for line in status.output.splitlines() if line.count("│") > 3]
+    assert status.exit_code == 0 and [[v.strip() for v in r] for r in rows] == [["2", "yes"], ["1", ""]], \
+        status.output
 
     back = runner.invoke(app, ["index", "rollback"])
     assert back.exit_code == 0 and "serving index version 1" in back.output, back.output
@@ -136,9 +139,19 @@ def test_index_cli_status_and_rollback_over_real_versions(cli_state: Path) -> No
 def test_zscore_fusion_keeps_score_gaps_that_rrf_drops() -> None:
     dense = [("a", 0.90), ("b", 0.50), ("c", 0.49)]  # a is far ahead in dense ...
     lexical = [("b", 10.0), ("c", 9.95), ("a", 9.9), ("d", 1.0), ("e", 0.5)]  # ... and a hair behind in BM25
-    assert zscore_fuse([dense, lexical], [1.0, 1.0])[0][0] == "a"
+    assert zscore_fuse([dense, lexical], [1.0, 1.0], [None, None])[0][0] == "a"
     assert rrf_fuse([[c for c, _ in dense], [c for c, _ in lexical]], [1.0, 1.0], 60)[0][0] == "b"  # ranks only
-    fused = dict(zscore_fuse([dense, lexical], [1.0, 1.0]))
+    fused = dict(zscore_fuse([dense, lexical], [1.0, 1.0], [None, None]))
     assert set(fused) == {"a", "b", "c", "d", "e"} and fused["d"] < fused["c"] < fused["b"]
-    assert zscore_fuse([[("x", 1.0)], []], [1.0, 1.0]) == [("x", 0.0)]  # one hit: no spread, no crash
-    assert zscore_fuse([dense, lexical], [0.0, 1.0])[0][0] == "b"  # weights select the list
+    assert zscore_fuse([dense, lexical], [0.0, 1.0], [None, None])[0][0] == "b"  # weights select the list
+    assert zscore_fuse([[("x", 1.0)], []], [1.0, 1.0], [None, None]) == [("x", 0.0)]  # no spread, no crash
+
+
+def test_zscore_fusion_keeps_the_signal_of_a_short_bm25_list() -> None:
+    """A BM25 list shorter than asked for holds every non-zero hit: the rest score 0, a known floor."""
+    dense = [("a", 0.90), ("b", 0.50), ("c", 0.49)]
+    assert zscore_fuse([dense, [("c", 12.0)]], [1.0, 1.0], [None, 0.0])[1][0] == "c"  # lifted above b
+    close = dict(zscore_fuse([[], [("x", 12.0), ("y", 11.9)]], [1.0, 1.0], [None, 0.0]))
+    assert close["x"] - close["y"] < 0.05  # near scores stay near (no forced +1/-1)
+    with pytest.raises(ValueError, match="non-finite"):
+        zscore_fuse([[("x", float("nan"))]], [1.0], [None])

@@ -102,7 +102,7 @@ def main() -> None:
 
     def hybrid(lexical: list[list[tuple[str, float]]], **update: Any) -> list[list[str]]:
         cfg = settings.retrieval.model_copy(update=update)
-        return [[cid for cid, _ in fuse(d, lx, cfg)] for d, lx in zip(dense_hits, lexical, strict=True)]
+        return [[cid for cid, _ in fuse(d, lx, cfg, depth)] for d, lx in zip(dense_hits, lexical, strict=True)]
 
     def dev_key(rankings: list[list[str]]) -> tuple[float, float]:
         m = scored(rankings, "dev")
