@@ -19,7 +19,7 @@ from typing import Any
 
 from tests.benchmarks.run import ROOT, shared_squad, write_results
 
-BOUND = 1.5  # peak RSS at the largest size / at the smallest: what "bounded" means here
+BOUND = 2.5  # the reindex's working set (peak RSS - RSS with the model loaded) at 5x the chunks: sub-linear
 
 
 def short_texts() -> tuple[list[str], str]:
@@ -75,19 +75,25 @@ def main() -> None:
     if args.child:
         child(*args.child)
         return
+    if len(set(args.sizes)) < 2:
+        parser.error("--sizes needs two or more sizes to compare")
     texts, source = short_texts()
     with tempfile.TemporaryDirectory(prefix="reasonloop-memory-") as tmp:
         runs = {str(n): measure(n, texts, Path(tmp)) for n in sorted(args.sizes)}
+    for run in runs.values():
+        run["working_set_mb"] = run["peak_rss_mb"] - run["rss_before_mb"]
     small, large = runs[str(min(args.sizes))], runs[str(max(args.sizes))]
-    ratio = large["peak_rss_mb"] / small["peak_rss_mb"]
+    ratio = large["working_set_mb"] / small["working_set_mb"]
     growth = (large["peak_rss_mb"] - small["peak_rss_mb"]) / (large["chunks"] - small["chunks"]) * 10_000
-    result = {"documents": source, "runs": runs, "peak_ratio": ratio, "mb_per_10k_chunks": growth,
-              "target": f"peak({max(args.sizes)}) / peak({min(args.sizes)}) <= {BOUND}", "passed": ratio <= BOUND}
+    result = {"documents": source, "runs": runs, "working_set_ratio": ratio, "mb_per_10k_chunks": growth,
+              "target": f"working set at {max(args.sizes)} chunks / at {min(args.sizes)} <= {BOUND}",
+              "passed": ratio <= BOUND}
     lines = [f"# Reindex peak memory (one short document per chunk: {source})", "",
-             "| chunks | wall s | chunks/s | RSS before reindex MB | peak RSS MB |", "|---|---|---|---|---|"]
+             "| chunks | wall s | chunks/s | RSS with the model loaded MB | peak RSS MB | working set MB |",
+             "|---|---|---|---|---|---|"]
     lines += [f"| {r['chunks']} | {r['seconds']:.0f} | {r['chunks'] / r['seconds']:.0f} | {r['rss_before_mb']:.0f} | "
-              f"{r['peak_rss_mb']:.0f} |" for r in runs.values()]
-    lines += ["", f"Peak ratio {ratio:.2f} (target {result['target']}: {result['passed']}); "
+              f"{r['peak_rss_mb']:.0f} | {r['working_set_mb']:.0f} |" for r in runs.values()]
+    lines += ["", f"Working-set ratio {ratio:.2f} (target: {result['target']}: {result['passed']}); peak RSS grows "
               f"{growth:.0f} MB per 10k more chunks."]
     text = "\n".join(lines) + "\n"
     write_results(args.out, {"memory": result}, text, "memory")
