@@ -149,7 +149,8 @@ def main() -> None:
     c, e = results["dense_chroma_vs_exact"]["chroma"], results["dense_chroma_vs_exact"]["exact"]
     lines += ["", f"Dense through Chroma vs exact brute force: R@5 {c['recall_at_5']:.4f} vs {e['recall_at_5']:.4f}, "
               f"MRR@10 {c['mrr_at_10']:.4f} vs {e['mrr_at_10']:.4f}; stored vs re-encoded vectors differ by at most "
-              f"{embed_drift:.2e}.", f"Tuned on dev: {results['tuned']}. Indexing took {index_s:.0f} s.",
+              f"{embed_drift:.2e}.", f"Tuned on dev: {results['tuned']}. Indexing took {index_s:.0f} s"
+              f"{'' if build.built else ' (reused state: nothing to embed)'}.",
               f"Target for the configured hybrid: R@5 >= {TARGET_R5} and MRR@10 >= {TARGET_MRR}: "
               f"{results['target']['passed']}."]
     text = "\n".join(lines) + "\n"
