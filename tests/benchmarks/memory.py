@@ -91,8 +91,8 @@ def main() -> None:
     lines = [f"# Reindex peak memory (one short document per chunk: {source})", "",
              "| chunks | wall s | chunks/s | RSS with the model loaded MB | peak RSS MB | working set MB |",
              "|---|---|---|---|---|---|"]
-    lines += [f"| {r['chunks']:,.0f} | {r['seconds']:.0f} | {r['chunks'] / r['seconds']:.0f} | {r['rss_before_mb']:.0f} | "
-              f"{r['peak_rss_mb']:.0f} | {r['working_set_mb']:.0f} |" for r in runs.values()]
+    lines += [f"| {r['chunks']:,.0f} | {r['seconds']:.0f} | {r['chunks'] / r['seconds']:.0f} | "
+              f"{r['rss_before_mb']:.0f} | {r['peak_rss_mb']:.0f} | {r['working_set_mb']:.0f} |" for r in runs.values()]
     lines += ["", f"Working-set ratio {ratio:.2f} (target: {result['target']}: {result['passed']}); peak RSS grows "
               f"{growth:.0f} MB per 10k more chunks."]
     text = "\n".join(lines) + "\n"
