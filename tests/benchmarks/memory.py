@@ -95,9 +95,7 @@ def main() -> None:
               f"{r['rss_before_mb']:.0f} | {r['peak_rss_mb']:.0f} | {r['working_set_mb']:.0f} |" for r in runs.values()]
     lines += ["", f"Working-set ratio {ratio:.2f} (target: {result['target']}: {result['passed']}); peak RSS grows "
               f"{growth:.0f} MB per 10k more chunks."]
-    text = "\n".join(lines) + "\n"
-    write_results(args.out, {"memory": result}, text, "memory")
-    print(text)  # noqa: T201
+    write_results(args.out, {"memory": result}, lines, "memory")
 
 
 if __name__ == "__main__":

@@ -79,7 +79,7 @@ def main() -> None:
     exact = np.argsort(-(q_vectors @ matrix.T), axis=1)[:, :depth]
     exact_ids = [[stored["ids"][i] for i in row] for row in exact]
     sample = np.random.default_rng(0).choice(len(chunks), size=min(200, len(chunks)), replace=False)
-    re_encoded = embedder.embed_uncached([index_text(chunks[i], True) for i in sample])
+    re_encoded = embedder.embed_uncached([index_text(chunks[i], settings.chunking.title_prefix) for i in sample])
     by_id = dict(zip(stored["ids"], matrix, strict=True))
     embed_drift = float(np.max(np.abs(re_encoded - np.stack([by_id[chunks[i].id] for i in sample]))))
 
@@ -153,9 +153,7 @@ def main() -> None:
               f"{'' if build.built else ' (reused state: nothing to embed)'}.",
               f"Target for the configured hybrid: R@5 >= {TARGET_R5} and MRR@10 >= {TARGET_MRR}: "
               f"{results['target']['passed']}."]
-    text = "\n".join(lines) + "\n"
-    write_results(args.out, {"retrieval": results}, text, "retrieval")
-    print(text)  # noqa: T201
+    write_results(args.out, {"retrieval": results}, lines, "retrieval")
 
 
 if __name__ == "__main__":

@@ -210,15 +210,18 @@ def bench_eval_overhead(settings: Any, rounds: int) -> dict[str, Any]:
             "accuracy": report.metrics["accuracy"], "target": "<= 1.25", "passed": ratio <= 1.25}
 
 
-def write_results(out: Path, sections: dict[str, Any], markdown: str, part: str = "") -> None:
-    """Merge `sections` into <out>.json (keeping other benchmarks' sections) and write <out>[-part].md."""
+def write_results(out: Path, sections: dict[str, Any], lines: list[str], part: str = "") -> None:
+    """Merge `sections` into <out>.json (keeping other benchmarks' sections), write the markdown `lines` to
+    <out>[-part].md and print them."""
+    markdown = "\n".join(lines) + "\n"
     path = out.with_suffix(".json")
     merged = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     path.write_text(json.dumps({**merged, **sections}, indent=2), encoding="utf-8")
     (out.parent / f"{out.name}{'-' + part if part else ''}.md").write_text(markdown, encoding="utf-8")
+    print(markdown)  # noqa: T201 - a script's report
 
 
-def write_report(results: dict[str, Any], out: Path) -> str:
+def write_report(results: dict[str, Any], out: Path) -> None:
     e, o, i, lc = results["embedding"], results["eval_overhead"], results["incremental"], results["langchain"]
     lines = [
         f"# reasonloop benchmarks ({results['dataset']})", "",
@@ -239,9 +242,7 @@ def write_report(results: dict[str, Any], out: Path) -> str:
         + ", ".join(f"{k}: {v:.1f}" for k, v in results["batch_sizes"]["chunks_per_s"].items()),
         "", f"machine: {results['machine']}",
     ]
-    text = "\n".join(lines) + "\n"
-    write_results(out, results, text)
-    return text
+    write_results(out, results, lines)
 
 
 def main() -> None:
@@ -274,7 +275,7 @@ def main() -> None:
     results["incremental"] = bench_incremental(settings, results["embedding"]["reindex_flow_s"])
     results["langchain"] = bench_langchain(settings, results["embedding"]["reindex_flow_s"])
     results["eval_overhead"] = bench_eval_overhead(settings, args.rounds)
-    print(write_report(results, args.out))  # noqa: T201 - a script's report
+    write_report(results, args.out)
     shutil.rmtree(work, ignore_errors=True)
 
 
