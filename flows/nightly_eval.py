@@ -45,7 +45,7 @@ def nightly_eval(settings: Settings | None = None) -> FlowReport:
     pending = []
     for batch in batched(questions, settings.eval.batch_size):
         contexts = retrieve_chunks.submit(batch, index.retriever)
-        answers = answer_questions.submit(batch, contexts, model, prompt, price, settings.llm.max_concurrency)
+        answers = answer_questions.submit(batch, contexts, model, prompt, price, settings.llm.limits())
         verdicts = judge_answers.submit(batch, contexts, answers, judge)
         pending.append(collect_results.submit(batch, contexts, answers, verdicts))
     results = [r for future in pending for r in future.result()]

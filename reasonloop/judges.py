@@ -20,6 +20,7 @@ from reasonloop.metrics import exact_match, reference_recall, split_sentences, t
 from reasonloop.prompts import PromptTemplate, format_chunks
 from reasonloop.redact import redact
 from reasonloop.schemas import AnswerRecord, Question, RetrievedChunk, Verdict
+from reasonloop.settings import CallLimits
 
 
 @dataclass(frozen=True)
@@ -103,14 +104,14 @@ class LLMJudge:
     """LLM-as-judge with a versioned rubric prompt. An unparseable reply gets one repair request; if that
     fails too the verdict carries `judge_error` with the raw text (it is counted, never scored as 0)."""
 
-    def __init__(self, model: BaseChatModel, prompt: PromptTemplate, max_concurrency: int) -> None:
+    def __init__(self, model: BaseChatModel, prompt: PromptTemplate, limits: CallLimits) -> None:
         self.model = model
         self.prompt = prompt
-        self.max_concurrency = max_concurrency
+        self.limits = limits
         self.version = prompt.ref
 
     def judge(self, items: list[JudgeItem]) -> list[Verdict]:
-        return run_bounded([lambda item=item: self._judge_one(item) for item in items], self.max_concurrency,
+        return run_bounded([lambda item=item: self._judge_one(item) for item in items], self.limits,
                            endpoint_of(self.model))
 
     async def _judge_one(self, item: JudgeItem) -> Verdict:

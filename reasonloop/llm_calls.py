@@ -13,6 +13,8 @@ from typing import Any, TypeVar
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 
+from reasonloop.settings import CallLimits
+
 T = TypeVar("T")
 
 
@@ -49,24 +51,45 @@ def _shared_loop() -> asyncio.AbstractEventLoop:
         return _loop
 
 
+class Pacer:
+    """Spaces call starts evenly at `requests_per_minute` (no bursts, so a provider's per-minute quota is never
+    hit by a batch that starts all at once). Used only on the shared loop's thread: no lock needed."""
+
+    def __init__(self, requests_per_minute: float) -> None:
+        self.interval = 60.0 / requests_per_minute
+        self._next = 0.0
+
+    async def wait(self) -> None:
+        now = asyncio.get_running_loop().time()
+        slot = max(now, self._next)
+        self._next = slot + self.interval
+        if slot > now:
+            await asyncio.sleep(slot - now)
+
+
 _gates: dict[str, asyncio.Semaphore] = {}
+_pacers: dict[str, Pacer] = {}
 
 
 def endpoint_of(model: BaseChatModel) -> str:
-    """Which endpoint a model calls: the key its concurrency gate is shared under."""
+    """Which endpoint a model calls: the key its concurrency gate and pacer are shared under."""
     base = getattr(model, "openai_api_base", None) or ""
     return f"{model._llm_type}:{base}:{getattr(model, 'model_name', '')}"
 
 
-def run_bounded(jobs: Sequence[Callable[[], Awaitable[T]]], limit: int, endpoint: str) -> list[T]:
-    """Run async jobs with at most `limit` in flight per `endpoint` across the whole process (every batch task
-    shares the gate); results in input order. Jobs handle their own errors. Safe to call from many threads."""
+def run_bounded(jobs: Sequence[Callable[[], Awaitable[T]]], limits: CallLimits, endpoint: str) -> list[T]:
+    """Run async jobs within `limits` per `endpoint` across the whole process (every batch task shares the gate
+    and the pacer); results in input order. Jobs handle their own errors. Safe to call from many threads."""
 
     async def main() -> list[T]:
-        gate = _gates.setdefault(endpoint, asyncio.Semaphore(limit))  # only touched on the loop's thread
+        gate = _gates.setdefault(endpoint, asyncio.Semaphore(limits.max_concurrency))  # only on the loop's thread
+        pacer = _pacers.setdefault(endpoint, Pacer(limits.requests_per_minute)) if limits.requests_per_minute \
+            else None
 
         async def one(job: Callable[[], Awaitable[T]]) -> T:
             async with gate:
+                if pacer is not None:
+                    await pacer.wait()
                 return await job()
 
         return await asyncio.gather(*(one(job) for job in jobs))

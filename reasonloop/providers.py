@@ -55,7 +55,7 @@ def build_judge(settings: Settings, embedder: Embedder) -> Judge:
     cfg = settings.judge
     if cfg.provider == "openai":
         prompt = load_prompt(settings.prompts.dir, settings.prompts.judge)
-        return LLMJudge(build_openai_chat(cfg), prompt, cfg.max_concurrency)
+        return LLMJudge(build_openai_chat(cfg), prompt, cfg.limits())
     return HeuristicJudge(embedder, cfg.correctness_threshold, cfg.grounding_threshold)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -137,6 +138,14 @@ class QualityConfig(Section):
     datasets: dict[str, QualityDataset] = Field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class CallLimits:
+    """How hard one endpoint may be called: calls in flight, and call starts per minute (None: unpaced)."""
+
+    max_concurrency: int
+    requests_per_minute: float | None = None
+
+
 class EndpointConfig(Section):
     """An OpenAI-compatible endpoint (OpenAI, vLLM, Ollama, llama.cpp server)."""
 
@@ -149,6 +158,10 @@ class EndpointConfig(Section):
     timeout_s: float = Field(default=60.0, gt=0)
     max_retries: int = Field(default=2, ge=0)
     max_concurrency: int = Field(default=8, gt=0)
+    requests_per_minute: float | None = Field(default=None, gt=0, description="pace call starts; None: unpaced")
+
+    def limits(self) -> CallLimits:
+        return CallLimits(self.max_concurrency, self.requests_per_minute)
 
     def api_key(self) -> SecretStr | None:
         value = os.environ.get(self.api_key_env)

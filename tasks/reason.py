@@ -12,7 +12,7 @@ from reasonloop.llm_calls import call_chat, endpoint_of, extract_json, run_bound
 from reasonloop.prompts import PromptTemplate, format_chunks
 from reasonloop.redact import redact
 from reasonloop.schemas import AnswerRecord, ModelAnswer, Question, RetrievedChunk
-from reasonloop.settings import Price
+from reasonloop.settings import CallLimits, Price
 
 
 def cost_usd(tokens_in: int, tokens_out: int, price: Price) -> float:
@@ -39,9 +39,10 @@ async def answer_one(model: BaseChatModel, prompt: PromptTemplate, question: Que
 
 @task(name="answer-questions", cache_policy=NO_CACHE)
 def answer_questions(questions: list[Question], contexts: list[list[RetrievedChunk]], model: BaseChatModel,
-                     prompt: PromptTemplate, price: Price, max_concurrency: int) -> list[AnswerRecord]:
-    """One batch of questions, at most `max_concurrency` calls in flight (the client retries transient errors)."""
+                     prompt: PromptTemplate, price: Price, limits: CallLimits) -> list[AnswerRecord]:
+    """One batch of questions within the endpoint's call limits (the client retries transient errors, honouring
+    Retry-After on 429)."""
     records = run_bounded([lambda q=q, c=c: answer_one(model, prompt, q, c, price)
-                           for q, c in zip(questions, contexts, strict=True)], max_concurrency, endpoint_of(model))
+                           for q, c in zip(questions, contexts, strict=True)], limits, endpoint_of(model))
     progress.advance("answer questions", len(records))
     return records

@@ -11,12 +11,14 @@ from reasonloop.judges import HeuristicJudge, JudgeItem, LLMJudge
 from reasonloop.prompts import load_prompt
 from reasonloop.providers import build_openai_chat
 from reasonloop.schemas import AnswerRecord, Question, RetrievedChunk
-from reasonloop.settings import JudgeConfig, LLMConfig, Price, load_settings
+from reasonloop.settings import CallLimits, JudgeConfig, LLMConfig, Price, load_settings
 from tasks.reason import answer_questions, cost_usd
 
 from .support.openai_server import OpenAIServer, Reply, system_text, user_text
 
 PROMPTS = load_settings().prompts.dir
+FREE = Price(input_per_1m=0, output_per_1m=0)
+UNPACED = CallLimits(max_concurrency=4)
 COT = load_prompt(PROMPTS, "chain_of_thought")
 JUDGE = load_prompt(PROMPTS, "judge_answer")
 QUESTION = Question(id="q1", question="Which team won Super Bowl 50?", reference="Denver Broncos")
@@ -31,7 +33,7 @@ CONTEXT = [
 
 def test_extractive_model_quotes_and_cites_the_best_sentence(embedder) -> None:
     model = ExtractiveChatModel(embedder=embedder)
-    [record] = answer_questions.fn([QUESTION], [CONTEXT], model, COT, Price(input_per_1m=0, output_per_1m=0), 2)
+    [record] = answer_questions.fn([QUESTION], [CONTEXT], model, COT, FREE, UNPACED)
     assert record.error is None
     assert record.answer == "The Denver Broncos defeated the Carolina Panthers 24-10 to win Super Bowl 50."
     assert record.citations == ["sb::0::aa"]
@@ -42,8 +44,7 @@ def test_extractive_model_quotes_and_cites_the_best_sentence(embedder) -> None:
 
 
 def test_extractive_model_says_when_there_is_no_context(embedder) -> None:
-    [record] = answer_questions.fn([QUESTION], [[]], ExtractiveChatModel(embedder=embedder), COT,
-                                   Price(input_per_1m=0, output_per_1m=0), 1)
+    [record] = answer_questions.fn([QUESTION], [[]], ExtractiveChatModel(embedder=embedder), COT, FREE, UNPACED)
     assert record.answer == "The context does not contain the answer." and record.confidence == 0.0
 
 
@@ -75,7 +76,7 @@ def test_answer_task_over_http_records_usage_cost_and_failures() -> None:
     with OpenAIServer(responder) as server:
         model = build_openai_chat(LLMConfig(provider="openai", model="m", base_url=server.base_url, max_retries=0))
         price = Price(input_per_1m=2.0, output_per_1m=10.0)
-        ok, broken = answer_questions.fn(questions, [CONTEXT[:1], CONTEXT[1:]], model, COT, price, 4)
+        ok, broken = answer_questions.fn(questions, [CONTEXT[:1], CONTEXT[1:]], model, COT, price, CallLimits(4))
     assert len(server.calls) == 2
     assert server.calls[0]["messages"][0]["role"] == "system"
     assert ok.answer == "Denver Broncos" and ok.citations == ["sb::0::aa"] and ok.error is None
@@ -88,9 +89,38 @@ def test_answer_task_over_http_records_usage_cost_and_failures() -> None:
 def test_answer_task_records_http_errors_without_stopping_the_batch() -> None:
     with OpenAIServer(lambda r: Reply(status=500)) as server:
         model = build_openai_chat(LLMConfig(provider="openai", model="m", base_url=server.base_url, max_retries=1))
-        [record] = answer_questions.fn([QUESTION], [CONTEXT], model, COT, Price(input_per_1m=0, output_per_1m=0), 1)
+        [record] = answer_questions.fn([QUESTION], [CONTEXT], model, COT, FREE, CallLimits(1))
     assert record.error is not None and "Error code: 500" in record.error
     assert len(server.calls) == 2  # one try + one retry by the client
+
+
+def answer_over(server: OpenAIServer, n: int = 1, limits: CallLimits = UNPACED, **llm: float) -> list[AnswerRecord]:
+    model = build_openai_chat(LLMConfig(provider="openai", model="m", base_url=server.base_url, **llm))
+    questions = [QUESTION.model_copy(update={"id": f"q{i}"}) for i in range(n)]
+    return answer_questions.fn(questions, [CONTEXT] * n, model, COT, FREE, limits)
+
+
+def test_429_is_retried_after_the_servers_retry_after() -> None:
+    replies = iter([Reply(status=429, headers={"Retry-After": "1"}), Reply(content=_cot_reply("Denver", "sb::0::aa"))])
+    with OpenAIServer(lambda r: next(replies)) as server:
+        [record] = answer_over(server, max_retries=2)
+    assert len(server.calls) == 2 and record.error is None and record.answer == "Denver"
+    assert server.times[1] - server.times[0] >= 0.9  # waited as told, not the client's own ~0.5 s backoff
+
+
+def test_a_timed_out_call_is_retried_then_recorded_as_failed() -> None:
+    with OpenAIServer(lambda r: Reply(content=_cot_reply("late", "sb::0::aa"), delay_s=1.5)) as server:
+        [record] = answer_over(server, timeout_s=0.3, max_retries=1)
+    assert len(server.calls) == 2 and record.error is not None and "Timeout" in record.error
+
+
+def test_requests_per_minute_spaces_call_starts() -> None:
+    reply = Reply(content=_cot_reply("Denver", "sb::0::aa"))
+    with OpenAIServer(lambda r: reply) as server:
+        records = answer_over(server, n=5, limits=CallLimits(5, requests_per_minute=300), max_retries=0)
+    gaps = [b - a for a, b in zip(server.times, server.times[1:], strict=False)]
+    assert len(server.calls) == 5 and all(r.error is None for r in records)
+    assert min(gaps) >= 0.15 and server.times[-1] - server.times[0] >= 0.75  # one start per 0.2 s, no burst
 
 
 def test_llm_judge_parses_repairs_and_records_errors() -> None:
@@ -107,7 +137,8 @@ def test_llm_judge_parses_repairs_and_records_errors() -> None:
 
     items = [JudgeItem(QUESTION, AnswerRecord(question_id="q1", answer=key), CONTEXT) for key in replies]
     with OpenAIServer(responder) as server:
-        judge = LLMJudge(build_openai_chat(JudgeConfig(model="j", base_url=server.base_url, max_retries=0)), JUDGE, 2)
+        judge = LLMJudge(build_openai_chat(JudgeConfig(model="j", base_url=server.base_url, max_retries=0)), JUDGE,
+                         CallLimits(2))
         good, repaired, broken = judge.judge(items)
     assert len(server.calls) == 5  # 1 + 2 (one repair) + 2 (one repair, still broken)
     assert good.correct and good.correctness == 1.0 and good.grounded_fraction == 0.5

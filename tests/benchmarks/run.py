@@ -181,7 +181,7 @@ def plain_eval(settings: Any) -> Any:
     results = []
     for batch in batched(questions, settings.eval.batch_size):
         contexts = retrieve_chunks.fn(batch, index.retriever)
-        answers = answer_questions.fn(batch, contexts, model, prompt, price, settings.llm.max_concurrency)
+        answers = answer_questions.fn(batch, contexts, model, prompt, price, settings.llm.limits())
         verdicts = judge_answers.fn(batch, contexts, answers, judge)
         results += collect_results.fn(batch, contexts, answers, verdicts)
     summary = summarize_results.fn(results)

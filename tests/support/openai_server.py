@@ -48,6 +48,7 @@ class OpenAIServer:
         self.responder = responder
         self.calls: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
+        self.times: list[float] = []  # time.monotonic() at each request's arrival
         self._lock = threading.Lock()
         server = self
 
@@ -78,6 +79,7 @@ class OpenAIServer:
                 length = int(self.headers.get("Content-Length", 0))
                 request = json.loads(self.rfile.read(length) or b"{}")
                 with server._lock:
+                    server.times.append(time.monotonic())
                     server.calls.append(request)
                     server.headers.append(dict(self.headers))
                 if not self.path.rstrip("/").endswith("/chat/completions"):
