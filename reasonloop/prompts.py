@@ -18,6 +18,7 @@ from reasonloop.errors import PromptError
 from reasonloop.schemas import RetrievedChunk
 
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+LOCK_FILE = "VERSIONS.lock"  # "<name>@v<version> <sha256>" per line: a released version's text never changes
 
 
 class PromptTemplate(BaseModel):
@@ -80,7 +81,22 @@ def load_prompt(prompts_dir: Path, name: str) -> PromptTemplate:
         raise PromptError(f"{path}: {problems}") from None
     if prompt.name != name:
         raise PromptError(f"{path}: name '{prompt.name}' does not match the file name '{name}'")
+    locked = read_lock(prompts_dir).get(prompt.ref)
+    if locked is not None and locked != prompt.sha256:
+        raise PromptError(f"{path}: the text of {prompt.ref} changed (sha256 {prompt.sha256[:12]}, locked "
+                          f"{locked[:12]} in {LOCK_FILE}): bump `version` and add '{prompt.name}@v{prompt.version + 1} "
+                          "<sha256>' to the lock, so runs and cached answers never mix two texts under one version")
     return prompt
+
+
+def read_lock(prompts_dir: Path) -> dict[str, str]:
+    """Released prompt versions and their content hashes (empty when the folder has no lock file)."""
+    path = prompts_dir / LOCK_FILE
+    if not path.is_file():
+        return {}
+    entries = [line.split() for line in path.read_text(encoding="utf-8").splitlines()
+               if line.strip() and not line.startswith("#")]
+    return {ref: sha for ref, sha in entries}
 
 
 def format_chunks(chunks: list[RetrievedChunk]) -> str:

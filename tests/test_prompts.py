@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from reasonloop.errors import PromptError
-from reasonloop.prompts import PromptTemplate, format_chunks, load_prompt
+from reasonloop.prompts import LOCK_FILE, PromptTemplate, format_chunks, load_prompt, read_lock
 from reasonloop.schemas import RetrievedChunk
 from reasonloop.settings import load_settings
 
@@ -48,6 +48,25 @@ def test_hash_changes_with_text() -> None:
     changed = PromptTemplate.model_validate({**prompt.model_dump(), "system": prompt.system + " Be brief."})
     assert changed.sha256 != prompt.sha256
     assert prompt.ref == "chain_of_thought@v1"
+
+
+@pytest.mark.parametrize("path", sorted(PROMPTS.glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_released_version_is_locked_to_its_text(path: Path) -> None:
+    """Fails when a template's text changes without a version bump, or a new version is not locked."""
+    prompt = load_prompt(PROMPTS, path.stem)
+    assert read_lock(PROMPTS).get(prompt.ref) == prompt.sha256, \
+        f"add '{prompt.ref} {prompt.sha256}' to {PROMPTS / LOCK_FILE} (after bumping the version if the text changed)"
+
+
+def test_an_edited_text_under_a_released_version_is_refused(tmp_path: Path) -> None:
+    for name in ("chain_of_thought.yaml", LOCK_FILE):
+        (tmp_path / name).write_text((PROMPTS / name).read_text(encoding="utf-8"), encoding="utf-8")
+    source = tmp_path / "chain_of_thought.yaml"
+    source.write_text(source.read_text(encoding="utf-8").replace("template: |\n", "template: |\n  Be brief.\n", 1), encoding="utf-8")
+    with pytest.raises(PromptError, match=r"text of chain_of_thought@v1 changed.*bump `version`"):
+        load_prompt(tmp_path, "chain_of_thought")
+    source.write_text(source.read_text(encoding="utf-8").replace("version: 1", "version: 2", 1), encoding="utf-8")
+    assert load_prompt(tmp_path, "chain_of_thought").ref == "chain_of_thought@v2"  # a new version loads
 
 
 def test_retrieved_text_cannot_close_its_tag() -> None:
