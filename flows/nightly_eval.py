@@ -10,6 +10,7 @@ import time
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from reasonloop.answer_store import open_answer_store, run_identity
 from reasonloop.prompts import load_prompt
 from reasonloop.providers import build_chat_model, build_embedder, build_judge, open_serving_index
 from reasonloop.schemas import FlowReport, Question
@@ -41,11 +42,13 @@ def nightly_eval(settings: Settings | None = None) -> FlowReport:
     index = open_serving_index(settings, embedder)  # one version for the whole run
     model, judge = build_chat_model(settings, embedder), build_judge(settings, embedder)
     price = settings.price_of(settings.llm.model)
+    store = open_answer_store(settings.state_dir, settings.cache,
+                              run_identity(settings.config_hash(), questions, index.manifest.content_hash))
 
     pending = []
     for batch in batched(questions, settings.eval.batch_size):
         contexts = retrieve_chunks.submit(batch, index.retriever)
-        answers = answer_questions.submit(batch, contexts, model, prompt, price, settings.llm.limits())
+        answers = answer_questions.submit(batch, contexts, model, prompt, price, settings.llm.limits(), store)
         verdicts = judge_answers.submit(batch, contexts, answers, judge)
         pending.append(collect_results.submit(batch, contexts, answers, verdicts))
     results = [r for future in pending for r in future.result()]

@@ -116,6 +116,7 @@ class AnswerRecord(Record):
     cost_usd: float = 0.0
     raw_output: str = ""
     error: str | None = None
+    cache_hit: bool = Field(default=False, description="reused from the answer store: no call, no cost this run")
 
 
 class Verdict(Record):
@@ -157,6 +158,7 @@ class EvalSummary(Record):
     tokens_out: int = 0
     cost_usd: float = 0.0
     cost_per_query_usd: float | None = None
+    cache_hit_rate: float | None = None
 
 
 class RetrievalQuality(Record):

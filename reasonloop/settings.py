@@ -202,6 +202,15 @@ class PrefectConfig(Section):
     max_workers: int = Field(default=4, gt=0)
 
 
+class CacheConfig(Section):
+    """The reasoning cache: answers reused across runs when everything they depend on is unchanged. Off, answers
+    are still saved as they finish, and only a re-run of the same run (same config, questions, index) reuses
+    them: the checkpoint."""
+
+    enabled: bool = True
+    ttl_hours: float | None = Field(default=168.0, gt=0, description="None: never expire")
+
+
 class EvalConfig(Section):
     batch_size: int = Field(default=32, gt=0, description="questions per Prefect task run")
 
@@ -272,6 +281,7 @@ class Settings(BaseSettings):
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
     prefect: PrefectConfig = Field(default_factory=PrefectConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
 
     @classmethod
     def settings_customise_sources(

@@ -28,7 +28,7 @@ def summarize_results(results: list[QuestionResult]) -> EvalSummary:
     n_judge_errors = sum(1 for r in answered if r.verdict is not None and r.verdict.judge_error is not None)
     scorable = len(results) - n_judge_errors
     recalls = [r.recall_at_k for r in results if r.recall_at_k is not None]
-    latencies = [r.answer.latency_s for r in answered]
+    latencies = [r.answer.latency_s for r in answered if not r.answer.cache_hit]  # a reused answer took no call
     cost = sum(r.answer.cost_usd for r in results)
     return EvalSummary(
         n_questions=len(results),
@@ -44,6 +44,7 @@ def summarize_results(results: list[QuestionResult]) -> EvalSummary:
         tokens_out=sum(r.answer.tokens_out for r in results),
         cost_usd=cost,
         cost_per_query_usd=cost / len(results) if results else None,
+        cache_hit_rate=sum(r.answer.cache_hit for r in results) / len(results) if results else None,
     )
 
 
@@ -62,7 +63,7 @@ def results_table(results: list[QuestionResult]) -> pd.DataFrame:
             "token_f1": v.token_f1 if v else None, "grounded_fraction": v.grounded_fraction if v else None,
             "hallucinated": v.hallucinated if v else None, "judge_error": (v.judge_error or "") if v else "",
             "judge_reason": v.reason if v else "", "tokens_in": r.answer.tokens_in, "tokens_out": r.answer.tokens_out,
-            "latency_s": r.answer.latency_s, "cost_usd": r.answer.cost_usd,
+            "latency_s": r.answer.latency_s, "cost_usd": r.answer.cost_usd, "cache_hit": r.answer.cache_hit,
         })
     return pd.DataFrame(rows)
 
@@ -81,4 +82,5 @@ def summary_rows(summary: EvalSummary) -> dict[str, str]:
         "latency p50 / p95": f"{fmt(summary.latency_p50_s, '{:.3f}')} s / {fmt(summary.latency_p95_s, '{:.3f}')} s",
         "tokens in / out": f"{summary.tokens_in} / {summary.tokens_out}",
         "cost": f"${summary.cost_usd:.4f} (${fmt(summary.cost_per_query_usd, '{:.5f}')} per query)",
+        "answers reused (cache)": fmt(summary.cache_hit_rate, "{:.0%}"),
     }

@@ -127,9 +127,14 @@ def test_eval_through_an_openai_compatible_server(make_settings: Callable[..., S
                                  pricing={"test-model": {"input_per_1m": 1.0, "output_per_1m": 2.0}})
         reindex(settings)
         report = nightly_eval(settings)
+        n_first = len(server.calls)
+        again = nightly_eval(settings)
     n = len(questions)
     reasoning_calls = [c for c in server.calls if "strict evaluator" not in c["messages"][0]["content"]]
-    assert len(reasoning_calls) == n and len(server.calls) == 2 * n + 1  # + one repair request
+    assert len(reasoning_calls) == n and n_first == 2 * n + 1  # + one repair request
+    assert len(server.calls) == n_first + n + 1  # the repeat: answers all from the cache, the judge asked again
+    repeat = MlflowClient(settings.mlflow_tracking_uri).get_run(again.run_id).data.metrics
+    assert repeat["cache_hit_rate"] == 1.0 and repeat["cost_usd"] == 0.0
     run = MlflowClient(settings.mlflow_tracking_uri).get_run(report.run_id)
     m, params = run.data.metrics, run.data.params
     assert params["llm.provider"] == "openai" and params["judge.version"] == "judge_answer@v1"

@@ -62,7 +62,8 @@ def test_an_edited_text_under_a_released_version_is_refused(tmp_path: Path) -> N
     for name in ("chain_of_thought.yaml", LOCK_FILE):
         (tmp_path / name).write_text((PROMPTS / name).read_text(encoding="utf-8"), encoding="utf-8")
     source = tmp_path / "chain_of_thought.yaml"
-    source.write_text(source.read_text(encoding="utf-8").replace("template: |\n", "template: |\n  Be brief.\n", 1), encoding="utf-8")
+    edited = source.read_text(encoding="utf-8").replace("template: |\n", "template: |\n  Be brief.\n", 1)
+    source.write_text(edited, encoding="utf-8")
     with pytest.raises(PromptError, match=r"text of chain_of_thought@v1 changed.*bump `version`"):
         load_prompt(tmp_path, "chain_of_thought")
     source.write_text(source.read_text(encoding="utf-8").replace("version: 1", "version: 2", 1), encoding="utf-8")
