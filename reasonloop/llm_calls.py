@@ -6,7 +6,7 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -94,11 +94,16 @@ def run_bounded(jobs: Sequence[Callable[[], Awaitable[T]]], limits: CallLimits, 
 
         return await asyncio.gather(*(one(job) for job in jobs))
 
-    future = asyncio.run_coroutine_threadsafe(main(), _shared_loop())
+    return run_coroutine(main())
+
+
+def run_coroutine(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine on the process's shared event loop (where the async HTTP clients live) and wait."""
+    future = asyncio.run_coroutine_threadsafe(coroutine, _shared_loop())
     try:
         return future.result()
     finally:
-        future.cancel()  # no-op when done; stops the jobs when the caller is interrupted
+        future.cancel()  # no-op when done; stops the work when the caller is interrupted
 
 
 def extract_json(text: str) -> dict[str, Any]:

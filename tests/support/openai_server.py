@@ -121,3 +121,17 @@ def user_text(request: dict[str, Any]) -> str:
 
 def system_text(request: dict[str, Any]) -> str:
     return "\n".join(str(m.get("content", "")) for m in request.get("messages", []) if m.get("role") == "system")
+
+
+def serve_fixed(content: str, delay_s: float) -> None:
+    """Serve one fixed reply after a fixed delay until killed; prints the base URL (used by benchmarks, which run
+    the server in its own process so it does not share the client's GIL)."""
+    with OpenAIServer(lambda request: Reply(content=content, delay_s=delay_s)) as server:
+        print(server.base_url, flush=True)  # noqa: T201 - the parent reads it
+        threading.Event().wait()
+
+
+if __name__ == "__main__":
+    import sys
+
+    serve_fixed(sys.stdin.read(), float(sys.argv[1]))
