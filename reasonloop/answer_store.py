@@ -63,6 +63,7 @@ class AnswerStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with closing(sqlite3.connect(self.path, timeout=30)) as connection:
             connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=NORMAL")  # WAL: a power cut may lose the last answers, never corrupt
             connection.execute(SCHEMA)
             with connection:  # one transaction: committed on success, rolled back on error
                 yield connection

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from langchain_core.language_models import BaseChatModel
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -43,7 +45,7 @@ async def answer_and_keep(model: BaseChatModel, prompt: PromptTemplate, question
     """Answer, then save the answer at once unless it failed (failures are retried by the next run)."""
     record = await answer_one(model, prompt, question, context, price)
     if record.error is None:
-        store.put(key, record)
+        await asyncio.to_thread(store.put, key, record)  # off the event loop: other calls keep flowing
     return record
 
 
