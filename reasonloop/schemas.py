@@ -106,6 +106,8 @@ class AnswerRecord(Record):
     """One question's answer with its costs; `error` is set (and `answer` empty) when it failed."""
 
     question_id: str
+    model: str = ""
+    prompt: str = Field(default="", description="name@version of the template that produced it")
     answer: str = ""
     reasoning: ReasoningSteps = Field(default_factory=ReasoningSteps)
     citations: list[str] = Field(default_factory=list)

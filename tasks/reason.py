@@ -25,18 +25,20 @@ def cost_usd(tokens_in: int, tokens_out: int, price: Price) -> float:
 async def answer_one(model: BaseChatModel, prompt: PromptTemplate, question: Question,
                      context: list[RetrievedChunk], price: Price) -> AnswerRecord:
     """Never raises: a failed call or an unparseable reply becomes a record with `error` set."""
+    made_by = {"question_id": question.id, "model": str(model._identifying_params.get("model_name", "")),
+               "prompt": prompt.ref}
     try:
         messages = prompt.to_messages(question=question.question, context=format_chunks(context))
         call = await call_chat(model, messages)
     except Exception as exc:  # noqa: BLE001 - one failed question must not stop the batch
-        return AnswerRecord(question_id=question.id, error=redact(f"{type(exc).__name__}: {exc}"))
+        return AnswerRecord(**made_by, error=redact(f"{type(exc).__name__}: {exc}"))
     usage = {"tokens_in": call.tokens_in, "tokens_out": call.tokens_out, "latency_s": call.latency_s,
              "cost_usd": cost_usd(call.tokens_in, call.tokens_out, price), "raw_output": call.text}
     try:
         parsed = ModelAnswer.model_validate(extract_json(call.text))
     except (ValueError, ValidationError) as exc:
-        return AnswerRecord(question_id=question.id, error=f"unparseable answer: {exc}", **usage)
-    return AnswerRecord(question_id=question.id, answer=parsed.answer, reasoning=parsed.reasoning,
+        return AnswerRecord(**made_by, error=f"unparseable answer: {exc}", **usage)
+    return AnswerRecord(**made_by, answer=parsed.answer, reasoning=parsed.reasoning,
                         citations=parsed.citations, confidence=parsed.confidence, **usage)
 
 

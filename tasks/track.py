@@ -14,7 +14,7 @@ from prefect.cache_policies import NO_CACHE
 
 from reasonloop.embeddings import Embedder
 from reasonloop.index_versions import Manifest
-from reasonloop.prompts import PromptTemplate
+from reasonloop.prompts import PromptTemplate, format_chunks
 from reasonloop.redact import redact_url
 from reasonloop.schemas import EvalSummary, FlowReport, LoadedCorpus, QuestionResult, Reject, RetrievalQuality
 from reasonloop.settings import Settings, project_root
@@ -129,6 +129,19 @@ def publish_quarantine(rejects: list[Reject]) -> None:
                           table=quarantine_table(rejects).astype(str).to_dict(orient="records"))
 
 
+def trace(result: QuestionResult, prompt: PromptTemplate) -> dict[str, Any]:
+    """One question's audit record: the exact prompt the model saw (re-rendered: rendering is deterministic), what
+    retrieval returned with its scores, the raw reply, what was parsed from it, and the verdict."""
+    system, user = prompt.render(question=result.question.question, context=format_chunks(result.retrieved))
+    return {"question_id": result.question.id, "prompt": prompt.ref, "prompt_sha256": prompt.sha256,
+            "rendered": {"system": system, "user": user},
+            "retrieved": [c.model_dump(include={"chunk_id", "doc_id", "rank", "score", "dense_score", "bm25_score"})
+                          for c in result.retrieved],
+            "raw_output": result.answer.raw_output,
+            "parsed": result.answer.model_dump(exclude={"raw_output"}),
+            "verdict": result.verdict.model_dump() if result.verdict else None}
+
+
 @task(name="log-eval-run", cache_policy=NO_CACHE)
 def log_eval_run(settings: Settings, embedder: Embedder, prompt: PromptTemplate, judge_version: str,
                  index: Manifest, summary: EvalSummary, quality: list[RetrievalQuality],
@@ -158,6 +171,8 @@ def log_eval_run(settings: Settings, embedder: Embedder, prompt: PromptTemplate,
         with tempfile.TemporaryDirectory() as tmp:
             records = Path(tmp) / "results.jsonl"
             records.write_text("".join(r.model_dump_json() + "\n" for r in results), encoding="utf-8")
+            (Path(tmp) / "traces.jsonl").write_text("".join(json.dumps(trace(r, prompt)) + "\n" for r in results),
+                                                    encoding="utf-8")
             (Path(tmp) / "summary.json").write_text(json.dumps(summary.model_dump(), indent=2), encoding="utf-8")
             mlflow.log_artifacts(tmp, artifact_path="eval")
         mlflow.MlflowClient().link_prompt_version_to_run(run.info.run_id, registered)

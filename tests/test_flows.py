@@ -70,11 +70,23 @@ def test_reindex_then_eval_offline(make_settings: Callable[..., Settings]) -> No
     assert metrics["tokens_in"] == table["tokens_in"].sum() and metrics["cost_usd"] == 0.0
     records = Path(client.download_artifacts(report.run_id, "eval/results.jsonl")).read_text().splitlines()
     assert len(records) == len(questions) and json.loads(records[0])["retrieved"]
+    traces = [json.loads(line) for line in
+              Path(client.download_artifacts(report.run_id, "eval/traces.jsonl")).read_text().splitlines()]
+    first = traces[0]
+    question = next(q for q in questions if q["id"] == first["question_id"])
+    assert first["prompt"] == "chain_of_thought@v1" and question["question"] in first["rendered"]["user"]
+    assert all(f'<chunk id="{c["chunk_id"]}"' in first["rendered"]["user"] for c in first["retrieved"])
+    assert first["parsed"]["model"] == "extractive-minilm" and first["parsed"]["prompt"] == "chain_of_thought@v1"
+    assert first["raw_output"] and first["verdict"]["grounded_fraction"] is not None
+
+    assert metrics["cache_hit_rate"] == 0.0
 
     registered = mlflow.genai.load_prompt("prompts:/chain_of_thought/1")
     assert registered.tags["sha256"] and registered.tags["file_version"] == "1"
     again = nightly_eval(settings)  # same text: the registry version is reused, not duplicated
     assert client.get_run(again.run_id).data.params["prompt.reasoning.registry_uri"] == "prompts:/chain_of_thought/1"
+    repeat = client.get_run(again.run_id).data.metrics  # same config, questions and index: all answers reused
+    assert repeat["cache_hit_rate"] == 1.0 and repeat["accuracy"] == metrics["accuracy"]
 
 
 def test_reindex_mirrors_the_corpus(make_settings: Callable[..., Settings], tiny_data: tuple[Path, Path]) -> None:
