@@ -11,8 +11,7 @@ from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from reasonloop.answer_store import open_answer_store, run_identity
-from reasonloop.prompts import load_prompt
-from reasonloop.providers import build_chat_model, build_embedder, build_judge, open_serving_index
+from reasonloop.providers import build_embedder, build_judge, build_reasoner, open_serving_index
 from reasonloop.schemas import FlowReport, Question
 from reasonloop.settings import Settings, load_settings
 from tasks.aggregate import collect_results, summarize_results
@@ -37,25 +36,23 @@ def nightly_eval(settings: Settings | None = None) -> FlowReport:
     settings = settings or load_settings()
     started = time.perf_counter()
     questions = load_questions(settings.questions.path)
-    prompt = load_prompt(settings.prompts.dir, settings.prompts.reasoning)
     embedder = build_embedder(settings)
     index = open_serving_index(settings, embedder)  # one version for the whole run
-    model, judge = build_chat_model(settings, embedder), build_judge(settings, embedder)
-    price = settings.price_of(settings.llm.model)
+    reasoner, judge = build_reasoner(settings, embedder), build_judge(settings, embedder)
     store = open_answer_store(settings.state_dir, settings.cache,
                               run_identity(settings.config_hash(), questions, index.manifest.content_hash))
 
     pending = []
     for batch in batched(questions, settings.eval.batch_size):
         contexts = retrieve_chunks.submit(batch, index.retriever)
-        answers = answer_questions.submit(batch, contexts, model, prompt, price, settings.llm.limits(), store)
+        answers = answer_questions.submit(batch, contexts, reasoner, settings.llm.limits(), store)
         verdicts = judge_answers.submit(batch, contexts, answers, judge)
         pending.append(collect_results.submit(batch, contexts, answers, verdicts))
     results = [r for future in pending for r in future.result()]
 
     summary = summarize_results(results)
     quality = evaluate_retrieval({"eval": questions}, index.retriever)
-    report = log_eval_run(settings, embedder, prompt, judge.version, index.manifest, summary, quality, results,
+    report = log_eval_run(settings, embedder, reasoner, judge.version, index.manifest, summary, quality, results,
                           time.perf_counter() - started)
     publish_summary(report)
     return report

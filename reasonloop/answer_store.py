@@ -27,10 +27,11 @@ LOOKUP_BATCH = 500  # keys per query: SQLite's variable limit is 999 on old buil
 
 
 def answer_key(model: BaseChatModel, prompt: PromptTemplate, question: Question,
-               context: list[RetrievedChunk]) -> str:
-    """sha256 of the endpoint, the model's generation parameters, the prompt version and text hash, the question
-    and the retrieved chunk ids (content-derived, so a changed chunk is a different id)."""
-    identity = {"endpoint": endpoint_of(model), "params": model._identifying_params, "prompt": prompt.ref,
+               context: list[RetrievedChunk], strategy: str = "") -> str:
+    """sha256 of the endpoint, the model's generation parameters, the strategy, the prompt version and text hash,
+    the question and the retrieved chunk ids (content-derived, so a changed chunk is a different id)."""
+    identity = {"endpoint": endpoint_of(model), "params": model._identifying_params, "strategy": strategy,
+                "prompt": prompt.ref,
                 "prompt_sha256": prompt.sha256, "question": question.question,
                 "context": [c.chunk_id for c in context]}
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
@@ -44,7 +45,10 @@ def run_identity(config_hash: str, questions: list[Question], index_content_hash
     return digest.hexdigest()[:16]
 
 
-def open_answer_store(state_dir: Path, cfg: CacheConfig, run: str) -> AnswerStore:
+def open_answer_store(state_dir: Path, cfg: CacheConfig, run: str) -> AnswerStore | None:
+    """The cache (enabled), else the checkpoint (checkpoint), else nothing: every answer is asked afresh."""
+    if not cfg.enabled and not cfg.checkpoint:
+        return None
     return AnswerStore(state_dir / "reasoning" / "answers.sqlite", run, shared=cfg.enabled,
                        ttl_s=cfg.ttl_hours * 3600 if cfg.ttl_hours is not None else None)
 

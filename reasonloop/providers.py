@@ -15,9 +15,10 @@ from reasonloop.embeddings import Embedder, load_embedder
 from reasonloop.errors import ProviderError
 from reasonloop.index_versions import IndexStore, Manifest
 from reasonloop.judges import HeuristicJudge, Judge, LLMJudge
-from reasonloop.prompts import load_prompt
+from reasonloop.prompts import PromptTemplate, load_prompt
 from reasonloop.retrieval import ChunkRetriever
-from reasonloop.settings import EndpointConfig, Settings
+from reasonloop.settings import EndpointConfig, Settings, Strategy
+from reasonloop.strategies import Reasoner
 
 if TYPE_CHECKING:
     from chromadb.api.models.Collection import Collection
@@ -49,6 +50,19 @@ def build_chat_model(settings: Settings, embedder: Embedder) -> BaseChatModel:
 
     return ExtractiveChatModel(embedder=embedder, model_name=settings.llm.model,
                                max_sentences=settings.llm.max_sentences)
+
+
+def strategy_prompts(settings: Settings) -> dict[Strategy, PromptTemplate]:
+    """The prompt of each strategy (chain-of-thought also drives self-consistency's samples)."""
+    cot = load_prompt(settings.prompts.dir, settings.prompts.reasoning)
+    return {"direct": load_prompt(settings.prompts.dir, settings.prompts.direct), "chain_of_thought": cot,
+            "self_consistency": cot}
+
+
+def build_reasoner(settings: Settings, embedder: Embedder) -> Reasoner:
+    """The model, the prompt of each strategy, the strategy config and the model's price."""
+    return Reasoner(build_chat_model(settings, embedder), strategy_prompts(settings), settings.reasoning,
+                    settings.price_of(settings.llm.model))
 
 
 def build_judge(settings: Settings, embedder: Embedder) -> Judge:

@@ -119,6 +119,10 @@ class AnswerRecord(Record):
     raw_output: str = ""
     error: str | None = None
     cache_hit: bool = Field(default=False, description="reused from the answer store: no call, no cost this run")
+    strategy: str = "chain_of_thought"
+    route: str | None = Field(default=None, description="adaptive depth: simple | moderate | complex")
+    complexity: float | None = None
+    samples: list[str] = Field(default_factory=list, description="self-consistency: every sample's answer")
 
 
 class Verdict(Record):

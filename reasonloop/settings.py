@@ -184,6 +184,7 @@ class JudgeConfig(EndpointConfig):
 class PromptsConfig(Section):
     dir: Path = Path("configs/prompts")
     reasoning: str = "chain_of_thought"
+    direct: str = "direct_answer"
     judge: str = "judge_answer"
 
 
@@ -202,6 +203,36 @@ class PrefectConfig(Section):
     max_workers: int = Field(default=4, gt=0)
 
 
+Strategy = Literal["direct", "chain_of_thought", "self_consistency"]
+Route = Literal["simple", "moderate", "complex"]
+
+
+class SelfConsistencyConfig(Section):
+    samples: int = Field(default=5, ge=2, le=20)
+    temperature: float = Field(default=0.7, ge=0.0, le=2.0)
+
+
+class ReasoningConfig(Section):
+    """Which strategy answers a question: one for the run, or `adaptive` (a complexity score routes each question
+    to the strategy of its route). A question's `metadata.strategy` overrides both."""
+
+    strategy: Literal["adaptive", "direct", "chain_of_thought", "self_consistency"] = "chain_of_thought"
+    routes: dict[Route, Strategy] = Field(default_factory=lambda: {
+        "simple": "direct", "moderate": "chain_of_thought", "complex": "self_consistency"})
+    simple_below: float = Field(default=0.35, ge=0.0, le=1.0, description="complexity under this: simple")
+    complex_from: float = Field(default=0.65, ge=0.0, le=1.0, description="complexity from this: complex")
+    self_consistency: SelfConsistencyConfig = Field(default_factory=SelfConsistencyConfig)
+
+    @model_validator(mode="after")
+    def _ordered_thresholds(self) -> ReasoningConfig:
+        if self.simple_below > self.complex_from:
+            raise ValueError(f"simple_below ({self.simple_below}) must not exceed complex_from ({self.complex_from})")
+        missing = {"simple", "moderate", "complex"} - self.routes.keys()
+        if missing:
+            raise ValueError(f"routes needs a strategy for {sorted(missing)}")
+        return self
+
+
 class CacheConfig(Section):
     """The reasoning cache: answers reused across runs when everything they depend on is unchanged. Off, answers
     are still saved as they finish, and only a re-run of the same run (same config, questions, index) reuses
@@ -209,6 +240,7 @@ class CacheConfig(Section):
 
     enabled: bool = True
     ttl_hours: float | None = Field(default=168.0, gt=0, description="None: never expire")
+    checkpoint: bool = Field(default=True, description="with the cache off, still resume a re-run of the same run")
 
 
 class EvalConfig(Section):
@@ -282,6 +314,7 @@ class Settings(BaseSettings):
     prefect: PrefectConfig = Field(default_factory=PrefectConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
+    reasoning: ReasoningConfig = Field(default_factory=ReasoningConfig)
 
     @classmethod
     def settings_customise_sources(

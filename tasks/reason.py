@@ -16,6 +16,7 @@ from reasonloop.prompts import PromptTemplate, format_chunks
 from reasonloop.redact import redact
 from reasonloop.schemas import AnswerRecord, ModelAnswer, Question, RetrievedChunk
 from reasonloop.settings import CallLimits, Price
+from reasonloop.strategies import Reasoner, combine
 
 
 def cost_usd(tokens_in: int, tokens_out: int, price: Price) -> float:
@@ -42,36 +43,34 @@ async def answer_one(model: BaseChatModel, prompt: PromptTemplate, question: Que
                         citations=parsed.citations, confidence=parsed.confidence, **usage)
 
 
-async def answer_and_keep(model: BaseChatModel, prompt: PromptTemplate, question: Question,
-                          context: list[RetrievedChunk], price: Price, store: AnswerStore, key: str) -> AnswerRecord:
-    """Answer, then save the answer at once unless it failed (failures are retried by the next run)."""
-    record = await answer_one(model, prompt, question, context, price)
-    if record.error is None:
-        await asyncio.to_thread(store.put, key, record)  # off the event loop: other calls keep flowing
-    return record
-
-
 @task(name="answer-questions", cache_policy=NO_CACHE)
-def answer_questions(questions: list[Question], contexts: list[list[RetrievedChunk]], model: BaseChatModel,
-                     prompt: PromptTemplate, price: Price, limits: CallLimits,
-                     store: AnswerStore | None = None) -> list[AnswerRecord]:
-    """One batch of questions within the endpoint's call limits (the client retries transient errors, honouring
-    Retry-After on 429). With a store, stored answers are reused (no call, no cost) and new ones saved as they
-    finish."""
-    pairs = list(zip(questions, contexts, strict=True))
-    if store is None:
-        records = run_bounded([lambda q=q, c=c: answer_one(model, prompt, q, c, price) for q, c in pairs], limits,
-                              endpoint_of(model))
-    else:
-        keys = [answer_key(model, prompt, q, c) for q, c in pairs]
-        stored = store.get_many(keys)
-        todo = [(key, q, c) for key, (q, c) in zip(keys, pairs, strict=True) if key not in stored]
-        fresh = dict(zip([key for key, _, _ in todo], run_bounded(
-            [lambda k=k, q=q, c=c: answer_and_keep(model, prompt, q, c, price, store, k) for k, q, c in todo],
-            limits, endpoint_of(model)), strict=True))
-        reused = {key: record.model_copy(update={"cache_hit": True, "tokens_in": 0, "tokens_out": 0,
-                                                 "latency_s": 0.0, "cost_usd": 0.0})
-                  for key, record in stored.items()}
-        records = [fresh[key] if key in fresh else reused[key] for key in keys]
+def answer_questions(questions: list[Question], contexts: list[list[RetrievedChunk]], reasoner: Reasoner,
+                     limits: CallLimits, store: AnswerStore | None = None) -> list[AnswerRecord]:
+    """One batch of questions, each by its planned strategy; every model call (self-consistency makes several per
+    question) goes through the endpoint's limits, and the client retries transient errors (honouring Retry-After
+    on 429). With a store, stored answers are reused (no call, no cost) and a question's answer is saved the
+    moment its last call finishes."""
+    plans = [reasoner.plan(q, c) for q, c in zip(questions, contexts, strict=True)]
+    keys = [answer_key(p.model, p.prompt, q, c, p.identity) for p, q, c in zip(plans, questions, contexts,
+                                                                                strict=True)]
+    stored = store.get_many(keys) if store is not None else {}
+    todo = [i for i, key in enumerate(keys) if key not in stored]
+    samples: dict[int, list[AnswerRecord]] = {i: [] for i in todo}
+    done: dict[int, AnswerRecord] = {}
+
+    async def sample(i: int) -> None:
+        record = await answer_one(plans[i].model, plans[i].prompt, questions[i], contexts[i], reasoner.price)
+        samples[i].append(record)  # the shared loop runs one coroutine at a time: no lock needed
+        if len(samples[i]) == plans[i].calls:
+            done[i] = combine(plans[i], samples[i])
+            if store is not None and done[i].error is None:
+                await asyncio.to_thread(store.put, keys[i], done[i])  # off the loop: other calls keep flowing
+
+    calls = [lambda i=i: sample(i) for i in todo for _ in range(plans[i].calls)]
+    run_bounded(calls, limits, endpoint_of(reasoner.model))
+    reused = {key: record.model_copy(update={"cache_hit": True, "tokens_in": 0, "tokens_out": 0, "latency_s": 0.0,
+                                             "cost_usd": 0.0})
+              for key, record in stored.items()}
+    records = [done[i] if i in done else reused[key] for i, key in enumerate(keys)]
     progress.advance("answer questions", len(records))
     return records

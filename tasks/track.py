@@ -18,6 +18,7 @@ from reasonloop.prompts import PromptTemplate, format_chunks
 from reasonloop.redact import redact_url
 from reasonloop.schemas import EvalSummary, FlowReport, LoadedCorpus, QuestionResult, Reject, RetrievalQuality
 from reasonloop.settings import Settings, project_root
+from reasonloop.strategies import Reasoner
 from reasonloop.tracking import ensure_experiment, git_commit, register_prompt
 from tasks.aggregate import results_table, summary_rows
 from tasks.index import IndexBuild
@@ -129,12 +130,16 @@ def publish_quarantine(rejects: list[Reject]) -> None:
                           table=quarantine_table(rejects).astype(str).to_dict(orient="records"))
 
 
-def trace(result: QuestionResult, prompt: PromptTemplate) -> dict[str, Any]:
+def trace(result: QuestionResult, prompts: dict[str, PromptTemplate]) -> dict[str, Any]:
     """One question's audit record: the exact prompt the model saw (re-rendered: rendering is deterministic), what
     retrieval returned with its scores, the raw reply, what was parsed from it, and the verdict."""
-    system, user = prompt.render(question=result.question.question, context=format_chunks(result.retrieved))
-    return {"question_id": result.question.id, "prompt": prompt.ref, "prompt_sha256": prompt.sha256,
-            "rendered": {"system": system, "user": user},
+    prompt = prompts.get(result.answer.prompt)  # absent for answers cached before prompts were recorded
+    rendered = dict(zip(["system", "user"], prompt.render(question=result.question.question,
+                                                          context=format_chunks(result.retrieved)), strict=True)) \
+        if prompt else None
+    return {"question_id": result.question.id, "prompt": result.answer.prompt,
+            "prompt_sha256": prompt.sha256 if prompt else None, "rendered": rendered,
+            "strategy": result.answer.strategy, "route": result.answer.route, "complexity": result.answer.complexity,
             "retrieved": [c.model_dump(include={"chunk_id", "doc_id", "rank", "score", "dense_score", "bm25_score"})
                           for c in result.retrieved],
             "raw_output": result.answer.raw_output,
@@ -143,7 +148,7 @@ def trace(result: QuestionResult, prompt: PromptTemplate) -> dict[str, Any]:
 
 
 @task(name="log-eval-run", cache_policy=NO_CACHE)
-def log_eval_run(settings: Settings, embedder: Embedder, prompt: PromptTemplate, judge_version: str,
+def log_eval_run(settings: Settings, embedder: Embedder, reasoner: Reasoner, judge_version: str,
                  index: Manifest, summary: EvalSummary, quality: list[RetrievalQuality],
                  results: list[QuestionResult], duration_s: float) -> FlowReport:
     """One MLflow run: params (providers, prompt name@version, retriever, config hash, commit), metrics in one
@@ -151,7 +156,9 @@ def log_eval_run(settings: Settings, embedder: Embedder, prompt: PromptTemplate,
     import mlflow
 
     experiment_id = ensure_experiment(settings, "nightly-eval")
-    registered = register_prompt(prompt)
+    prompts = {p.ref: p for p in reasoner.prompts.values()}
+    registered = {ref: register_prompt(p) for ref, p in prompts.items()}
+    prompt = reasoner.prompts["chain_of_thought"]
     metrics = {**_numeric(summary.model_dump()), **quality_metrics(quality), "duration_s": duration_s}
     params = {
         **common_params(settings, embedder), **index_params(index),
@@ -159,7 +166,11 @@ def log_eval_run(settings: Settings, embedder: Embedder, prompt: PromptTemplate,
         "llm.base_url": redact_url(settings.llm.base_url), "llm.temperature": settings.llm.temperature,
         "judge.provider": settings.judge.provider, "judge.model": settings.judge.model, "judge.version": judge_version,
         "prompt.reasoning": prompt.ref, "prompt.reasoning.sha256": prompt.sha256,
-        "prompt.reasoning.registry_uri": f"prompts:/{registered.name}/{registered.version}",
+        "prompt.reasoning.registry_uri": f"prompts:/{registered[prompt.ref].name}/{registered[prompt.ref].version}",
+        "prompt.direct": reasoner.prompts["direct"].ref, "reasoning.strategy": reasoner.config.strategy,
+        "reasoning.routes": json.dumps(reasoner.config.routes, sort_keys=True),
+        "reasoning.thresholds": f"simple<{reasoner.config.simple_below}, complex>={reasoner.config.complex_from}",
+        "reasoning.self_consistency": reasoner.config.self_consistency.model_dump_json(),
         **retrieval_params(settings), "questions.path": settings.public_dict()["questions"]["path"],
         "questions.count": len(results),
     }
@@ -171,11 +182,12 @@ def log_eval_run(settings: Settings, embedder: Embedder, prompt: PromptTemplate,
         with tempfile.TemporaryDirectory() as tmp:
             records = Path(tmp) / "results.jsonl"
             records.write_text("".join(r.model_dump_json() + "\n" for r in results), encoding="utf-8")
-            (Path(tmp) / "traces.jsonl").write_text("".join(json.dumps(trace(r, prompt)) + "\n" for r in results),
+            (Path(tmp) / "traces.jsonl").write_text("".join(json.dumps(trace(r, prompts)) + "\n" for r in results),
                                                     encoding="utf-8")
             (Path(tmp) / "summary.json").write_text(json.dumps(summary.model_dump(), indent=2), encoding="utf-8")
             mlflow.log_artifacts(tmp, artifact_path="eval")
-        mlflow.MlflowClient().link_prompt_version_to_run(run.info.run_id, registered)
+        for version in registered.values():
+            mlflow.MlflowClient().link_prompt_version_to_run(run.info.run_id, version)
     return FlowReport(flow="nightly-eval", run_id=run.info.run_id, experiment_id=experiment_id,
                       tracking_uri=settings.mlflow_tracking_uri, metrics=metrics,
                       rows={**summary_rows(summary), "index version": index.ref})

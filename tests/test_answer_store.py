@@ -15,6 +15,7 @@ from reasonloop.schemas import Question, RetrievedChunk
 from reasonloop.settings import CallLimits, LLMConfig, Price, load_settings
 from tasks.reason import answer_questions
 
+from .conftest import make_reasoner
 from .support.openai_server import OpenAIServer, Reply, user_text
 
 COT = load_prompt(load_settings().prompts.dir, "chain_of_thought")
@@ -28,7 +29,8 @@ ANSWER = json.dumps({"reasoning": {"problem": "p", "context": "c", "steps": ["s"
 def run(server: OpenAIServer, store: AnswerStore | None, questions: list[Question] = QUESTIONS,
         context: list[RetrievedChunk] | None = None) -> list:  # type: ignore[type-arg]
     model = build_openai_chat(LLMConfig(provider="openai", model="m", base_url=server.base_url, max_retries=0))
-    return answer_questions.fn(questions, [context or [CHUNK]] * len(questions), model, COT, FREE, LIMITS, store)
+    return answer_questions.fn(questions, [context or [CHUNK]] * len(questions), make_reasoner(model, FREE), LIMITS,
+                              store)
 
 
 def test_the_cache_answers_a_repeat_without_calls_or_cost(tmp_path: Path) -> None:
@@ -87,7 +89,8 @@ def test_answers_are_saved_as_they_finish_not_at_the_end(tmp_path: Path) -> None
         batch = threading.Thread(target=run, args=(server, store))
         batch.start()
         model = build_openai_chat(LLMConfig(provider="openai", model="m", base_url=server.base_url, max_retries=0))
-        keys = [answer_key(model, COT, q, [CHUNK]) for q in QUESTIONS]
+        plan = make_reasoner(model).plan
+        keys = [answer_key(model, COT, q, [CHUNK], plan(q, [CHUNK]).identity) for q in QUESTIONS]
         deadline = time.monotonic() + 2.5
         while len(store.get_many(keys)) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -42,9 +42,10 @@ def main() -> None:
     from reasonloop.answer_store import AnswerStore
     from reasonloop.llm_calls import run_coroutine
     from reasonloop.prompts import format_chunks, load_prompt
-    from reasonloop.providers import build_openai_chat
+    from reasonloop.providers import build_openai_chat, strategy_prompts
     from reasonloop.schemas import Question, RetrievedChunk
     from reasonloop.settings import CallLimits, LLMConfig, Price, load_settings
+    from reasonloop.strategies import Reasoner
     from tasks.reason import answer_questions
 
     server = subprocess.Popen([sys.executable, "-m", "tests.support.openai_server", str(LATENCY_S)], cwd=ROOT,
@@ -66,8 +67,11 @@ def main() -> None:
         models = {c: build_openai_chat(LLMConfig(provider="openai", model=f"m{c}", base_url=base_url, max_retries=2))
                   for c in (8, 32)}  # one endpoint key per concurrency: its gate is created with that limit
 
+        settings = load_settings()
+        reasoners = {c: Reasoner(m, strategy_prompts(settings), settings.reasoning, price) for c, m in models.items()}
+
         def ours(concurrency: int, store: AnswerStore | None = None) -> float:
-            return timed(lambda: answer_questions.fn(questions, contexts, models[concurrency], prompt, price,
+            return timed(lambda: answer_questions.fn(questions, contexts, reasoners[concurrency],
                                                      CallLimits(concurrency), store))
 
         def langchain(concurrency: int) -> float:

@@ -162,8 +162,7 @@ def bench_langchain(settings: Any, flow_s: float) -> dict[str, Any]:
 def plain_eval(settings: Any) -> Any:
     """The nightly eval's functions called directly, in the same batches, without Prefect."""
     from flows.nightly_eval import batched
-    from reasonloop.prompts import load_prompt
-    from reasonloop.providers import build_chat_model, build_embedder, build_judge, open_serving_index
+    from reasonloop.providers import build_embedder, build_judge, build_reasoner, open_serving_index
     from tasks.aggregate import collect_results, summarize_results
     from tasks.judge import judge_answers
     from tasks.load import load_questions
@@ -173,20 +172,18 @@ def plain_eval(settings: Any) -> Any:
 
     started = time.perf_counter()
     questions = load_questions.fn(settings.questions.path)
-    prompt = load_prompt(settings.prompts.dir, settings.prompts.reasoning)
     embedder = build_embedder(settings)
     index = open_serving_index(settings, embedder)
-    model, judge = build_chat_model(settings, embedder), build_judge(settings, embedder)
-    price = settings.price_of(settings.llm.model)
+    reasoner, judge = build_reasoner(settings, embedder), build_judge(settings, embedder)
     results = []
     for batch in batched(questions, settings.eval.batch_size):
         contexts = retrieve_chunks.fn(batch, index.retriever)
-        answers = answer_questions.fn(batch, contexts, model, prompt, price, settings.llm.limits())
+        answers = answer_questions.fn(batch, contexts, reasoner, settings.llm.limits())
         verdicts = judge_answers.fn(batch, contexts, answers, judge)
         results += collect_results.fn(batch, contexts, answers, verdicts)
     summary = summarize_results.fn(results)
     quality = evaluate_retrieval.fn({"eval": questions}, index.retriever)
-    return log_eval_run.fn(settings, embedder, prompt, judge.version, index.manifest, summary, quality, results,
+    return log_eval_run.fn(settings, embedder, reasoner, judge.version, index.manifest, summary, quality, results,
                            time.perf_counter() - started)
 
 
@@ -258,7 +255,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="reasonloop-bench-"))
     corpus_dir, questions, dataset = write_dataset(work, args.paragraphs, args.questions)
     settings = load_settings(state_dir=work / "state", corpus={"path": corpus_dir}, questions={"path": questions},
-                             quality={"datasets": {"squad_sample": {"questions": questions}}})
+                             quality={"datasets": {"squad_sample": {"questions": questions}}},
+                             cache={"enabled": False, "checkpoint": False})  # every eval round asks afresh
     apply_environment(settings)
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
 
