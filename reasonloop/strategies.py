@@ -32,7 +32,7 @@ def complexity(question: Question, context: list[RetrievedChunk]) -> float:
     margin = dense[0] - dense[1] if len(dense) > 1 else 0.0
     weak = min(1.0, max(0.0, 1.0 - top))
     ambiguous = 1.0 - min(1.0, max(0.0, margin) / 0.1)
-    score = 0.3 * min(1.0, words / 25) + 0.3 * min(1.0, cues / 2) + 0.25 * weak + 0.15 * ambiguous
+    score = 0.35 * min(1.0, words / 25) + 0.35 * min(1.0, cues / 2) + 0.2 * weak + 0.1 * ambiguous
     return round(score, 4)
 
 

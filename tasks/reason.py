@@ -55,18 +55,18 @@ def answer_questions(questions: list[Question], contexts: list[list[RetrievedChu
                                                                                 strict=True)]
     stored = store.get_many(keys) if store is not None else {}
     todo = [i for i, key in enumerate(keys) if key not in stored]
-    samples: dict[int, list[AnswerRecord]] = {i: [] for i in todo}
+    samples: dict[int, list[AnswerRecord | None]] = {i: [None] * plans[i].calls for i in todo}
     done: dict[int, AnswerRecord] = {}
 
-    async def sample(i: int) -> None:
+    async def sample(i: int, k: int) -> None:
         record = await answer_one(plans[i].model, plans[i].prompt, questions[i], contexts[i], reasoner.price)
-        samples[i].append(record)  # the shared loop runs one coroutine at a time: no lock needed
-        if len(samples[i]) == plans[i].calls:
-            done[i] = combine(plans[i], samples[i])
+        samples[i][k] = record  # the shared loop runs one coroutine at a time: no lock needed
+        if all(s is not None for s in samples[i]):
+            done[i] = combine(plans[i], [s for s in samples[i] if s is not None])
             if store is not None and done[i].error is None:
                 await asyncio.to_thread(store.put, keys[i], done[i])  # off the loop: other calls keep flowing
 
-    calls = [lambda i=i: sample(i) for i in todo for _ in range(plans[i].calls)]
+    calls = [lambda i=i, k=k: sample(i, k) for i in todo for k in range(plans[i].calls)]
     run_bounded(calls, limits, endpoint_of(reasoner.model))
     reused = {key: record.model_copy(update={"cache_hit": True, "tokens_in": 0, "tokens_out": 0, "latency_s": 0.0,
                                              "cost_usd": 0.0})
