@@ -50,7 +50,7 @@ def nightly_eval(settings: Settings | None = None) -> FlowReport:
         pending.append(collect_results.submit(batch, contexts, answers, verdicts))
     results = [r for future in pending for r in future.result()]
 
-    summary = summarize_results(results)
+    summary = summarize_results(results, settings.reasoning.complex_calls())
     quality = evaluate_retrieval({"eval": questions}, index.retriever)
     report = log_eval_run(settings, embedder, reasoner, judge.version, index.manifest, summary, quality, results,
                           time.perf_counter() - started)

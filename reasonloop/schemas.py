@@ -165,6 +165,11 @@ class EvalSummary(Record):
     cost_usd: float = 0.0
     cost_per_query_usd: float | None = None
     cache_hit_rate: float | None = None
+    route_simple: int | None = None  # adaptive depth only, like the savings below
+    route_moderate: int | None = None
+    route_complex: int | None = None
+    tokens_saved_vs_complex: int | None = None
+    cost_saved_vs_complex_usd: float | None = None
 
 
 class RetrievalQuality(Record):

@@ -223,6 +223,12 @@ class ReasoningConfig(Section):
     complex_from: float = Field(default=0.65, ge=0.0, le=1.0, description="complexity from this: complex")
     self_consistency: SelfConsistencyConfig = Field(default_factory=SelfConsistencyConfig)
 
+    def complex_calls(self) -> int | None:
+        """Calls per question on the COMPLEX route, when routing is adaptive (the baseline of the savings)."""
+        if self.strategy != "adaptive":
+            return None
+        return self.self_consistency.samples if self.routes["complex"] == "self_consistency" else 1
+
     @model_validator(mode="after")
     def _ordered_thresholds(self) -> ReasoningConfig:
         if self.simple_below > self.complex_from:

@@ -21,8 +21,27 @@ def collect_results(questions: list[Question], contexts: list[list[RetrievedChun
             for q, c, a, v in zip(questions, contexts, answers, verdicts, strict=True)]
 
 
+def savings_vs_complex(results: list[QuestionResult], complex_calls: int) -> tuple[int, float]:
+    """(tokens, USD) this run saved against answering every question by the COMPLEX route, which makes
+    `complex_calls` calls like the chain-of-thought ones made here (estimated from their mean; the run's mean call
+    when it made none). Reused answers count as neither."""
+    fresh = [r.answer for r in results if not r.answer.cache_hit and r.answer.tokens_in + r.answer.tokens_out]
+    if not fresh:
+        return 0, 0.0
+    reasoned = [a for a in fresh if a.strategy != "direct"] or fresh
+    calls = sum(max(1, len(a.samples)) for a in reasoned)
+    per_call_tokens = sum(a.tokens_in + a.tokens_out for a in reasoned) / calls
+    per_call_cost = sum(a.cost_usd for a in reasoned) / calls
+    tokens = sum(a.tokens_in + a.tokens_out for a in fresh)
+    cost = sum(a.cost_usd for a in fresh)
+    return round(len(fresh) * complex_calls * per_call_tokens - tokens), \
+        len(fresh) * complex_calls * per_call_cost - cost
+
+
 @task(name="summarize-results")
-def summarize_results(results: list[QuestionResult]) -> EvalSummary:
+def summarize_results(results: list[QuestionResult], complex_calls: int | None = None) -> EvalSummary:
+    """The run's aggregates; with `complex_calls` (adaptive depth), also the routes taken and the tokens and cost
+    saved against always-COMPLEX."""
     answered = [r for r in results if r.answer.error is None]
     judged = [r.verdict for r in answered if r.verdict is not None and r.verdict.judge_error is None]
     n_judge_errors = sum(1 for r in answered if r.verdict is not None and r.verdict.judge_error is not None)
@@ -45,7 +64,16 @@ def summarize_results(results: list[QuestionResult]) -> EvalSummary:
         cost_usd=cost,
         cost_per_query_usd=cost / len(results) if results else None,
         cache_hit_rate=sum(r.answer.cache_hit for r in results) / len(results) if results else None,
+        **(adaptive_fields(results, complex_calls) if complex_calls else {}),
     )
+
+
+def adaptive_fields(results: list[QuestionResult], complex_calls: int) -> dict[str, float]:
+    tokens, cost = savings_vs_complex(results, complex_calls)
+    routes = [r.answer.route for r in results]
+    return {"route_simple": routes.count("simple"), "route_moderate": routes.count("moderate"),
+            "route_complex": routes.count("complex"), "tokens_saved_vs_complex": tokens,
+            "cost_saved_vs_complex_usd": cost}
 
 
 def results_table(results: list[QuestionResult]) -> pd.DataFrame:
@@ -83,4 +111,8 @@ def summary_rows(summary: EvalSummary) -> dict[str, str]:
         "tokens in / out": f"{summary.tokens_in} / {summary.tokens_out}",
         "cost": f"${summary.cost_usd:.4f} (${fmt(summary.cost_per_query_usd, '{:.5f}')} per query)",
         "answers reused (cache)": fmt(summary.cache_hit_rate, "{:.0%}"),
+        **({"routes simple / moderate / complex":
+            f"{summary.route_simple} / {summary.route_moderate} / {summary.route_complex} (saved "
+            f"{summary.tokens_saved_vs_complex} tokens, ${summary.cost_saved_vs_complex_usd:.4f} vs always-complex)"}
+           if summary.route_simple is not None else {}),
     }

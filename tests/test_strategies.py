@@ -12,6 +12,7 @@ from reasonloop.providers import build_openai_chat
 from reasonloop.schemas import Question, RetrievedChunk
 from reasonloop.settings import CallLimits, LLMConfig, ReasoningConfig
 from reasonloop.strategies import complexity, route_of
+from tasks.aggregate import collect_results, summarize_results
 from tasks.reason import answer_questions
 
 from .conftest import make_reasoner
@@ -71,6 +72,11 @@ def test_adaptive_routes_by_complexity_and_records_the_route() -> None:
     assert (easy.route, easy.strategy) == ("simple", "direct") and easy.complexity < 0.35
     assert (hard.route, hard.strategy) == ("complex", "self_consistency") and hard.complexity >= 0.65
     assert len(server.calls) == 1 + 3
+    results = collect_results.fn([FACTOID, HARD], [[CHUNK, RUNNER_UP]] * 2, [easy, hard], [None, None])
+    summary = summarize_results.fn(results, complex_calls=3)
+    assert (summary.route_simple, summary.route_moderate, summary.route_complex) == (1, 0, 1)
+    assert summary.tokens_saved_vs_complex == 2 * 3 * 110 - (110 + 3 * 110)  # vs both questions on 3 samples
+    assert summarize_results.fn(results).route_simple is None  # not adaptive: no routes, no savings claimed
 
 
 def test_complexity_rises_with_length_cues_and_weak_or_ambiguous_retrieval() -> None:
