@@ -11,6 +11,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -27,6 +28,8 @@ config_app = typer.Typer(help="Inspect the effective configuration.", no_args_is
 app.add_typer(config_app, name="config")
 index_app = typer.Typer(help="Index versions: what is served, and rollback.", no_args_is_help=True)
 app.add_typer(index_app, name="index")
+review_app = typer.Typer(help="Answers routed to human review by the nightly eval.", no_args_is_help=True)
+app.add_typer(review_app, name="review")
 console = Console()
 err_console = Console(stderr=True)
 T = TypeVar("T")
@@ -221,6 +224,57 @@ def index_rollback(ctx: typer.Context,
         err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     console.print(f"serving index version {pointer.current} (kept: {pointer.kept})")
+
+
+RunOption = Annotated[str | None, typer.Option("--run", help="nightly-eval run id (default: the newest)")]
+
+
+def _review_rows(ctx: typer.Context, run: str | None) -> tuple[str, list[dict[str, Any]]]:
+    from reasonloop.tracking import review_queue_of
+
+    try:
+        return review_queue_of(_settings(ctx), run)
+    except ReasonloopError as exc:
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
+@review_app.command("list")
+def review_list(ctx: typer.Context, run: RunOption = None,
+                limit: Annotated[int, typer.Option(min=1, help="rows to show")] = 20) -> None:
+    """The review queue of a nightly-eval run: question, answer, confidence and why it needs a person."""
+    run_id, rows = _review_rows(ctx, run)
+    if not rows:
+        console.print(f"nothing to review in run {run_id}")
+        return
+    table = Table(title=f"review queue of run {run_id}: {len(rows)} answers")
+    for name in ("question id", "question", "answer", "confidence", "why"):
+        table.add_column(name, overflow="fold")
+    for row in rows[:limit]:
+        table.add_row(row["question_id"], row["question"], row["answer"], f"{row['confidence']:.2f}",
+                      "; ".join(row["reasons"]))
+    console.print(table)
+
+
+@review_app.command("export")
+def review_export(ctx: typer.Context, out: Annotated[Path, typer.Argument(help="a .jsonl or .csv file to write")],
+                  run: RunOption = None) -> None:
+    """Write the review queue to a file for annotators (JSON lines, or CSV by the file's suffix)."""
+    if out.suffix not in {".jsonl", ".csv"}:
+        err_console.print(f"[red]error:[/red] {out}: use a .jsonl or .csv file name")
+        raise typer.Exit(2)
+    run_id, rows = _review_rows(ctx, run)
+    import pandas as pd
+
+    frame = pd.DataFrame(rows, columns=["question_id", "question", "answer", "reference", "confidence", "strategy",
+                                        "citations", "reasons"])
+    tmp = out.with_name(f".{out.name}.tmp")
+    if out.suffix == ".csv":
+        frame.assign(reasons=frame["reasons"].str.join(" | ")).to_csv(tmp, index=False)
+    else:
+        frame.to_json(tmp, orient="records", lines=True, force_ascii=False)
+    tmp.replace(out)  # atomic: a reader never sees half a file
+    console.print(f"wrote {len(rows)} answers from run {run_id} to {out}")
 
 
 @app.command()

@@ -239,6 +239,12 @@ class ReasoningConfig(Section):
         return self
 
 
+class ReviewConfig(Section):
+    """Answers routed to human review (see reasonloop/review.py)."""
+
+    min_confidence: float = Field(default=0.5, ge=0.0, le=1.0, description="under this: review")
+
+
 class CacheConfig(Section):
     """The reasoning cache: answers reused across runs when everything they depend on is unchanged. Off, answers
     are still saved as they finish, and only a re-run of the same run (same config, questions, index) reuses
@@ -321,6 +327,7 @@ class Settings(BaseSettings):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
     reasoning: ReasoningConfig = Field(default_factory=ReasoningConfig)
+    review: ReviewConfig = Field(default_factory=ReviewConfig)
 
     @classmethod
     def settings_customise_sources(

@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from reasonloop.errors import ReasonloopError
 from reasonloop.prompts import PromptTemplate
 from reasonloop.settings import Settings
 
@@ -83,3 +84,26 @@ def recent_runs(settings: Settings, limit: int = 10, kinds: tuple[str, ...] = FL
     if not ids:
         return pd.DataFrame()
     return mlflow.search_runs(experiment_ids=ids, max_results=limit, order_by=["attributes.start_time DESC"])
+
+
+def review_queue_of(settings: Settings, run_id: str | None = None) -> tuple[str, list[dict[str, Any]]]:
+    """(run id, review rows) of a nightly-eval run, the newest one by default, read from its MLflow artifact."""
+    import json
+
+    import mlflow
+
+    from reasonloop.review import QUEUE_ARTIFACT
+
+    if run_id is None:
+        newest = recent_runs(settings, 1, kinds=("nightly-eval",))
+        if newest.empty:
+            raise ReasonloopError("no nightly eval run yet: run `reasonloop eval` first")
+        run_id = str(newest.iloc[0]["run_id"])
+    client = mlflow.MlflowClient(settings.mlflow_tracking_uri)
+    try:
+        path = client.download_artifacts(run_id, QUEUE_ARTIFACT)
+    except Exception as exc:  # noqa: BLE001 - MLflow raises several types for a missing run or file
+        raise ReasonloopError(f"run {run_id} has no review queue ({QUEUE_ARTIFACT}): is it a nightly-eval run "
+                              f"of this version? ({type(exc).__name__})") from None
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    return run_id, [json.loads(line) for line in lines if line.strip()]

@@ -16,6 +16,7 @@ from reasonloop.embeddings import Embedder
 from reasonloop.index_versions import Manifest
 from reasonloop.prompts import PromptTemplate, format_chunks
 from reasonloop.redact import redact_url
+from reasonloop.review import QUEUE_ARTIFACT, review_queue
 from reasonloop.schemas import EvalSummary, FlowReport, LoadedCorpus, QuestionResult, Reject, RetrievalQuality
 from reasonloop.settings import Settings, project_root
 from reasonloop.strategies import Reasoner
@@ -159,7 +160,9 @@ def log_eval_run(settings: Settings, embedder: Embedder, reasoner: Reasoner, jud
     prompts = {p.ref: p for p in reasoner.prompts.values()}
     registered = {ref: register_prompt(p) for ref, p in prompts.items()}
     prompt = reasoner.prompts["chain_of_thought"]
-    metrics = {**_numeric(summary.model_dump()), **quality_metrics(quality), "duration_s": duration_s}
+    queue = review_queue(results, settings.review)
+    metrics = {**_numeric(summary.model_dump()), **quality_metrics(quality), "duration_s": duration_s,
+               "n_review": len(queue)}
     params = {
         **common_params(settings, embedder), **index_params(index),
         "llm.provider": settings.llm.provider, "llm.model": settings.llm.model,
@@ -179,18 +182,24 @@ def log_eval_run(settings: Settings, embedder: Embedder, reasoner: Reasoner, jud
         mlflow.log_params(params)
         mlflow.log_metrics(metrics)
         mlflow.log_table(results_table(results), artifact_file="eval/questions.json")
+        if queue:
+            mlflow.log_table(pd.DataFrame(queue).assign(reasons=lambda f: f["reasons"].str.join(" | ")),
+                             artifact_file="eval/review.json")
         with tempfile.TemporaryDirectory() as tmp:
             records = Path(tmp) / "results.jsonl"
             records.write_text("".join(r.model_dump_json() + "\n" for r in results), encoding="utf-8")
             (Path(tmp) / "traces.jsonl").write_text("".join(json.dumps(trace(r, prompts)) + "\n" for r in results),
                                                     encoding="utf-8")
+            (Path(tmp) / Path(QUEUE_ARTIFACT).name).write_text("".join(json.dumps(row) + "\n" for row in queue),
+                                                                encoding="utf-8")
             (Path(tmp) / "summary.json").write_text(json.dumps(summary.model_dump(), indent=2), encoding="utf-8")
             mlflow.log_artifacts(tmp, artifact_path="eval")
         for version in registered.values():
             mlflow.MlflowClient().link_prompt_version_to_run(run.info.run_id, version)
     return FlowReport(flow="nightly-eval", run_id=run.info.run_id, experiment_id=experiment_id,
                       tracking_uri=settings.mlflow_tracking_uri, metrics=metrics,
-                      rows={**summary_rows(summary), "index version": index.ref})
+                      rows={**summary_rows(summary), "for human review": f"{len(queue)} (reasonloop review list)",
+                            "index version": index.ref})
 
 
 def summary_markdown(report: FlowReport) -> str:

@@ -80,6 +80,8 @@ def test_reindex_then_eval_offline(make_settings: Callable[..., Settings]) -> No
     assert first["raw_output"] and first["verdict"]["grounded_fraction"] is not None
 
     assert metrics["cache_hit_rate"] == 0.0
+    queue = Path(client.download_artifacts(report.run_id, "eval/review.jsonl")).read_text().splitlines()
+    assert len(queue) == metrics["n_review"] and all(json.loads(row)["reasons"] for row in queue)
 
     registered = mlflow.genai.load_prompt("prompts:/chain_of_thought/1")
     assert registered.tags["sha256"] and registered.tags["file_version"] == "1"

@@ -1,0 +1,42 @@
+"""Human review routing: which answers a person should look at, and why. The queue of a run is an MLflow
+artifact (`eval/review.jsonl`, also a table), so `reasonloop review` reads it from any machine that sees the
+tracking server."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from reasonloop.injection import detect_injection
+from reasonloop.schemas import QuestionResult
+from reasonloop.settings import ReviewConfig
+
+QUEUE_ARTIFACT = "eval/review.jsonl"
+
+
+def review_reasons(result: QuestionResult, cfg: ReviewConfig) -> list[str]:
+    """Why this answer needs a person (empty: it does not): it failed, its confidence is under the threshold,
+    the judge found unsupported claims, or the answer or its context carries injection-like text."""
+    answer, verdict = result.answer, result.verdict
+    reasons = []
+    if answer.error is not None:
+        reasons.append(f"failed: {answer.error[:200]}")
+    elif answer.confidence < cfg.min_confidence:
+        reasons.append(f"confidence {answer.confidence:.2f} < {cfg.min_confidence}")
+    if verdict is not None and verdict.hallucinated:
+        reasons.append(f"unsupported claims: {'; '.join(verdict.unsupported_claims)[:200] or 'grounding too low'}")
+    if verdict is not None and verdict.judge_error is not None:
+        reasons.append("the judge could not score it")
+    flagged = sorted({rule for text in [answer.answer, *(c.text for c in result.retrieved)]
+                      for rule in detect_injection(text)})
+    if flagged:
+        reasons.append(f"flagged content: {', '.join(flagged)}")
+    return reasons
+
+
+def review_queue(results: list[QuestionResult], cfg: ReviewConfig) -> list[dict[str, Any]]:
+    """One row per answer that needs review, most reasons first."""
+    rows = [{"question_id": r.question.id, "question": r.question.question, "answer": r.answer.answer,
+             "reference": r.question.reference, "confidence": r.answer.confidence, "strategy": r.answer.strategy,
+             "citations": ",".join(r.answer.citations), "reasons": reasons}
+            for r in results if (reasons := review_reasons(r, cfg))]
+    return sorted(rows, key=lambda row: (-len(row["reasons"]), row["confidence"]))
