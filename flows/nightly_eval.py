@@ -17,7 +17,7 @@ from reasonloop.settings import Settings, load_settings
 from tasks.aggregate import collect_results, summarize_results
 from tasks.judge import judge_answers
 from tasks.load import load_questions
-from tasks.reason import answer_questions
+from tasks.reason import answer_questions, complete_checkpoint
 from tasks.retrieve import evaluate_retrieval, retrieve_chunks
 from tasks.track import log_eval_run, publish_summary
 
@@ -49,6 +49,7 @@ def nightly_eval(settings: Settings | None = None) -> FlowReport:
         verdicts = judge_answers.submit(batch, contexts, answers, judge)
         pending.append(collect_results.submit(batch, contexts, answers, verdicts))
     results = [r for future in pending for r in future.result()]
+    complete_checkpoint(store)
 
     summary = summarize_results(results, settings.reasoning.complex_calls())
     quality = evaluate_retrieval({"eval": questions}, index.retriever)

@@ -1,7 +1,7 @@
 """Answers persisted per question as they finish, in SQLite under the state folder. The same rows serve as the
 reasoning cache (any run's answers, within a TTL) and as the checkpoint a crashed run resumes from (this run's
-answers only, when the cache is off). Keys hold everything an answer depends on, so a new prompt version, model,
-generation parameter or retrieved context misses, and nothing else does."""
+answers only, when the cache is off, until the run completes). Keys hold everything an answer depends on, so a
+new prompt version, model, generation parameter or retrieved context (text, ids or scores) misses."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from pathlib import Path
 from langchain_core.language_models import BaseChatModel
 
 from reasonloop.llm_calls import endpoint_of
-from reasonloop.prompts import PromptTemplate
+from reasonloop.prompts import PromptTemplate, format_chunks
 from reasonloop.schemas import AnswerRecord, Question, RetrievedChunk
 from reasonloop.settings import CacheConfig
 
@@ -28,12 +28,11 @@ LOOKUP_BATCH = 500  # keys per query: SQLite's variable limit is 999 on old buil
 
 def answer_key(model: BaseChatModel, prompt: PromptTemplate, question: Question,
                context: list[RetrievedChunk], strategy: str = "") -> str:
-    """sha256 of the endpoint, the model's generation parameters, the strategy, the prompt version and text hash,
-    the question and the retrieved chunk ids (content-derived, so a changed chunk is a different id)."""
+    """sha256 of the endpoint, the model's generation parameters, the strategy, the prompt version and the exact
+    rendered prompt (question, chunk texts, ids and scores): whatever the model would see differently misses."""
+    system, user = prompt.render(question=question.question, context=format_chunks(context))
     identity = {"endpoint": endpoint_of(model), "params": model._identifying_params, "strategy": strategy,
-                "prompt": prompt.ref,
-                "prompt_sha256": prompt.sha256, "question": question.question,
-                "context": [c.chunk_id for c in context]}
+                "prompt": prompt.ref, "system": system, "user": user}
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -85,6 +84,12 @@ class AnswerStore:
                 found.update({key: AnswerRecord.model_validate_json(record)
                               for key, record in connection.execute(sql, params)})
         return found
+
+    def complete(self) -> None:
+        """The run finished: a checkpoint (not the cache) has served its purpose, so the next run asks afresh."""
+        if not self.shared:
+            with self._connect() as connection:
+                connection.execute("DELETE FROM answers WHERE run = ?", (self.run,))
 
     def put(self, key: str, record: AnswerRecord) -> None:
         """Persist one finished answer now (a crash later loses nothing that finished)."""

@@ -42,7 +42,8 @@ class ExtractiveChatModel(BaseChatModel):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        return {"model_name": self.model_name, "max_sentences": self.max_sentences}
+        return {"model_name": self.model_name, "max_sentences": self.max_sentences,
+                "encoder_sha256": self.embedder.weights_sha256}
 
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                   run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:

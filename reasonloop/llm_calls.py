@@ -52,8 +52,9 @@ def _shared_loop() -> asyncio.AbstractEventLoop:
 
 
 class Pacer:
-    """Spaces call starts evenly at `requests_per_minute` (no bursts, so a provider's per-minute quota is never
-    hit by a batch that starts all at once). Used only on the shared loop's thread: no lock needed."""
+    """Spaces call starts evenly at `requests_per_minute` (no bursts, so a batch that starts all at once does not
+    trip a provider's per-minute quota; the client's own retries are not paced). Used only on the shared loop's
+    thread: no lock needed."""
 
     def __init__(self, requests_per_minute: float) -> None:
         self.interval = 60.0 / requests_per_minute
@@ -81,10 +82,11 @@ def run_bounded(jobs: Sequence[Callable[[], Awaitable[T]]], limits: CallLimits, 
     """Run async jobs within `limits` per `endpoint` across the whole process (every batch task shares the gate
     and the pacer); results in input order. Jobs handle their own errors. Safe to call from many threads."""
 
+    key = f"{endpoint}|{limits}"  # callers with different limits on one endpoint never inherit each other's
+
     async def main() -> list[T]:
-        gate = _gates.setdefault(endpoint, asyncio.Semaphore(limits.max_concurrency))  # only on the loop's thread
-        pacer = _pacers.setdefault(endpoint, Pacer(limits.requests_per_minute)) if limits.requests_per_minute \
-            else None
+        gate = _gates.setdefault(key, asyncio.Semaphore(limits.max_concurrency))  # only on the loop's thread
+        pacer = _pacers.setdefault(key, Pacer(limits.requests_per_minute)) if limits.requests_per_minute else None
 
         async def one(job: Callable[[], Awaitable[T]]) -> T:
             async with gate:

@@ -123,6 +123,7 @@ class AnswerRecord(Record):
     route: str | None = Field(default=None, description="adaptive depth: simple | moderate | complex")
     complexity: float | None = None
     samples: list[str] = Field(default_factory=list, description="self-consistency: every sample's answer")
+    n_calls: int = Field(default=1, description="model calls made for this answer")
 
 
 class Verdict(Record):

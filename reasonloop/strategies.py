@@ -1,6 +1,6 @@
 """Reasoning strategies and adaptive depth. A plan says how one question is answered: which prompt, how many
 calls at which temperature; `combine` turns the calls' records into the question's answer (self-consistency:
-a majority vote over normalized answers, the agreement ratio as confidence). The complexity score routes each
+a majority vote over normalized answers, the agreement over all samples as confidence). The complexity score routes each
 question to SIMPLE / MODERATE / COMPLEX when the strategy is `adaptive`."""
 
 from __future__ import annotations
@@ -100,9 +100,9 @@ def plan_for(question: Question, context: list[RetrievedChunk], cfg: ReasoningCo
 
 def combine(plan: Plan, samples: list[AnswerRecord]) -> AnswerRecord:
     """One record per question. Self-consistency: the most frequent normalized answer wins (ties: the earliest
-    sample), confidence = its share of the answered samples; tokens and cost add up, latency is the slowest
-    sample (they run concurrently)."""
-    tags = {"strategy": plan.strategy, "route": plan.route, "complexity": plan.complexity}
+    sample), confidence = its share of all samples (a failed sample votes for nobody); tokens and cost add up,
+    latency is the slowest sample (they run concurrently)."""
+    tags = {"strategy": plan.strategy, "route": plan.route, "complexity": plan.complexity, "n_calls": plan.calls}
     if plan.calls == 1:
         return samples[0].model_copy(update=tags)
     answered = [s for s in samples if s.error is None]
@@ -114,5 +114,5 @@ def combine(plan: Plan, samples: list[AnswerRecord]) -> AnswerRecord:
     winner, count = max(votes.items(), key=lambda kv: (kv[1], -[normalize_answer(s.answer) for s in answered]
                                                       .index(kv[0])))
     chosen = next(s for s in answered if normalize_answer(s.answer) == winner)
-    return chosen.model_copy(update={**tags, **totals, "confidence": count / len(answered),
+    return chosen.model_copy(update={**tags, **totals, "confidence": count / plan.calls,
                                      "samples": [s.answer for s in answered]})

@@ -73,7 +73,8 @@ def run_url(settings: Settings, experiment_id: str, run_id: str, port: int = 500
     return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
-def recent_runs(settings: Settings, limit: int = 10, kinds: tuple[str, ...] = FLOW_KINDS) -> pd.DataFrame:
+def recent_runs(settings: Settings, limit: int = 10, kinds: tuple[str, ...] = FLOW_KINDS,
+                finished_only: bool = False) -> pd.DataFrame:
     """The newest runs of the given flow kinds with their status and key metrics, newest first."""
     import mlflow
     import pandas as pd
@@ -83,7 +84,8 @@ def recent_runs(settings: Settings, limit: int = 10, kinds: tuple[str, ...] = FL
     ids = [e.experiment_id for e in found if e is not None]
     if not ids:
         return pd.DataFrame()
-    return mlflow.search_runs(experiment_ids=ids, max_results=limit, order_by=["attributes.start_time DESC"])
+    return mlflow.search_runs(experiment_ids=ids, max_results=limit, order_by=["attributes.start_time DESC"],
+                              filter_string="attributes.status = 'FINISHED'" if finished_only else "")
 
 
 def review_queue_of(settings: Settings, run_id: str | None = None) -> tuple[str, list[dict[str, Any]]]:
@@ -95,7 +97,7 @@ def review_queue_of(settings: Settings, run_id: str | None = None) -> tuple[str,
     from reasonloop.review import QUEUE_ARTIFACT
 
     if run_id is None:
-        newest = recent_runs(settings, 1, kinds=("nightly-eval",))
+        newest = recent_runs(settings, 1, kinds=("nightly-eval",), finished_only=True)  # not one still running
         if newest.empty:
             raise ReasonloopError("no nightly eval run yet: run `reasonloop eval` first")
         run_id = str(newest.iloc[0]["run_id"])

@@ -29,7 +29,7 @@ def savings_vs_complex(results: list[QuestionResult], complex_calls: int) -> tup
     if not fresh:
         return 0, 0.0
     reasoned = [a for a in fresh if a.strategy != "direct"] or fresh
-    calls = sum(max(1, len(a.samples)) for a in reasoned)
+    calls = sum(a.n_calls for a in reasoned)
     per_call_tokens = sum(a.tokens_in + a.tokens_out for a in reasoned) / calls
     per_call_cost = sum(a.cost_usd for a in reasoned) / calls
     tokens = sum(a.tokens_in + a.tokens_out for a in fresh)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from langchain_core.language_models import BaseChatModel
 from prefect import task
@@ -17,6 +18,8 @@ from reasonloop.redact import redact
 from reasonloop.schemas import AnswerRecord, ModelAnswer, Question, RetrievedChunk
 from reasonloop.settings import CallLimits, Price
 from reasonloop.strategies import Reasoner, combine
+
+logger = logging.getLogger(__name__)
 
 
 def cost_usd(tokens_in: int, tokens_out: int, price: Price) -> float:
@@ -64,13 +67,23 @@ def answer_questions(questions: list[Question], contexts: list[list[RetrievedChu
         if all(s is not None for s in samples[i]):
             done[i] = combine(plans[i], [s for s in samples[i] if s is not None])
             if store is not None and done[i].error is None:
-                await asyncio.to_thread(store.put, keys[i], done[i])  # off the loop: other calls keep flowing
+                try:
+                    await asyncio.to_thread(store.put, keys[i], done[i])  # off the loop: other calls keep flowing
+                except Exception as exc:  # noqa: BLE001 - a full disk must not fail the answered batch
+                    logger.warning("could not save the answer to %s: %s", questions[i].id, exc)
 
     calls = [lambda i=i, k=k: sample(i, k) for i in todo for k in range(plans[i].calls)]
     run_bounded(calls, limits, endpoint_of(reasoner.model))
-    reused = {key: record.model_copy(update={"cache_hit": True, "tokens_in": 0, "tokens_out": 0, "latency_s": 0.0,
-                                             "cost_usd": 0.0})
-              for key, record in stored.items()}
-    records = [done[i] if i in done else reused[key] for i, key in enumerate(keys)]
+    free = {"cache_hit": True, "tokens_in": 0, "tokens_out": 0, "latency_s": 0.0, "cost_usd": 0.0}
+    records = [done[i] if i in done else stored[key].model_copy(update={  # this run's question and plan
+        **free, "question_id": questions[i].id, "strategy": plans[i].strategy, "route": plans[i].route,
+        "complexity": plans[i].complexity}) for i, key in enumerate(keys)]
     progress.advance("answer questions", len(records))
     return records
+
+
+@task(name="complete-checkpoint", cache_policy=NO_CACHE)
+def complete_checkpoint(store: AnswerStore | None) -> None:
+    """Every answer of the run is in: drop its checkpoint (the cache, when on, is kept)."""
+    if store is not None:
+        store.complete()

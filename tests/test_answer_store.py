@@ -105,3 +105,25 @@ def test_run_identity_follows_config_questions_and_index() -> None:
     assert base == run_identity("cfg", list(QUESTIONS), "idx")
     assert len({base, run_identity("cfg2", QUESTIONS, "idx"), run_identity("cfg", QUESTIONS[:2], "idx"),
                 run_identity("cfg", QUESTIONS, "idx2")}) == 4
+
+
+def test_completing_a_run_drops_its_checkpoint_but_not_the_cache(tmp_path: Path) -> None:
+    with OpenAIServer(lambda r: Reply(content=ANSWER)) as server:
+        checkpoint = AnswerStore(tmp_path / "a.sqlite", run="run-a", shared=False)
+        cache = AnswerStore(tmp_path / "a.sqlite", run="run-c", shared=True)
+        run(server, checkpoint, QUESTIONS[:1])
+        run(server, cache, QUESTIONS[1:])
+        checkpoint.complete()
+        cache.complete()
+        run(server, checkpoint, QUESTIONS[:1])
+        run(server, cache, QUESTIONS[1:])
+    assert len(server.calls) == 1 + 2 + 1  # the completed run asks again; the cache still answers
+
+
+def test_reused_answers_take_this_runs_question_and_plan(tmp_path: Path) -> None:
+    store = AnswerStore(tmp_path / "a.sqlite", run="r", shared=True)
+    twin = QUESTIONS[0].model_copy(update={"id": "twin"})  # same text, same context: same key
+    with OpenAIServer(lambda r: Reply(content=ANSWER)) as server:
+        run(server, store, QUESTIONS[:1])
+        [reused] = run(server, store, [twin])
+    assert len(server.calls) == 1 and reused.cache_hit and reused.question_id == "twin"

@@ -53,7 +53,8 @@ def test_a_failed_sample_does_not_sink_the_vote() -> None:
     replies = iter([Reply(status=500), reply("Denver Broncos"), reply("Denver Broncos")])
     with OpenAIServer(lambda r: next(replies)) as server:
         [record] = answer(server, [FACTOID], strategy="self_consistency", self_consistency={"samples": 3})
-    assert len(server.calls) == 3 and record.error is None and record.confidence == 1.0
+    assert len(server.calls) == 3 and record.error is None and record.confidence == pytest.approx(2 / 3)
+    assert record.n_calls == 3  # the failed call counts: it was made
 
 
 def test_direct_uses_its_own_prompt_and_a_question_can_override_the_run() -> None:
