@@ -148,3 +148,26 @@ def test_llm_judge_parses_repairs_and_records_errors() -> None:
     assert repaired == good
     assert broken.judge_error == "unparseable verdict: still no" and not broken.correct
     assert judge.version == "judge_answer@v1"
+
+
+def test_each_callers_limits_hold_even_on_a_shared_endpoint() -> None:
+    """The judge and the reasoner may share an endpoint with different limits: neither inherits the other's."""
+    import asyncio
+
+    from reasonloop.llm_calls import run_bounded
+
+    def peak_in_flight(limits: CallLimits) -> int:
+        state = {"now": 0, "peak": 0}
+
+        async def job() -> None:
+            state["now"] += 1
+            state["peak"] = max(state["peak"], state["now"])
+            await asyncio.sleep(0.02)
+            state["now"] -= 1
+
+        run_bounded([job] * 8, limits, "same-endpoint")
+        return state["peak"]
+
+    assert peak_in_flight(CallLimits(1)) == 1
+    assert peak_in_flight(CallLimits(4)) == 4
+    assert peak_in_flight(CallLimits(1)) == 1
