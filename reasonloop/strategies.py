@@ -111,8 +111,7 @@ def combine(plan: Plan, samples: list[AnswerRecord]) -> AnswerRecord:
     if not answered:
         return samples[0].model_copy(update={**tags, **totals})
     votes = Counter(normalize_answer(s.answer) for s in answered)
-    winner, count = max(votes.items(), key=lambda kv: (kv[1], -[normalize_answer(s.answer) for s in answered]
-                                                      .index(kv[0])))
+    winner, count = votes.most_common(1)[0]  # equal counts keep first-seen order: the earliest sample wins
     chosen = next(s for s in answered if normalize_answer(s.answer) == winner)
     return chosen.model_copy(update={**tags, **totals, "confidence": count / plan.calls,
                                      "samples": [s.answer for s in answered]})

@@ -97,14 +97,11 @@ def build_index(settings: Settings, full: bool = False) -> Any:
 
 def make_reasoner(model: Any, price: Any = None, **reasoning: Any) -> Any:
     """A Reasoner over `model` with the project's prompts; `reasoning` overrides ReasoningConfig fields."""
-    from reasonloop.prompts import load_prompt
+    from reasonloop.providers import strategy_prompts
     from reasonloop.settings import Price, ReasoningConfig
     from reasonloop.strategies import Reasoner
 
-    prompts_dir = load_settings().prompts.dir
-    cot = load_prompt(prompts_dir, "chain_of_thought")
-    prompts = {"direct": load_prompt(prompts_dir, "direct_answer"), "chain_of_thought": cot, "self_consistency": cot}
-    return Reasoner(model, prompts, ReasoningConfig(**reasoning),
+    return Reasoner(model, strategy_prompts(load_settings()), ReasoningConfig(**reasoning),
                     price or Price(input_per_1m=0.0, output_per_1m=0.0))
 
 

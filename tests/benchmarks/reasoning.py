@@ -11,22 +11,14 @@ import json
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.benchmarks.run import ROOT, write_results
+from tests.benchmarks.run import ROOT, timed, write_results
 
 LATENCY_S = 0.1
 ANSWER = json.dumps({"reasoning": {"problem": "p", "context": "c", "steps": ["s"], "verification": "v"},
                      "answer": "Denver Broncos", "citations": ["d::0::aa"], "confidence": 0.9})
-
-
-def timed(fn: Callable[[], Any]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -72,11 +64,11 @@ def main() -> None:
 
         def ours(concurrency: int, store: AnswerStore | None = None) -> float:
             return timed(lambda: answer_questions.fn(questions, contexts, reasoners[concurrency],
-                                                     CallLimits(concurrency), store))
+                                                     CallLimits(concurrency), store))[0]
 
         def langchain(concurrency: int) -> float:
             model = build_openai_chat(LLMConfig(provider="openai", model="lc", base_url=base_url, max_retries=2))
-            return timed(lambda: run_coroutine(model.abatch(messages, config={"max_concurrency": concurrency})))
+            return timed(lambda: run_coroutine(model.abatch(messages, config={"max_concurrency": concurrency})))[0]
 
         def raw(concurrency: int) -> float:
             async def run() -> None:
@@ -92,7 +84,7 @@ def main() -> None:
                 await asyncio.gather(*(one(p) for p in payload))
                 await client.close()
 
-            return timed(lambda: run_coroutine(run()))
+            return timed(lambda: run_coroutine(run()))[0]
 
         ours(8), langchain(32), raw(32)  # warm up: imports, connection pools, the server's threads
         n = len(questions)
