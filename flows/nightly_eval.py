@@ -10,7 +10,7 @@ import time
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from reasonloop.answer_store import open_answer_store, run_identity
+from reasonloop.answer_store import open_record_store, run_identity
 from reasonloop.providers import build_embedder, build_judge, build_reasoner, open_serving_index
 from reasonloop.schemas import FlowReport, Question
 from reasonloop.settings import Settings, load_settings
@@ -38,20 +38,22 @@ def nightly_eval(settings: Settings | None = None) -> FlowReport:
     questions = load_questions(settings.questions.path)
     embedder = build_embedder(settings)
     index = open_serving_index(settings, embedder)  # one version for the whole run
-    reasoner, judge = build_reasoner(settings, embedder), build_judge(settings, embedder)
-    store = open_answer_store(settings.state_dir, settings.cache,
-                              run_identity(settings.config_hash(), questions, index.manifest.content_hash))
+    reasoner, judge = build_reasoner(settings, embedder, index), build_judge(settings, embedder)
+    run = run_identity(settings.config_hash(), questions, index.manifest.content_hash)
+    answer_store = open_record_store(settings.state_dir, settings.cache, run, "answers")
+    verdict_store = open_record_store(settings.state_dir, settings.cache, run, "verdicts")
 
     pending = []
     for batch in batched(questions, settings.eval.batch_size):
-        contexts = retrieve_chunks.submit(batch, index.retriever)
-        answers = answer_questions.submit(batch, contexts, reasoner, settings.llm.limits(), store)
-        verdicts = judge_answers.submit(batch, contexts, answers, judge)
+        contexts = retrieve_chunks.submit(batch, index.retriever, settings.reasoning, settings.optimize)
+        answers = answer_questions.submit(batch, contexts, reasoner, settings.llm.limits(), answer_store)
+        verdicts = judge_answers.submit(batch, contexts, answers, judge, verdict_store)
         pending.append(collect_results.submit(batch, contexts, answers, verdicts))
     results = [r for future in pending for r in future.result()]
-    complete_checkpoint(store)
+    complete_checkpoint([answer_store, verdict_store])
 
-    summary = summarize_results(results, settings.reasoning.complex_calls())
+    summary = summarize_results(results, settings.reasoning.complex_calls(len(settings.prompts.paths)),
+                                settings.optimize.alpha)
     quality = evaluate_retrieval({"eval": questions}, index.retriever)
     report = log_eval_run(settings, embedder, reasoner, judge.version, index.manifest, summary, quality, results,
                           time.perf_counter() - started)

@@ -6,6 +6,7 @@ for both; they differ in how they decide correctness and groundedness.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -15,7 +16,7 @@ from langchain_core.messages import AIMessage, HumanMessage
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from reasonloop.embeddings import Embedder
-from reasonloop.llm_calls import call_chat, endpoint_of, extract_json, run_bounded
+from reasonloop.llm_calls import Endpoint, endpoint_for, endpoint_of, extract_json, run_all
 from reasonloop.metrics import exact_match, reference_recall, split_sentences, token_f1
 from reasonloop.prompts import PromptTemplate, format_chunks
 from reasonloop.redact import redact
@@ -31,9 +32,13 @@ class JudgeItem:
 
 
 class Judge(Protocol):
-    """Scores answers; `version` names the rubric (prompt name@version or heuristic revision)."""
+    """Scores answers; `version` names the rubric (prompt name@version or heuristic revision), `identity` is all a
+    verdict depends on besides its inputs (rubric text, model and parameters, thresholds): the verdict cache key."""
 
     version: str
+
+    @property
+    def identity(self) -> str: ...
 
     def judge(self, items: list[JudgeItem]) -> list[Verdict]: ...
 
@@ -49,6 +54,11 @@ class HeuristicJudge:
         self.embedder = embedder
         self.correctness_threshold = correctness_threshold
         self.grounding_threshold = grounding_threshold
+
+    @property
+    def identity(self) -> str:
+        return (f"{self.version}:correct>={self.correctness_threshold}:grounded>={self.grounding_threshold}:"
+                f"{self.embedder.weights_sha256}")
 
     def judge(self, items: list[JudgeItem]) -> list[Verdict]:
         answer_sents = [split_sentences(i.answer.answer) for i in items]
@@ -110,21 +120,26 @@ class LLMJudge:
         self.limits = limits
         self.version = prompt.ref
 
-    def judge(self, items: list[JudgeItem]) -> list[Verdict]:
-        return run_bounded([lambda item=item: self._judge_one(item) for item in items], self.limits,
-                           endpoint_of(self.model))
+    @property
+    def identity(self) -> str:
+        params = json.dumps(self.model._identifying_params, sort_keys=True, default=str)
+        return f"{self.version}:{self.prompt.sha256}:{endpoint_of(self.model)}:{params}"
 
-    async def _judge_one(self, item: JudgeItem) -> Verdict:
+    def judge(self, items: list[JudgeItem]) -> list[Verdict]:
+        endpoint = endpoint_for(self.model, self.limits)
+        return run_all([lambda item=item: self._judge_one(item, endpoint) for item in items])
+
+    async def _judge_one(self, item: JudgeItem, endpoint: Endpoint) -> Verdict:
         answer, reference = item.answer.answer, item.question.reference
         reference_scores = {"exact_match": exact_match(answer, reference), "token_f1": token_f1(answer, reference)}
         try:
             messages = self.prompt.to_messages(question=item.question.question, reference=reference, answer=answer,
                                                context=format_chunks(item.context))
-            raw = (await call_chat(self.model, messages)).text
+            raw = (await endpoint.call(self.model, messages)).text
             reply = _parse_reply(raw)
             if reply is None:
                 retry = [*messages, AIMessage(raw), HumanMessage(REPAIR_REQUEST)]
-                raw = (await call_chat(self.model, retry)).text
+                raw = (await endpoint.call(self.model, retry)).text
                 reply = _parse_reply(raw)
         except Exception as exc:  # noqa: BLE001 - a failed judge call is data, recorded per question
             return Verdict(judge_error=redact(f"{type(exc).__name__}: {exc}"), **reference_scores)

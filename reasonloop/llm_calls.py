@@ -1,4 +1,5 @@
-"""Calling chat models: bounded async fan-out, per-call timing and token usage, JSON output parsing."""
+"""Calling chat models: per-endpoint limits (concurrency, requests and tokens per minute), per-call timing and token
+usage, JSON output parsing."""
 
 from __future__ import annotations
 
@@ -52,49 +53,80 @@ def _shared_loop() -> asyncio.AbstractEventLoop:
 
 
 class Pacer:
-    """Spaces call starts evenly at `requests_per_minute` (no bursts, so a batch that starts all at once does not
-    trip a provider's per-minute quota; the client's own retries are not paced). Used only on the shared loop's
-    thread: no lock needed."""
+    """Spaces reservations evenly at `per_minute` units (call starts, or tokens): no bursts, so a batch that starts
+    all at once does not trip a provider's per-minute quota. A reservation that turns out too large is refunded
+    (later calls may start sooner); one too small is charged. Used only on the shared loop's thread: no lock."""
 
-    def __init__(self, requests_per_minute: float) -> None:
-        self.interval = 60.0 / requests_per_minute
+    def __init__(self, per_minute: float) -> None:
+        self.interval = 60.0 / per_minute
         self._next = 0.0
 
-    async def wait(self) -> None:
+    async def wait(self, units: float = 1.0) -> None:
         now = asyncio.get_running_loop().time()
         slot = max(now, self._next)
-        self._next = slot + self.interval
+        self._next = slot + units * self.interval
         if slot > now:
             await asyncio.sleep(slot - now)
 
+    def settle(self, reserved: float, used: float) -> None:
+        now = asyncio.get_running_loop().time()
+        self._next = max(now, self._next + (used - reserved) * self.interval)
 
-_gates: dict[str, asyncio.Semaphore] = {}
-_pacers: dict[str, Pacer] = {}
+
+def estimate_tokens(model: BaseChatModel, messages: Sequence[BaseMessage]) -> int:
+    """What a call may count against a tokens-per-minute quota before it is made: the prompt at ~4 characters per
+    token plus the completion cap (providers count `max_tokens` up front too)."""
+    chars = sum(len(str(m.content)) for m in messages)
+    return chars // 4 + int(getattr(model, "max_tokens", None) or 0)
+
+
+class Endpoint:
+    """One endpoint under its limits: calls in flight (a semaphore), call starts per minute and tokens per minute
+    (pacers). Every model call of every strategy and judge goes through `call`, so a multi-step strategy holds a
+    slot only while one of its calls is in flight."""
+
+    def __init__(self, limits: CallLimits) -> None:
+        self.gate = asyncio.Semaphore(limits.max_concurrency)
+        self.requests = Pacer(limits.requests_per_minute) if limits.requests_per_minute else None
+        self.tokens = Pacer(limits.tokens_per_minute) if limits.tokens_per_minute else None
+
+    async def call(self, model: BaseChatModel, messages: Sequence[BaseMessage]) -> CallResult:
+        async with self.gate:
+            if self.requests is not None:
+                await self.requests.wait()
+            reserved = estimate_tokens(model, messages) if self.tokens is not None else 0
+            if self.tokens is not None:
+                await self.tokens.wait(reserved)
+            result = await call_chat(model, messages)  # a failed call keeps its reservation: it may have counted
+            if self.tokens is not None and result.tokens_in + result.tokens_out:
+                self.tokens.settle(reserved, result.tokens_in + result.tokens_out)
+            return result
+
+
+_endpoints: dict[str, Endpoint] = {}
+_endpoints_lock = threading.Lock()
 
 
 def endpoint_of(model: BaseChatModel) -> str:
-    """Which endpoint a model calls: the key its concurrency gate and pacer are shared under."""
+    """Which endpoint a model calls: the key its limits are shared under."""
     base = getattr(model, "openai_api_base", None) or ""
     return f"{model._llm_type}:{base}:{getattr(model, 'model_name', '')}"
 
 
-def run_bounded(jobs: Sequence[Callable[[], Awaitable[T]]], limits: CallLimits, endpoint: str) -> list[T]:
-    """Run async jobs within `limits` per `endpoint` across the whole process (every batch task shares the gate
-    and the pacer); results in input order. Jobs handle their own errors. Safe to call from many threads."""
+def endpoint_for(model: BaseChatModel, limits: CallLimits) -> Endpoint:
+    """The process-wide limits of the model's endpoint (every batch task shares them); callers with different
+    limits on one endpoint never inherit each other's."""
+    key = f"{endpoint_of(model)}|{limits}"
+    with _endpoints_lock:
+        return _endpoints.setdefault(key, Endpoint(limits))
 
-    key = f"{endpoint}|{limits}"  # callers with different limits on one endpoint never inherit each other's
+
+def run_all(jobs: Sequence[Callable[[], Awaitable[T]]]) -> list[T]:
+    """Run async jobs concurrently on the shared loop, results in input order. Jobs handle their own errors and
+    take their limits from `Endpoint.call`. Safe to call from many threads."""
 
     async def main() -> list[T]:
-        gate = _gates.setdefault(key, asyncio.Semaphore(limits.max_concurrency))  # only on the loop's thread
-        pacer = _pacers.setdefault(key, Pacer(limits.requests_per_minute)) if limits.requests_per_minute else None
-
-        async def one(job: Callable[[], Awaitable[T]]) -> T:
-            async with gate:
-                if pacer is not None:
-                    await pacer.wait()
-                return await job()
-
-        return await asyncio.gather(*(one(job) for job in jobs))
+        return await asyncio.gather(*(job() for job in jobs))
 
     return run_coroutine(main())
 

@@ -99,9 +99,17 @@ def read_lock(prompts_dir: Path) -> dict[str, str]:
     return {ref: sha for ref, sha in entries}
 
 
-def format_chunks(chunks: list[RetrievedChunk]) -> str:
-    """Retrieved text as quoted data: each chunk in its own tag, tag look-alikes inside it neutralized."""
-    def quote(text: str) -> str:
-        return re.sub(r"<(/?)(chunk|context|question)", r"&lt;\1\2", text, flags=re.I)
+STRUCTURE_TAGS = re.compile(r"<(/?)(chunk|context|question|scratchpad|observation|thought|search|steps_left|"
+                            r"answer_to_check|draft|problems|paths?|reference|answer)\b", re.I)
 
-    return "\n".join(f'<chunk id="{c.chunk_id}" score="{c.score:.3f}">\n{quote(c.text)}\n</chunk>' for c in chunks)
+
+def quote_data(text: str) -> str:
+    """Text from documents or earlier replies, with look-alikes of the prompts' own tags neutralized, so quoted
+    data can never open or close a block of the prompt."""
+    return STRUCTURE_TAGS.sub(r"&lt;\1\2", text)
+
+
+def format_chunks(chunks: list[RetrievedChunk]) -> str:
+    """Retrieved text as quoted data: each chunk in its own tag."""
+    return "\n".join(f'<chunk id="{c.chunk_id}" score="{c.score:.3f}">\n{quote_data(c.text)}\n</chunk>'
+                      for c in chunks)

@@ -17,7 +17,7 @@ from reasonloop.index_versions import IndexStore, Manifest
 from reasonloop.judges import HeuristicJudge, Judge, LLMJudge
 from reasonloop.prompts import PromptTemplate, load_prompt
 from reasonloop.retrieval import ChunkRetriever
-from reasonloop.settings import EndpointConfig, Settings, Strategy
+from reasonloop.settings import EndpointConfig, Settings
 from reasonloop.strategies import Reasoner
 
 if TYPE_CHECKING:
@@ -52,17 +52,24 @@ def build_chat_model(settings: Settings, embedder: Embedder) -> BaseChatModel:
                                max_sentences=settings.llm.max_sentences)
 
 
-def strategy_prompts(settings: Settings) -> dict[Strategy, PromptTemplate]:
-    """The prompt of each strategy (chain-of-thought also drives self-consistency's samples)."""
-    cot = load_prompt(settings.prompts.dir, settings.prompts.reasoning)
-    return {"direct": load_prompt(settings.prompts.dir, settings.prompts.direct), "chain_of_thought": cot,
-            "self_consistency": cot}
+PROMPT_ROLES = ("reasoning", "direct", "react", "verify", "revise", "synthesize")
 
 
-def build_reasoner(settings: Settings, embedder: Embedder) -> Reasoner:
-    """The model, the prompt of each strategy, the strategy config and the model's price."""
-    return Reasoner(build_chat_model(settings, embedder), strategy_prompts(settings), settings.reasoning,
-                    settings.price_of(settings.llm.model))
+def role_prompts(settings: Settings) -> tuple[dict[str, PromptTemplate], tuple[PromptTemplate, ...]]:
+    """The template of each prompt role, and the parallel paths' templates."""
+    cfg = settings.prompts
+    return ({role: load_prompt(cfg.dir, getattr(cfg, role)) for role in PROMPT_ROLES},
+            tuple(load_prompt(cfg.dir, name) for name in cfg.paths))
+
+
+def build_reasoner(settings: Settings, embedder: Embedder, index: ServingIndex | None = None) -> Reasoner:
+    """The model, the prompts, the strategy and optimization config, the model's price, and (given an index)
+    the retriever as ReAct's search tool."""
+    prompts, paths = role_prompts(settings)
+    return Reasoner(build_chat_model(settings, embedder), prompts, paths, settings.reasoning,
+                    settings.price_of(settings.llm.model), settings.optimize, embedder.count_tokens,
+                    index.retriever.search if index is not None else None,
+                    index.manifest.content_hash if index is not None else "")
 
 
 def build_judge(settings: Settings, embedder: Embedder) -> Judge:

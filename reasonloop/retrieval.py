@@ -114,6 +114,10 @@ class ChunkRetriever(BaseRetriever):
                  for rank, (cid, score) in enumerate(ranked, start=1)]
                 for ranked, dense_scores, bm25_scores in results]
 
+    def search(self, query: str, k: int) -> list[RetrievedChunk]:
+        """One query's top-k: the ReAct strategy's search tool."""
+        return self.retrieve_many([query], k=k)[0]
+
     def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun) -> list[LCDocument]:
         return [LCDocument(page_content=c.text, id=c.chunk_id,
                            metadata={"chunk_id": c.chunk_id, "doc_id": c.doc_id, "title": c.title, "score": c.score,

@@ -14,19 +14,22 @@ QUEUE_ARTIFACT = "eval/review.jsonl"
 
 
 def review_reasons(result: QuestionResult, cfg: ReviewConfig) -> list[str]:
-    """Why this answer needs a person (empty: it does not): it failed, its confidence is under the threshold,
-    the judge found unsupported claims, or the answer or its context carries injection-like text."""
+    """Why this answer needs a person (empty: it does not): it failed, its confidence is under the threshold, it
+    failed its self-check, the judge found unsupported claims, or the answer or its evidence carries injection-like
+    text."""
     answer, verdict = result.answer, result.verdict
     reasons = []
     if answer.error is not None:
         reasons.append(f"failed: {answer.error[:200]}")
     elif answer.confidence < cfg.min_confidence:
         reasons.append(f"confidence {answer.confidence:.2f} < {cfg.min_confidence}")
+    if answer.verified is False:
+        reasons.append("failed its self-check" + (" (revised once)" if answer.revised else ""))
     if verdict is not None and verdict.hallucinated:
         reasons.append(f"unsupported claims: {'; '.join(verdict.unsupported_claims)[:200] or 'grounding too low'}")
     if verdict is not None and verdict.judge_error is not None:
         reasons.append("the judge could not score it")
-    flagged = sorted({rule for text in [answer.answer, *(c.text for c in result.retrieved)]
+    flagged = sorted({rule for text in [answer.answer, *(c.text for c in answer.evidence(result.retrieved))]
                       for rule in detect_injection(text)})
     if flagged:
         reasons.append(f"flagged content: {', '.join(flagged)}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -102,6 +102,22 @@ class ModelAnswer(BaseModel):
     confidence: float = Field(default=0.5, ge=0.0, le=1.0)
 
 
+class StepTrace(Record):
+    """One call a strategy made, in order: a model call (its prompt, the rendered messages, the raw reply, usage) or
+    a tool call (ReAct's search: the query in, the chunk ids and scores out)."""
+
+    name: str = Field(description="answer | sample:N | search | check | revise | path:NAME | synthesize | step:N")
+    kind: Literal["llm", "tool"] = "llm"
+    prompt: str = Field(default="", description="name@version of the template (model calls)")
+    started_ns: int = Field(description="wall clock at the start, ns since the epoch")
+    latency_s: float = 0.0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    input: str = Field(default="", description="the rendered messages (model calls) or the query (tool calls)")
+    output: str = Field(default="", description="the raw reply, or the retrieved chunk ids and scores")
+    error: str | None = None
+
+
 class AnswerRecord(Record):
     """One question's answer with its costs; `error` is set (and `answer` empty) when it failed."""
 
@@ -124,6 +140,16 @@ class AnswerRecord(Record):
     complexity: float | None = None
     samples: list[str] = Field(default_factory=list, description="self-consistency: every sample's answer")
     n_calls: int = Field(default=1, description="model calls made for this answer")
+    steps: list[StepTrace] = Field(default_factory=list, description="every call the strategy made, in order")
+    verified: bool | None = Field(default=None, description="verify strategy: did the self-check pass (first check)")
+    revised: bool = Field(default=False, description="verify strategy: the answer is the one revision")
+    searched: list[RetrievedChunk] = Field(default_factory=list,
+                                           description="ReAct: chunks its own searches returned (judged as context)")
+
+    def evidence(self, context: list[RetrievedChunk]) -> list[RetrievedChunk]:
+        """What the answer may rest on: the retrieved context and the chunks its own searches returned."""
+        seen = {c.chunk_id for c in context}
+        return context + [c for c in self.searched if c.chunk_id not in seen]
 
 
 class Verdict(Record):
@@ -171,6 +197,11 @@ class EvalSummary(Record):
     route_complex: int | None = None
     tokens_saved_vs_complex: int | None = None
     cost_saved_vs_complex_usd: float | None = None
+    n_verify_failed: int = 0
+    n_revised: int = 0
+    error_rate: float | None = Field(default=None, description="share of questions failed or with unsupported claims")
+    efficiency_j: float | None = Field(default=None, description="J = (accuracy - alpha * error_rate) / C")
+    efficiency_cost_unit: str = Field(default="", description="C: usd_per_query when priced, else ktokens_per_query")
 
 
 class RetrievalQuality(Record):

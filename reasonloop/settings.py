@@ -140,10 +140,11 @@ class QualityConfig(Section):
 
 @dataclass(frozen=True)
 class CallLimits:
-    """How hard one endpoint may be called: calls in flight, and call starts per minute (None: unpaced)."""
+    """How hard one endpoint may be called: calls in flight, call starts and tokens per minute (None: unpaced)."""
 
     max_concurrency: int
     requests_per_minute: float | None = None
+    tokens_per_minute: float | None = None
 
 
 class EndpointConfig(Section):
@@ -159,9 +160,11 @@ class EndpointConfig(Section):
     max_retries: int = Field(default=2, ge=0)
     max_concurrency: int = Field(default=8, gt=0)
     requests_per_minute: float | None = Field(default=None, gt=0, description="pace call starts; None: unpaced")
+    tokens_per_minute: float | None = Field(default=None, gt=0, description="pace tokens (prompt + max_tokens "
+                                            "reserved, the unused part refunded); None: unpaced")
 
     def limits(self) -> CallLimits:
-        return CallLimits(self.max_concurrency, self.requests_per_minute)
+        return CallLimits(self.max_concurrency, self.requests_per_minute, self.tokens_per_minute)
 
     def api_key(self) -> SecretStr | None:
         value = os.environ.get(self.api_key_env)
@@ -182,9 +185,16 @@ class JudgeConfig(EndpointConfig):
 
 
 class PromptsConfig(Section):
+    """The template (a file in `dir`) for each role; the strategies say which roles they use."""
+
     dir: Path = Path("configs/prompts")
     reasoning: str = "chain_of_thought"
     direct: str = "direct_answer"
+    react: str = "react_step"
+    verify: str = "verify_answer"
+    revise: str = "revise_answer"
+    paths: list[str] = Field(default_factory=lambda: ["path_analytical", "path_systematic"], min_length=2)
+    synthesize: str = "synthesize_paths"
     judge: str = "judge_answer"
 
 
@@ -203,7 +213,9 @@ class PrefectConfig(Section):
     max_workers: int = Field(default=4, gt=0)
 
 
-Strategy = Literal["direct", "chain_of_thought", "self_consistency"]
+Strategy = Literal["direct", "chain_of_thought", "self_consistency", "react", "verify", "parallel_paths"]
+STRATEGIES: tuple[Strategy, ...] = ("direct", "chain_of_thought", "self_consistency", "react", "verify",
+                                    "parallel_paths")
 Route = Literal["simple", "moderate", "complex"]
 
 
@@ -212,22 +224,33 @@ class SelfConsistencyConfig(Section):
     temperature: float = Field(default=0.7, ge=0.0, le=2.0)
 
 
+class ReactConfig(Section):
+    max_steps: int = Field(default=4, ge=1, le=12, description="model turns per question, the last must finish")
+    top_k: int = Field(default=4, ge=1, le=20, description="chunks each search returns")
+
+
 class ReasoningConfig(Section):
     """Which strategy answers a question: one for the run, or `adaptive` (a complexity score routes each question
     to the strategy of its route). A question's `metadata.strategy` overrides both."""
 
-    strategy: Literal["adaptive", "direct", "chain_of_thought", "self_consistency"] = "chain_of_thought"
+    strategy: Literal["adaptive", "direct", "chain_of_thought", "self_consistency", "react", "verify",
+                      "parallel_paths"] = "chain_of_thought"
     routes: dict[Route, Strategy] = Field(default_factory=lambda: {
         "simple": "direct", "moderate": "chain_of_thought", "complex": "self_consistency"})
     simple_below: float = Field(default=0.35, ge=0.0, le=1.0, description="complexity under this: simple")
     complex_from: float = Field(default=0.65, ge=0.0, le=1.0, description="complexity from this: complex")
     self_consistency: SelfConsistencyConfig = Field(default_factory=SelfConsistencyConfig)
+    react: ReactConfig = Field(default_factory=ReactConfig)
 
-    def complex_calls(self) -> int | None:
+    def calls_of(self, strategy: Strategy, n_paths: int = 2) -> int:
+        """Model calls a strategy usually makes per question (ReAct: one search turn and the finish; verify: the
+        answer and its check, a revision adds one)."""
+        return {"self_consistency": self.self_consistency.samples, "parallel_paths": n_paths + 1, "react": 2,
+                "verify": 2}.get(strategy, 1)
+
+    def complex_calls(self, n_paths: int = 2) -> int | None:
         """Calls per question on the COMPLEX route, when routing is adaptive (the baseline of the savings)."""
-        if self.strategy != "adaptive":
-            return None
-        return self.self_consistency.samples if self.routes["complex"] == "self_consistency" else 1
+        return self.calls_of(self.routes["complex"], n_paths) if self.strategy == "adaptive" else None
 
     @model_validator(mode="after")
     def _ordered_thresholds(self) -> ReasoningConfig:
@@ -253,6 +276,22 @@ class CacheConfig(Section):
     enabled: bool = True
     ttl_hours: float | None = Field(default=168.0, gt=0, description="None: never expire")
     checkpoint: bool = Field(default=True, description="with the cache off, still resume a re-run of the same run")
+
+
+class OptimizeConfig(Section):
+    """The cost side: how much context each strategy gets, when retrieval is skipped or widened, and the weight of
+    errors in the run's efficiency J = (Q - alpha * error rate) / C."""
+
+    context_budget: dict[Strategy, int] = Field(default_factory=dict, description="context tokens per strategy; "
+                                                "a strategy not listed gets its chunks whole")
+    drop_below_top: float = Field(default=0.3, ge=0.0, le=2.0, description="drop a chunk whose cosine is this far "
+                                  "under the top chunk's (with a budget)")
+    widen_below: float | None = Field(default=None, ge=-1.0, le=1.0, description="top cosine under this: hand "
+                                      "the reasoner widen_k chunks; None: never widen")
+    widen_k: int = Field(default=8, ge=1, le=50)
+    skip_retrieval: list[Strategy] = Field(default_factory=lambda: ["react"], description="strategies that get "
+                                           "no up-front context (ReAct searches for itself)")
+    alpha: float = Field(default=1.0, ge=0.0, description="weight of the error rate in J")
 
 
 class EvalConfig(Section):
@@ -328,6 +367,7 @@ class Settings(BaseSettings):
     cache: CacheConfig = Field(default_factory=CacheConfig)
     reasoning: ReasoningConfig = Field(default_factory=ReasoningConfig)
     review: ReviewConfig = Field(default_factory=ReviewConfig)
+    optimize: OptimizeConfig = Field(default_factory=OptimizeConfig)
 
     @classmethod
     def settings_customise_sources(

@@ -38,10 +38,25 @@ def savings_vs_complex(results: list[QuestionResult], complex_calls: int) -> tup
         len(fresh) * complex_calls * per_call_cost - cost
 
 
+def efficiency(accuracy: float | None, error_rate: float | None, results: list[QuestionResult],
+               alpha: float) -> tuple[float | None, str]:
+    """The seeds' J = (Q - alpha * error rate) / C with Q the accuracy and C the cost per query: USD when the model
+    is priced, else thousands of tokens (an offline or self-hosted model costs tokens, not dollars). Reused
+    answers cost nothing this run, so J is computed over the answers made fresh."""
+    fresh = [r.answer for r in results if not r.answer.cache_hit]
+    if accuracy is None or error_rate is None or not fresh:
+        return None, ""
+    usd = sum(a.cost_usd for a in fresh) / len(fresh)
+    ktokens = sum(a.tokens_in + a.tokens_out for a in fresh) / len(fresh) / 1000
+    cost, unit = (usd, "usd_per_query") if usd > 0 else (ktokens, "ktokens_per_query")
+    return ((accuracy - alpha * error_rate) / cost, unit) if cost > 0 else (None, unit)
+
+
 @task(name="summarize-results")
-def summarize_results(results: list[QuestionResult], complex_calls: int | None = None) -> EvalSummary:
-    """The run's aggregates; with `complex_calls` (adaptive depth), also the routes taken and the tokens and cost
-    saved against always-COMPLEX."""
+def summarize_results(results: list[QuestionResult], complex_calls: int | None = None,
+                      alpha: float = 1.0) -> EvalSummary:
+    """The run's aggregates and efficiency J; with `complex_calls` (adaptive depth), also the routes taken and the
+    tokens and cost saved against always-COMPLEX."""
     answered = [r for r in results if r.answer.error is None]
     judged = [r.verdict for r in answered if r.verdict is not None and r.verdict.judge_error is None]
     n_judge_errors = sum(1 for r in answered if r.verdict is not None and r.verdict.judge_error is not None)
@@ -49,11 +64,15 @@ def summarize_results(results: list[QuestionResult], complex_calls: int | None =
     recalls = [r.recall_at_k for r in results if r.recall_at_k is not None]
     latencies = [r.answer.latency_s for r in answered if not r.answer.cache_hit]  # a reused answer took no call
     cost = sum(r.answer.cost_usd for r in results)
+    accuracy = sum(v.correct for v in judged) / scorable if scorable else None
+    bad = len(results) - len(answered) + sum(v.hallucinated for v in judged)
+    error_rate = bad / scorable if scorable else None
+    j, unit = efficiency(accuracy, error_rate, results, alpha)
     return EvalSummary(
         n_questions=len(results),
         n_failed=len(results) - len(answered),
         n_judge_errors=n_judge_errors,
-        accuracy=sum(v.correct for v in judged) / scorable if scorable else None,
+        accuracy=accuracy,
         grounding_rate=mean([v.grounded_fraction for v in judged]),
         hallucination_rate=mean([float(v.hallucinated) for v in judged]),
         recall_at_k=mean(recalls),
@@ -64,6 +83,9 @@ def summarize_results(results: list[QuestionResult], complex_calls: int | None =
         cost_usd=cost,
         cost_per_query_usd=cost / len(results) if results else None,
         cache_hit_rate=sum(r.answer.cache_hit for r in results) / len(results) if results else None,
+        n_verify_failed=sum(r.answer.verified is False for r in results),
+        n_revised=sum(r.answer.revised for r in results),
+        error_rate=error_rate, efficiency_j=j, efficiency_cost_unit=unit,
         **(adaptive_fields(results, complex_calls) if complex_calls else {}),
     )
 
@@ -92,6 +114,9 @@ def results_table(results: list[QuestionResult]) -> pd.DataFrame:
             "hallucinated": v.hallucinated if v else None, "judge_error": (v.judge_error or "") if v else "",
             "judge_reason": v.reason if v else "", "tokens_in": r.answer.tokens_in, "tokens_out": r.answer.tokens_out,
             "latency_s": r.answer.latency_s, "cost_usd": r.answer.cost_usd, "cache_hit": r.answer.cache_hit,
+            "strategy": r.answer.strategy, "route": r.answer.route or "", "complexity": r.answer.complexity,
+            "n_calls": r.answer.n_calls, "verified": r.answer.verified, "revised": r.answer.revised,
+            "prompt": r.answer.prompt, "model": r.answer.model,
         })
     return pd.DataFrame(rows)
 
@@ -111,6 +136,7 @@ def summary_rows(summary: EvalSummary) -> dict[str, str]:
         "tokens in / out": f"{summary.tokens_in} / {summary.tokens_out}",
         "cost": f"${summary.cost_usd:.4f} (${fmt(summary.cost_per_query_usd, '{:.5f}')} per query)",
         "answers reused (cache)": fmt(summary.cache_hit_rate, "{:.0%}"),
+        "efficiency J": f"{fmt(summary.efficiency_j, '{:.3f}')} (C in {summary.efficiency_cost_unit or 'n/a'})",
         **({"routes simple / moderate / complex":
             f"{summary.route_simple} / {summary.route_moderate} / {summary.route_complex} (saved "
             f"{summary.tokens_saved_vs_complex} tokens, ${summary.cost_saved_vs_complex_usd:.4f} vs always-complex)"}

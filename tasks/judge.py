@@ -1,18 +1,28 @@
-"""Judging answers: the configured judge scores every answered question of a batch."""
+"""Judging answers: the configured judge scores every answered question of a batch, reusing stored verdicts."""
 
 from __future__ import annotations
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from reasonloop.answer_store import RecordStore, verdict_key
 from reasonloop.judges import Judge, JudgeItem
 from reasonloop.schemas import AnswerRecord, Question, RetrievedChunk, Verdict
 
 
 @task(name="judge-answers", cache_policy=NO_CACHE)
 def judge_answers(questions: list[Question], contexts: list[list[RetrievedChunk]], answers: list[AnswerRecord],
-                  judge: Judge) -> list[Verdict | None]:
-    """A verdict per question; None where the question has no answer to judge (it failed)."""
-    items = [JudgeItem(q, a, c) for q, c, a in zip(questions, contexts, answers, strict=True) if a.error is None]
-    verdicts = iter(judge.judge(items))
-    return [None if a.error is not None else next(verdicts) for a in answers]
+                  judge: Judge, store: RecordStore | None = None) -> list[Verdict | None]:
+    """A verdict per question; None where the question has no answer to judge (it failed). With a store, a verdict
+    by the same judge version on the same question, answer and evidence is reused; new ones are saved."""
+    items = {i: JudgeItem(q, a, a.evidence(c)) for i, (q, c, a) in enumerate(zip(questions, contexts, answers,
+                                                                                 strict=True)) if a.error is None}
+    keys = {i: verdict_key(judge.identity, it.question, it.answer, it.context) for i, it in items.items()}
+    stored = store.get_many(list(keys.values())) if store is not None else {}
+    todo = [i for i in items if keys[i] not in stored]
+    fresh = dict(zip(todo, judge.judge([items[i] for i in todo]), strict=True))
+    if store is not None:
+        for i, verdict in fresh.items():
+            if verdict.judge_error is None:  # a failed judgement is asked again next time
+                store.put(keys[i], verdict)
+    return [fresh.get(i) or stored.get(keys[i]) if i in items else None for i in range(len(answers))]

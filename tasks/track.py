@@ -14,10 +14,17 @@ from prefect.cache_policies import NO_CACHE
 
 from reasonloop.embeddings import Embedder
 from reasonloop.index_versions import Manifest
-from reasonloop.prompts import PromptTemplate, format_chunks
 from reasonloop.redact import redact_url
 from reasonloop.review import QUEUE_ARTIFACT, review_queue
-from reasonloop.schemas import EvalSummary, FlowReport, LoadedCorpus, QuestionResult, Reject, RetrievalQuality
+from reasonloop.schemas import (
+    EvalSummary,
+    FlowReport,
+    LoadedCorpus,
+    QuestionResult,
+    Reject,
+    RetrievalQuality,
+    RetrievedChunk,
+)
 from reasonloop.settings import Settings, project_root
 from reasonloop.strategies import Reasoner
 from reasonloop.tracking import ensure_experiment, git_commit, register_prompt
@@ -131,21 +138,34 @@ def publish_quarantine(rejects: list[Reject]) -> None:
                           table=quarantine_table(rejects).astype(str).to_dict(orient="records"))
 
 
-def trace(result: QuestionResult, prompts: dict[str, PromptTemplate]) -> dict[str, Any]:
-    """One question's audit record: the exact prompt the model saw (re-rendered: rendering is deterministic), what
-    retrieval returned with its scores, the raw reply, what was parsed from it, and the verdict."""
-    prompt = prompts.get(result.answer.prompt)  # absent for answers cached before prompts were recorded
-    rendered = dict(zip(["system", "user"], prompt.render(question=result.question.question,
-                                                          context=format_chunks(result.retrieved)), strict=True)) \
-        if prompt else None
-    return {"question_id": result.question.id, "prompt": result.answer.prompt,
-            "prompt_sha256": prompt.sha256 if prompt else None, "rendered": rendered,
-            "strategy": result.answer.strategy, "route": result.answer.route, "complexity": result.answer.complexity,
-            "retrieved": [c.model_dump(include={"chunk_id", "doc_id", "rank", "score", "dense_score", "bm25_score"})
-                          for c in result.retrieved],
-            "raw_output": result.answer.raw_output,
-            "parsed": result.answer.model_dump(exclude={"raw_output"}),
+def scored(chunks: list[RetrievedChunk]) -> list[dict[str, Any]]:
+    return [c.model_dump(include={"chunk_id", "doc_id", "rank", "score", "dense_score", "bm25_score"}) for c in chunks]
+
+
+def trace(result: QuestionResult) -> dict[str, Any]:
+    """One question's audit record: what retrieval returned with its scores, every step of its strategy (the exact
+    rendered messages, the raw reply, usage; ReAct's searches with their hits), what was parsed, and the verdict."""
+    answer = result.answer
+    return {"question_id": result.question.id, "question": result.question.question, "prompt": answer.prompt,
+            "strategy": answer.strategy, "route": answer.route, "complexity": answer.complexity,
+            "cache_hit": answer.cache_hit, "retrieved": scored(result.retrieved), "searched": scored(answer.searched),
+            "steps": [step.model_dump() for step in answer.steps],
+            "parsed": answer.model_dump(exclude={"raw_output", "steps", "searched"}),
             "verdict": result.verdict.model_dump() if result.verdict else None}
+
+
+def reasoning_params(reasoner: Reasoner, registered: dict[str, Any]) -> dict[str, Any]:
+    """The prompt of each role (name@version, content hash, registry URI) and the strategy settings."""
+    cfg, params = reasoner.config, {}
+    for role, prompt in reasoner.prompts.items():
+        params |= {f"prompt.{role}": prompt.ref, f"prompt.{role}.sha256": prompt.sha256,
+                   f"prompt.{role}.registry_uri": f"prompts:/{registered[prompt.ref].name}/"
+                                                  f"{registered[prompt.ref].version}"}
+    return {**params, "prompt.paths": ",".join(p.ref for p in reasoner.paths),
+            "reasoning.strategy": cfg.strategy, "reasoning.routes": json.dumps(cfg.routes, sort_keys=True),
+            "reasoning.thresholds": f"simple<{cfg.simple_below}, complex>={cfg.complex_from}",
+            "reasoning.self_consistency": cfg.self_consistency.model_dump_json(),
+            "reasoning.react": cfg.react.model_dump_json(), "optimize": reasoner.optimize.model_dump_json()}
 
 
 @task(name="log-eval-run", cache_policy=NO_CACHE)
@@ -157,9 +177,7 @@ def log_eval_run(settings: Settings, embedder: Embedder, reasoner: Reasoner, jud
     import mlflow
 
     experiment_id = ensure_experiment(settings, "nightly-eval")
-    prompts = {p.ref: p for p in reasoner.prompts.values()}
-    registered = {ref: register_prompt(p) for ref, p in prompts.items()}
-    prompt = reasoner.prompts["chain_of_thought"]
+    registered = {p.ref: register_prompt(p) for p in reasoner.templates()}
     queue = review_queue(results, settings.review)
     metrics = {**_numeric(summary.model_dump()), **quality_metrics(quality), "duration_s": duration_s,
                "n_review": len(queue)}
@@ -168,12 +186,7 @@ def log_eval_run(settings: Settings, embedder: Embedder, reasoner: Reasoner, jud
         "llm.provider": settings.llm.provider, "llm.model": settings.llm.model,
         "llm.base_url": redact_url(settings.llm.base_url), "llm.temperature": settings.llm.temperature,
         "judge.provider": settings.judge.provider, "judge.model": settings.judge.model, "judge.version": judge_version,
-        "prompt.reasoning": prompt.ref, "prompt.reasoning.sha256": prompt.sha256,
-        "prompt.reasoning.registry_uri": f"prompts:/{registered[prompt.ref].name}/{registered[prompt.ref].version}",
-        "prompt.direct": reasoner.prompts["direct"].ref, "reasoning.strategy": reasoner.config.strategy,
-        "reasoning.routes": json.dumps(reasoner.config.routes, sort_keys=True),
-        "reasoning.thresholds": f"simple<{reasoner.config.simple_below}, complex>={reasoner.config.complex_from}",
-        "reasoning.self_consistency": reasoner.config.self_consistency.model_dump_json(),
+        **reasoning_params(reasoner, registered),
         **retrieval_params(settings), "questions.path": settings.public_dict()["questions"]["path"],
         "questions.count": len(results),
     }
@@ -188,7 +201,7 @@ def log_eval_run(settings: Settings, embedder: Embedder, reasoner: Reasoner, jud
         with tempfile.TemporaryDirectory() as tmp:
             records = Path(tmp) / "results.jsonl"
             records.write_text("".join(r.model_dump_json() + "\n" for r in results), encoding="utf-8")
-            (Path(tmp) / "traces.jsonl").write_text("".join(json.dumps(trace(r, prompts)) + "\n" for r in results),
+            (Path(tmp) / "traces.jsonl").write_text("".join(json.dumps(trace(r)) + "\n" for r in results),
                                                     encoding="utf-8")
             (Path(tmp) / Path(QUEUE_ARTIFACT).name).write_text("".join(json.dumps(row) + "\n" for row in queue),
                                                                 encoding="utf-8")

@@ -95,14 +95,16 @@ def build_index(settings: Settings, full: bool = False) -> Any:
     return publish_index_version.fn(staged, settings)
 
 
-def make_reasoner(model: Any, price: Any = None, **reasoning: Any) -> Any:
+def make_reasoner(model: Any, price: Any = None, search: Any = None, optimize: Any = None, **reasoning: Any) -> Any:
     """A Reasoner over `model` with the project's prompts; `reasoning` overrides ReasoningConfig fields."""
-    from reasonloop.providers import strategy_prompts
-    from reasonloop.settings import Price, ReasoningConfig
+    from reasonloop.providers import role_prompts
+    from reasonloop.settings import OptimizeConfig, Price, ReasoningConfig
     from reasonloop.strategies import Reasoner
 
-    return Reasoner(model, strategy_prompts(load_settings()), ReasoningConfig(**reasoning),
-                    price or Price(input_per_1m=0.0, output_per_1m=0.0))
+    prompts, paths = role_prompts(load_settings())
+    return Reasoner(model, prompts, paths, ReasoningConfig(**reasoning),
+                    price or Price(input_per_1m=0.0, output_per_1m=0.0), optimize or OptimizeConfig(),
+                    search=search, search_version="test-index" if search else "")
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

@@ -6,9 +6,10 @@ from __future__ import annotations
 import json
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
-from reasonloop.answer_store import AnswerStore, answer_key, run_identity
+from reasonloop.answer_store import RecordStore, answer_key, run_identity
 from reasonloop.prompts import load_prompt
 from reasonloop.providers import build_openai_chat
 from reasonloop.schemas import Question, RetrievedChunk
@@ -26,7 +27,7 @@ ANSWER = json.dumps({"reasoning": {"problem": "p", "context": "c", "steps": ["s"
                      "answer": "Denver", "citations": ["d::0::aa"], "confidence": 0.9})
 
 
-def run(server: OpenAIServer, store: AnswerStore | None, questions: list[Question] = QUESTIONS,
+def run(server: OpenAIServer, store: RecordStore | None, questions: list[Question] = QUESTIONS,
         context: list[RetrievedChunk] | None = None) -> list:  # type: ignore[type-arg]
     model = build_openai_chat(LLMConfig(provider="openai", model="m", base_url=server.base_url, max_retries=0))
     return answer_questions.fn(questions, [context or [CHUNK]] * len(questions), make_reasoner(model, FREE), LIMITS,
@@ -34,18 +35,18 @@ def run(server: OpenAIServer, store: AnswerStore | None, questions: list[Questio
 
 
 def test_the_cache_answers_a_repeat_without_calls_or_cost(tmp_path: Path) -> None:
-    store = AnswerStore(tmp_path / "a.sqlite", run="r1", shared=True, ttl_s=3600)
+    store = RecordStore(tmp_path / "a.sqlite", run="r1", shared=True, ttl_s=3600)
     with OpenAIServer(lambda r: Reply(content=ANSWER)) as server:
         first = run(server, store)
         assert len(server.calls) == 3 and not any(r.cache_hit for r in first)
-        second = run(server, AnswerStore(tmp_path / "a.sqlite", run="another run", shared=True, ttl_s=3600))
+        second = run(server, RecordStore(tmp_path / "a.sqlite", run="another run", shared=True, ttl_s=3600))
         assert len(server.calls) == 3  # no call reached the endpoint
     assert all(r.cache_hit and r.cost_usd == 0 and r.tokens_in == 0 for r in second)
     assert [r.answer for r in second] == [r.answer for r in first] and first[0].cost_usd > 0
 
 
 def test_a_changed_dependency_misses_exactly_its_entries(tmp_path: Path) -> None:
-    store = AnswerStore(tmp_path / "a.sqlite", run="r1", shared=True, ttl_s=3600)
+    store = RecordStore(tmp_path / "a.sqlite", run="r1", shared=True, ttl_s=3600)
     moved = CHUNK.model_copy(update={"chunk_id": "d::0::bb"})  # the index version changed this chunk's content
     with OpenAIServer(lambda r: Reply(content=ANSWER)) as server:
         run(server, store)
@@ -53,12 +54,14 @@ def test_a_changed_dependency_misses_exactly_its_entries(tmp_path: Path) -> None
         assert len(server.calls) == 4  # only the question whose context changed
         run(server, store)
         assert len(server.calls) == 4
-        v2 = COT.model_copy(update={"version": 2})
         model = build_openai_chat(LLMConfig(provider="openai", model="m", base_url=server.base_url))
-        assert answer_key(model, v2, QUESTIONS[0], [CHUNK]) != answer_key(model, COT, QUESTIONS[0], [CHUNK])
+        plan = make_reasoner(model).plan(QUESTIONS[0], [CHUNK])
+        v2 = replace(plan, prompts=(COT.model_copy(update={"version": 2}),))
+        assert answer_key(v2, QUESTIONS[0], [CHUNK]) != answer_key(plan, QUESTIONS[0], [CHUNK])
         hotter = build_openai_chat(LLMConfig(provider="openai", model="m", base_url=server.base_url, temperature=0.7))
-        assert answer_key(hotter, COT, QUESTIONS[0], [CHUNK]) != answer_key(model, COT, QUESTIONS[0], [CHUNK])
-        expired = AnswerStore(tmp_path / "a.sqlite", run="r1", shared=True, ttl_s=1e-6)
+        assert answer_key(replace(plan, model=hotter), QUESTIONS[0], [CHUNK]) != answer_key(plan, QUESTIONS[0],
+                                                                                             [CHUNK])
+        expired = RecordStore(tmp_path / "a.sqlite", run="r1", shared=True, ttl_s=1e-6)
         run(server, expired)
         assert len(server.calls) == 7  # past the TTL everything is asked again
 
@@ -70,19 +73,19 @@ def test_the_checkpoint_resumes_only_what_is_missing(tmp_path: Path) -> None:
     def responder(request: dict) -> Reply:
         return Reply(status=500) if any(q in user_text(request) for q in failing) else Reply(content=ANSWER)
 
-    checkpoint = AnswerStore(tmp_path / "a.sqlite", run="run-a", shared=False)
+    checkpoint = RecordStore(tmp_path / "a.sqlite", run="run-a", shared=False)
     with OpenAIServer(responder) as server:
         first = run(server, checkpoint)
         assert [r.error is None for r in first] == [True, False, True] and len(server.calls) == 3
         failing.clear()
         resumed = run(server, checkpoint)
         assert len(server.calls) == 4 and [r.cache_hit for r in resumed] == [True, False, True]
-        run(server, AnswerStore(tmp_path / "a.sqlite", run="run-b", shared=False))
+        run(server, RecordStore(tmp_path / "a.sqlite", run="run-b", shared=False))
         assert len(server.calls) == 7
 
 
 def test_answers_are_saved_as_they_finish_not_at_the_end(tmp_path: Path) -> None:
-    store = AnswerStore(tmp_path / "a.sqlite", run="r1", shared=False)
+    store = RecordStore(tmp_path / "a.sqlite", run="r1", shared=False)
     slow = "Question number 2?"
     reply = {True: Reply(content=ANSWER, delay_s=3.0), False: Reply(content=ANSWER)}
     with OpenAIServer(lambda r: reply[slow in user_text(r)]) as server:
@@ -90,7 +93,7 @@ def test_answers_are_saved_as_they_finish_not_at_the_end(tmp_path: Path) -> None
         batch.start()
         model = build_openai_chat(LLMConfig(provider="openai", model="m", base_url=server.base_url, max_retries=0))
         plan = make_reasoner(model).plan
-        keys = [answer_key(model, COT, q, [CHUNK], plan(q, [CHUNK]).identity) for q in QUESTIONS]
+        keys = [answer_key(plan(q, [CHUNK]), q, [CHUNK]) for q in QUESTIONS]
         deadline = time.monotonic() + 2.5
         while len(store.get_many(keys)) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -109,8 +112,8 @@ def test_run_identity_follows_config_questions_and_index() -> None:
 
 def test_completing_a_run_drops_its_checkpoint_but_not_the_cache(tmp_path: Path) -> None:
     with OpenAIServer(lambda r: Reply(content=ANSWER)) as server:
-        checkpoint = AnswerStore(tmp_path / "a.sqlite", run="run-a", shared=False)
-        cache = AnswerStore(tmp_path / "a.sqlite", run="run-c", shared=True)
+        checkpoint = RecordStore(tmp_path / "a.sqlite", run="run-a", shared=False)
+        cache = RecordStore(tmp_path / "a.sqlite", run="run-c", shared=True)
         run(server, checkpoint, QUESTIONS[:1])
         run(server, cache, QUESTIONS[1:])
         checkpoint.complete()
@@ -121,7 +124,7 @@ def test_completing_a_run_drops_its_checkpoint_but_not_the_cache(tmp_path: Path)
 
 
 def test_reused_answers_take_this_runs_question_and_plan(tmp_path: Path) -> None:
-    store = AnswerStore(tmp_path / "a.sqlite", run="r", shared=True)
+    store = RecordStore(tmp_path / "a.sqlite", run="r", shared=True)
     twin = QUESTIONS[0].model_copy(update={"id": "twin"})  # same text, same context: same key
     with OpenAIServer(lambda r: Reply(content=ANSWER)) as server:
         run(server, store, QUESTIONS[:1])

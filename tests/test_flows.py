@@ -74,10 +74,12 @@ def test_reindex_then_eval_offline(make_settings: Callable[..., Settings]) -> No
               Path(client.download_artifacts(report.run_id, "eval/traces.jsonl")).read_text().splitlines()]
     first = traces[0]
     question = next(q for q in questions if q["id"] == first["question_id"])
-    assert first["prompt"] == "chain_of_thought@v1" and question["question"] in first["rendered"]["user"]
-    assert all(f'<chunk id="{c["chunk_id"]}"' in first["rendered"]["user"] for c in first["retrieved"])
-    assert first["parsed"]["model"] == "extractive-minilm" and first["parsed"]["prompt"] == "chain_of_thought@v1"
-    assert first["raw_output"] and first["verdict"]["grounded_fraction"] is not None
+    [step] = first["steps"]  # chain-of-thought: one call, its exact messages and raw reply
+    system, user = (m["content"] for m in json.loads(step["input"]))
+    assert first["prompt"] == step["prompt"] == "chain_of_thought@v1" and question["question"] in user
+    assert "quoted data" in system and all(f'<chunk id="{c["chunk_id"]}"' in user for c in first["retrieved"])
+    assert first["parsed"]["model"] == "extractive-minilm" and json.loads(step["output"])["answer"]
+    assert step["tokens_in"] > 0 and first["verdict"]["grounded_fraction"] is not None
 
     assert metrics["cache_hit_rate"] == 0.0
     queue = Path(client.download_artifacts(report.run_id, "eval/review.jsonl")).read_text().splitlines()
@@ -146,7 +148,8 @@ def test_eval_through_an_openai_compatible_server(make_settings: Callable[..., S
     n = len(questions)
     reasoning_calls = [c for c in server.calls if "strict evaluator" not in c["messages"][0]["content"]]
     assert len(reasoning_calls) == n and n_first == 2 * n + 1  # + one repair request
-    assert len(server.calls) == n_first + n + 1  # the repeat: answers all from the cache, the judge asked again
+    # the repeat: answers and verdicts from the cache; only the unparseable verdict is asked again (+ its repair)
+    assert len(server.calls) == n_first + 2
     repeat = MlflowClient(settings.mlflow_tracking_uri).get_run(again.run_id).data.metrics
     assert repeat["cache_hit_rate"] == 1.0 and repeat["cost_usd"] == 0.0
     run = MlflowClient(settings.mlflow_tracking_uri).get_run(report.run_id)

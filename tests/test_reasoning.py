@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from unittest.mock import patch
 
 import pytest
+from langchain_core.language_models import FakeListChatModel
 
 from reasonloop.extractive import ExtractiveChatModel
 from reasonloop.judges import HeuristicJudge, JudgeItem, LLMJudge
@@ -12,7 +14,8 @@ from reasonloop.prompts import load_prompt
 from reasonloop.providers import build_openai_chat
 from reasonloop.schemas import AnswerRecord, Question, RetrievedChunk
 from reasonloop.settings import CallLimits, JudgeConfig, LLMConfig, Price, load_settings
-from tasks.reason import answer_questions, cost_usd
+from reasonloop.strategies import cost_usd
+from tasks.reason import answer_questions
 
 from .conftest import make_reasoner
 from .support.openai_server import OpenAIServer, Reply, system_text, user_text
@@ -84,7 +87,7 @@ def test_answer_task_over_http_records_usage_cost_and_failures() -> None:
     assert ok.answer == "Denver Broncos" and ok.citations == ["sb::0::aa"] and ok.error is None
     assert (ok.tokens_in, ok.tokens_out) == (1000, 200)
     assert ok.cost_usd == pytest.approx(cost_usd(1000, 200, price)) == pytest.approx(0.004)
-    assert broken.error is not None and broken.error.startswith("unparseable answer")
+    assert broken.error is not None and broken.error.startswith("unparseable reply")
     assert broken.raw_output == "I cannot produce JSON today"
 
 
@@ -154,18 +157,23 @@ def test_each_callers_limits_hold_even_on_a_shared_endpoint() -> None:
     """The judge and the reasoner may share an endpoint with different limits: neither inherits the other's."""
     import asyncio
 
-    from reasonloop.llm_calls import run_bounded
+    from reasonloop.llm_calls import CallResult, endpoint_for, run_all
+
+    state = {"now": 0, "peak": 0}
+
+    async def slow_call(model: object, messages: object) -> CallResult:
+        state["now"] += 1
+        state["peak"] = max(state["peak"], state["now"])
+        await asyncio.sleep(0.02)
+        state["now"] -= 1
+        return CallResult("", 0, 0, 0.02)
 
     def peak_in_flight(limits: CallLimits) -> int:
-        state = {"now": 0, "peak": 0}
-
-        async def job() -> None:
-            state["now"] += 1
-            state["peak"] = max(state["peak"], state["now"])
-            await asyncio.sleep(0.02)
-            state["now"] -= 1
-
-        run_bounded([job] * 8, limits, "same-endpoint")
+        state.update(now=0, peak=0)
+        model = FakeListChatModel(responses=["x"])
+        endpoint = endpoint_for(model, limits)
+        with patch("reasonloop.llm_calls.call_chat", slow_call):
+            run_all([lambda: endpoint.call(model, [])] * 8)
         return state["peak"]
 
     assert peak_in_flight(CallLimits(1)) == 1

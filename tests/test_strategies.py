@@ -11,7 +11,7 @@ from reasonloop.metrics import normalize_answer
 from reasonloop.providers import build_openai_chat
 from reasonloop.schemas import Question, RetrievedChunk
 from reasonloop.settings import CallLimits, LLMConfig, ReasoningConfig
-from reasonloop.strategies import complexity, route_of
+from reasonloop.routing import complexity, route_of
 from tasks.aggregate import collect_results, summarize_results
 from tasks.reason import answer_questions
 

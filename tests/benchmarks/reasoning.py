@@ -31,7 +31,7 @@ def main() -> None:
     from langchain_core.messages import BaseMessage
     from openai import AsyncOpenAI
 
-    from reasonloop.answer_store import AnswerStore
+    from reasonloop.answer_store import RecordStore
     from reasonloop.llm_calls import run_coroutine
     from reasonloop.prompts import format_chunks, load_prompt
     from reasonloop.providers import build_openai_chat, strategy_prompts
@@ -62,7 +62,7 @@ def main() -> None:
         settings = load_settings()
         reasoners = {c: Reasoner(m, strategy_prompts(settings), settings.reasoning, price) for c, m in models.items()}
 
-        def ours(concurrency: int, store: AnswerStore | None = None) -> float:
+        def ours(concurrency: int, store: RecordStore | None = None) -> float:
             return timed(lambda: answer_questions.fn(questions, contexts, reasoners[concurrency],
                                                      CallLimits(concurrency), store))[0]
 
@@ -98,7 +98,7 @@ def main() -> None:
                                     "raw_asyncopenai_calls_per_s": n / raw32, "vs_langchain": lc32 / ours32,
                                     "vs_raw": raw32 / ours32, "target": ">= 1.0 x LangChain (aim >= 0.9 x raw)"}
         with tempfile.TemporaryDirectory() as tmp:
-            store = AnswerStore(Path(tmp) / "answers.sqlite", run="bench", shared=True, ttl_s=None)
+            store = RecordStore(Path(tmp) / "answers.sqlite", run="bench", shared=True, ttl_s=None)
             cold, warm = ours(32, store), ours(32, store)
         result["cache"] = {"first_s": cold, "second_s": warm, "ratio": warm / cold, "target": "< 0.05"}
     finally:
