@@ -86,7 +86,8 @@ def test_a_failed_self_check_gets_exactly_one_revision() -> None:
     def responder(request: dict) -> Reply:
         system = system_text(request)
         if "You check a draft answer" in system:
-            return Reply(content=json.dumps({"supported": False, "problems": ["the score 31-24 is not in the context"]}))
+            problems = ["the score 31-24 is not in the context"]
+            return Reply(content=json.dumps({"supported": False, "problems": problems}))
         if "You revise a draft answer" in system:
             return Reply(content=model_answer("Denver Broncos, 24-10"))
         return Reply(content=model_answer("Denver Broncos, 31-24"))
