@@ -206,6 +206,7 @@ class Price(Section):
 class MlflowConfig(Section):
     tracking_uri: str | None = Field(default=None, description="None: SQLite under the state folder")
     experiment_prefix: str = "reasonloop"
+    log_traces: bool = Field(default=True, description="each question as an MLflow trace on the eval run")
 
 
 class PrefectConfig(Section):

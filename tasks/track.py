@@ -27,6 +27,7 @@ from reasonloop.schemas import (
 )
 from reasonloop.settings import Settings, project_root
 from reasonloop.strategies import Reasoner
+from reasonloop.traces import log_question_traces
 from reasonloop.tracking import ensure_experiment, git_commit, register_prompt
 from tasks.aggregate import results_table, summary_rows
 from tasks.index import IndexBuild
@@ -209,6 +210,8 @@ def log_eval_run(settings: Settings, embedder: Embedder, reasoner: Reasoner, jud
             mlflow.log_artifacts(tmp, artifact_path="eval")
         for version in registered.values():
             mlflow.MlflowClient().link_prompt_version_to_run(run.info.run_id, version)
+        if settings.mlflow.log_traces:
+            log_question_traces(results, experiment_id, run.info.run_id)
     return FlowReport(flow="nightly-eval", run_id=run.info.run_id, experiment_id=experiment_id,
                       tracking_uri=settings.mlflow_tracking_uri, metrics=metrics,
                       rows={**summary_rows(summary), "for human review": f"{len(queue)} (reasonloop review list)",

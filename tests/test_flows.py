@@ -81,6 +81,15 @@ def test_reindex_then_eval_offline(make_settings: Callable[..., Settings]) -> No
     assert first["parsed"]["model"] == "extractive-minilm" and json.loads(step["output"])["answer"]
     assert step["tokens_in"] > 0 and first["verdict"]["grounded_fraction"] is not None
 
+    mlflow_traces = mlflow.search_traces(run_id=report.run_id, locations=[report.experiment_id], return_type="list")
+    assert len(mlflow_traces) == len(questions)  # one MLflow trace per question, on the run
+    shown = next(t for t in mlflow_traces if t.info.tags.get("question_id") == first["question_id"])
+    spans = {s.name: s for s in shown.data.spans}
+    assert spans["question"].outputs["answer"] == first["parsed"]["answer"]
+    assert [d["id"] for d in spans["retrieve"].outputs] == [c["chunk_id"] for c in first["retrieved"]]
+    assert spans["answer"].inputs["prompt"] == "chain_of_thought@v1"
+    assert shown.info.token_usage["input_tokens"] == step["tokens_in"]
+
     assert metrics["cache_hit_rate"] == 0.0
     queue = Path(client.download_artifacts(report.run_id, "eval/review.jsonl")).read_text().splitlines()
     assert len(queue) == metrics["n_review"] and all(json.loads(row)["reasons"] for row in queue)

@@ -174,10 +174,10 @@ def plain_eval(settings: Any) -> Any:
     questions = load_questions.fn(settings.questions.path)
     embedder = build_embedder(settings)
     index = open_serving_index(settings, embedder)
-    reasoner, judge = build_reasoner(settings, embedder), build_judge(settings, embedder)
+    reasoner, judge = build_reasoner(settings, embedder, index), build_judge(settings, embedder)
     results = []
     for batch in batched(questions, settings.eval.batch_size):
-        contexts = retrieve_chunks.fn(batch, index.retriever)
+        contexts = retrieve_chunks.fn(batch, index.retriever, settings.reasoning, settings.optimize)
         answers = answer_questions.fn(batch, contexts, reasoner, settings.llm.limits())
         verdicts = judge_answers.fn(batch, contexts, answers, judge)
         results += collect_results.fn(batch, contexts, answers, verdicts)

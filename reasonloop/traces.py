@@ -1,0 +1,76 @@
+"""Every answered question as an MLflow trace on the eval run (its Traces tab): a root span for the question, a
+retriever span with the chunks and scores, and one span per strategy step (model calls with their rendered
+messages, raw reply and token usage; ReAct's searches as tool spans), at the times they happened.
+
+Traces are written after the batch, from the recorded steps, so tracing adds nothing to the calls themselves;
+MLflow writes them on background threads and `flush` waits for them before the run ends."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from reasonloop.schemas import QuestionResult, RetrievedChunk, StepTrace
+
+
+def documents(chunks: list[RetrievedChunk]) -> list[dict[str, Any]]:
+    """Chunks in MLflow's retriever-span document shape (shown as documents in the UI)."""
+    return [{"id": c.chunk_id, "page_content": c.text,
+             "metadata": {"doc_id": c.doc_id, "rank": c.rank, "score": c.score, "dense_score": c.dense_score,
+                          "bm25_score": c.bm25_score}} for c in chunks]
+
+
+def step_inputs(step: StepTrace) -> Any:
+    if step.kind == "tool":
+        return {"query": step.input}
+    try:
+        return {"prompt": step.prompt, "messages": json.loads(step.input)}
+    except json.JSONDecodeError:
+        return {"prompt": step.prompt, "messages": step.input}
+
+
+def log_question_trace(result: QuestionResult, experiment_id: str, run_id: str) -> str:
+    """One question's trace, linked to `run_id`; returns the trace id."""
+    import mlflow
+    from mlflow.entities import SpanType
+    from mlflow.tracing.constant import SpanAttributeKey, TraceMetadataKey
+
+    answer, steps = result.answer, result.answer.steps
+    start = min((s.started_ns for s in steps), default=time.time_ns())
+    end = max((s.started_ns + int(s.latency_s * 1e9) for s in steps), default=start)
+    root = mlflow.start_span_no_context(
+        "question", span_type=SpanType.CHAIN, experiment_id=experiment_id, start_time_ns=start,
+        inputs={"question_id": result.question.id, "question": result.question.question},
+        attributes={"strategy": answer.strategy, "route": answer.route or "", "complexity": answer.complexity,
+                    "cache_hit": answer.cache_hit, "prompt": answer.prompt, "model": answer.model},
+        tags={"question_id": result.question.id, "strategy": answer.strategy},
+        metadata={TraceMetadataKey.SOURCE_RUN: run_id})
+    retrieval = mlflow.start_span_no_context("retrieve", span_type=SpanType.RETRIEVER, parent_span=root,
+                                             inputs={"query": result.question.question}, start_time_ns=start)
+    retrieval.end(outputs=documents(result.retrieved), end_time_ns=start)
+    for step in steps:
+        span = mlflow.start_span_no_context(
+            step.name, span_type=SpanType.TOOL if step.kind == "tool" else SpanType.LLM, parent_span=root,
+            inputs=step_inputs(step), start_time_ns=step.started_ns,
+            attributes={SpanAttributeKey.CHAT_USAGE: {"input_tokens": step.tokens_in, "output_tokens": step.tokens_out,
+                                                      "total_tokens": step.tokens_in + step.tokens_out}}
+            if step.kind == "llm" else {})
+        if step.error is not None:
+            span.set_attribute("error", step.error)
+        span.end(outputs=step.output, end_time_ns=step.started_ns + int(step.latency_s * 1e9))
+    verdict = result.verdict.model_dump(include={"correct", "correctness", "grounded_fraction", "hallucinated",
+                                                 "judge_error"}) if result.verdict else None
+    root.end(outputs={"answer": answer.answer, "confidence": answer.confidence, "citations": answer.citations,
+                      "error": answer.error, "verdict": verdict}, end_time_ns=end)
+    return root.trace_id
+
+
+def log_question_traces(results: list[QuestionResult], experiment_id: str, run_id: str) -> int:
+    """All questions' traces, flushed (written) before returning; returns how many."""
+    import mlflow
+
+    for result in results:
+        log_question_trace(result, experiment_id, run_id)
+    mlflow.flush_trace_async_logging()
+    return len(results)
