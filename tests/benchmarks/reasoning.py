@@ -34,7 +34,7 @@ def main() -> None:
     from reasonloop.answer_store import RecordStore
     from reasonloop.llm_calls import run_coroutine
     from reasonloop.prompts import format_chunks, load_prompt
-    from reasonloop.providers import build_openai_chat, strategy_prompts
+    from reasonloop.providers import build_openai_chat, role_prompts
     from reasonloop.schemas import Question, RetrievedChunk
     from reasonloop.settings import CallLimits, LLMConfig, Price, load_settings
     from reasonloop.strategies import Reasoner
@@ -60,7 +60,8 @@ def main() -> None:
                   for c in (8, 32)}  # one endpoint key per concurrency: its gate is created with that limit
 
         settings = load_settings()
-        reasoners = {c: Reasoner(m, strategy_prompts(settings), settings.reasoning, price) for c, m in models.items()}
+        prompts, paths = role_prompts(settings)
+        reasoners = {c: Reasoner(m, prompts, paths, settings.reasoning, price) for c, m in models.items()}
 
         def ours(concurrency: int, store: RecordStore | None = None) -> float:
             return timed(lambda: answer_questions.fn(questions, contexts, reasoners[concurrency],
