@@ -30,6 +30,9 @@ index_app = typer.Typer(help="Index versions: what is served, and rollback.", no
 app.add_typer(index_app, name="index")
 review_app = typer.Typer(help="Answers routed to human review by the nightly eval.", no_args_is_help=True)
 app.add_typer(review_app, name="review")
+prompt_app = typer.Typer(help="Prompt templates in MLflow's prompt registry: register versions, move aliases.",
+                         no_args_is_help=True)
+app.add_typer(prompt_app, name="prompt")
 console = Console()
 err_console = Console(stderr=True)
 T = TypeVar("T")
@@ -275,6 +278,40 @@ def review_export(ctx: typer.Context, out: Annotated[Path, typer.Argument(help="
         frame.to_json(tmp, orient="records", lines=True, force_ascii=False)
     tmp.replace(out)  # atomic: a reader never sees half a file
     console.print(f"wrote {len(rows)} answers from run {run_id} to {out}")
+
+
+def _registry(ctx: typer.Context) -> Settings:
+    import mlflow
+
+    settings = _settings(ctx)
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    return settings
+
+
+@prompt_app.command("register")
+def prompt_register(ctx: typer.Context) -> None:
+    """Register every template in the prompts folder (a text already registered is not duplicated)."""
+    from reasonloop.prompts import load_prompt
+    from reasonloop.tracking import register_prompt
+
+    settings = _registry(ctx)
+    for path in sorted(settings.prompts.dir.glob("*.yaml")):
+        prompt = _guarded(lambda path=path: load_prompt(settings.prompts.dir, path.stem))
+        version = register_prompt(prompt)
+        console.print(f"{prompt.ref} ({prompt.sha256[:12]}) -> prompts:/{version.name}/{version.version}")
+
+
+@prompt_app.command("alias")
+def prompt_alias(ctx: typer.Context, name: Annotated[str, typer.Argument(help="prompt name, e.g. chain_of_thought")],
+                 alias: Annotated[str, typer.Argument(help="alias, e.g. production")],
+                 version: Annotated[int, typer.Argument(min=1, help="the template's own version (vN in the file)")]
+                 ) -> None:
+    """Point NAME@ALIAS at file version VERSION; configs naming `NAME@ALIAS` use it from their next run."""
+    from reasonloop.tracking import set_prompt_alias
+
+    _registry(ctx)
+    registry_version = _guarded(lambda: set_prompt_alias(name, alias, version))
+    console.print(f"{name}@{alias} -> {name}@v{version} (prompts:/{name}/{registry_version})")
 
 
 @app.command()

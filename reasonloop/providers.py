@@ -55,11 +55,26 @@ def build_chat_model(settings: Settings, embedder: Embedder) -> BaseChatModel:
 PROMPT_ROLES = ("reasoning", "direct", "react", "verify", "revise", "synthesize")
 
 
+def resolve_prompt(settings: Settings, ref: str) -> PromptTemplate:
+    """`name`: the file configs/prompts/<name>.yaml; `name@alias`: the version the alias points at in MLflow's
+    prompt registry (moving the alias changes what the next run uses, and misses exactly the cached answers of
+    the strategies that use this prompt)."""
+    if "@" not in ref:
+        return load_prompt(settings.prompts.dir, ref)
+    import mlflow
+
+    from reasonloop.tracking import prompt_from_registry
+
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    name, alias = ref.split("@", 1)
+    return prompt_from_registry(name, alias)
+
+
 def role_prompts(settings: Settings) -> tuple[dict[str, PromptTemplate], tuple[PromptTemplate, ...]]:
     """The template of each prompt role, and the parallel paths' templates."""
     cfg = settings.prompts
-    return ({role: load_prompt(cfg.dir, getattr(cfg, role)) for role in PROMPT_ROLES},
-            tuple(load_prompt(cfg.dir, name) for name in cfg.paths))
+    return ({role: resolve_prompt(settings, getattr(cfg, role)) for role in PROMPT_ROLES},
+            tuple(resolve_prompt(settings, ref) for ref in cfg.paths))
 
 
 def build_reasoner(settings: Settings, embedder: Embedder, index: ServingIndex | None = None) -> Reasoner:
@@ -75,7 +90,7 @@ def build_reasoner(settings: Settings, embedder: Embedder, index: ServingIndex |
 def build_judge(settings: Settings, embedder: Embedder) -> Judge:
     cfg = settings.judge
     if cfg.provider == "openai":
-        prompt = load_prompt(settings.prompts.dir, settings.prompts.judge)
+        prompt = resolve_prompt(settings, settings.prompts.judge)
         return LLMJudge(build_openai_chat(cfg), prompt, cfg.limits())
     return HeuristicJudge(embedder, cfg.correctness_threshold, cfg.grounding_threshold)
 

@@ -185,7 +185,8 @@ class JudgeConfig(EndpointConfig):
 
 
 class PromptsConfig(Section):
-    """The template (a file in `dir`) for each role; the strategies say which roles they use."""
+    """The template of each role, the strategies say which roles they use: `name` is the file `dir/<name>.yaml`,
+    `name@alias` the version an alias points at in MLflow's prompt registry (`reasonloop prompt alias`)."""
 
     dir: Path = Path("configs/prompts")
     reasoning: str = "chain_of_thought"
