@@ -159,21 +159,18 @@ def bench_langchain(settings: Any, flow_s: float) -> dict[str, Any]:
             "target": ">= 1.0", "passed": ratio >= 1.0}
 
 
-def plain_eval(settings: Any) -> Any:
-    """The nightly eval's functions called directly, in the same batches, without Prefect."""
+def eval_results(settings: Any, embedder: Any, index: Any) -> tuple[list[Any], Any]:
+    """(per-question results, summary) of the nightly eval's functions called directly, in the same batches,
+    without Prefect and without MLflow."""
     from flows.nightly_eval import batched
-    from reasonloop.providers import build_embedder, build_judge, build_reasoner, open_serving_index
+    from reasonloop.providers import build_judge, build_reasoner
     from tasks.aggregate import collect_results, summarize_results
     from tasks.judge import judge_answers
     from tasks.load import load_questions
     from tasks.reason import answer_questions
-    from tasks.retrieve import evaluate_retrieval, retrieve_chunks
-    from tasks.track import log_eval_run
+    from tasks.retrieve import retrieve_chunks
 
-    started = time.perf_counter()
     questions = load_questions.fn(settings.questions.path)
-    embedder = build_embedder(settings)
-    index = open_serving_index(settings, embedder)
     reasoner, judge = build_reasoner(settings, embedder, index), build_judge(settings, embedder)
     results = []
     for batch in batched(questions, settings.eval.batch_size):
@@ -181,9 +178,24 @@ def plain_eval(settings: Any) -> Any:
         answers = answer_questions.fn(batch, contexts, reasoner, settings.llm.limits())
         verdicts = judge_answers.fn(batch, contexts, answers, judge)
         results += collect_results.fn(batch, contexts, answers, verdicts)
-    summary = summarize_results.fn(results)
-    quality = evaluate_retrieval.fn({"eval": questions}, index.retriever)
-    return log_eval_run.fn(settings, embedder, reasoner, judge.version, index.manifest, summary, quality, results,
+    complex_calls = settings.reasoning.complex_calls(len(settings.prompts.paths))
+    return results, summarize_results.fn(results, complex_calls, settings.optimize.alpha)
+
+
+def plain_eval(settings: Any) -> Any:
+    """The whole nightly eval without Prefect: the same functions, then the same MLflow logging."""
+    from reasonloop.providers import build_embedder, build_judge, build_reasoner, open_serving_index
+    from tasks.load import load_questions
+    from tasks.retrieve import evaluate_retrieval
+    from tasks.track import log_eval_run
+
+    started = time.perf_counter()
+    embedder = build_embedder(settings)
+    index = open_serving_index(settings, embedder)
+    results, summary = eval_results(settings, embedder, index)
+    quality = evaluate_retrieval.fn({"eval": load_questions.fn(settings.questions.path)}, index.retriever)
+    return log_eval_run.fn(settings, embedder, build_reasoner(settings, embedder, index),
+                           build_judge(settings, embedder).version, index.manifest, summary, quality, results,
                            time.perf_counter() - started)
 
 
