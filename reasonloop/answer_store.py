@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
@@ -24,6 +25,8 @@ from reasonloop.schemas import AnswerRecord, Question, RetrievedChunk, Verdict
 from reasonloop.settings import CacheConfig
 
 TABLES = ("answers", "verdicts")
+_PREPARED: set[tuple[str, str]] = set()
+_PREPARE_LOCK = threading.Lock()
 LOOKUP_BATCH = 500  # keys per query: SQLite's variable limit is 999 on old builds
 
 
@@ -81,14 +84,25 @@ class RecordStore:
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._prepare()
         with closing(sqlite3.connect(self.path, timeout=30)) as connection:
-            connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=NORMAL")  # WAL: a power cut may lose the last answers, never corrupt
-            connection.execute(f"CREATE TABLE IF NOT EXISTS {self.table} (key TEXT PRIMARY KEY, run TEXT NOT NULL, "
-                               "created REAL NOT NULL, record TEXT NOT NULL)")
             with connection:  # one transaction: committed on success, rolled back on error
                 yield connection
+
+    def _prepare(self) -> None:
+        """WAL mode (it persists in the file) and the table, once per file and table in this process: switching
+        the journal mode takes an exclusive lock that two first connections racing for it would not wait for."""
+        ready = (str(self.path), self.table)
+        with _PREPARE_LOCK:
+            if ready in _PREPARED:
+                return
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with closing(sqlite3.connect(self.path, timeout=30)) as connection:
+                connection.execute("PRAGMA journal_mode=WAL")
+                connection.execute(f"CREATE TABLE IF NOT EXISTS {self.table} (key TEXT PRIMARY KEY, "
+                                   "run TEXT NOT NULL, created REAL NOT NULL, record TEXT NOT NULL)")
+            _PREPARED.add(ready)
 
     def get_many(self, keys: list[str]) -> dict[str, Any]:
         """Stored records for the keys that have one (within the TTL, or of this run)."""

@@ -13,10 +13,10 @@ from typing import Protocol
 import numpy as np
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, HumanMessage
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from reasonloop.embeddings import Embedder
-from reasonloop.llm_calls import Endpoint, endpoint_for, endpoint_of, extract_json, run_all
+from reasonloop.llm_calls import Endpoint, describe, endpoint_for, endpoint_of, parse_reply, run_all
 from reasonloop.metrics import exact_match, reference_recall, split_sentences, token_f1
 from reasonloop.prompts import PromptTemplate, format_chunks
 from reasonloop.redact import redact
@@ -136,25 +136,17 @@ class LLMJudge:
             messages = self.prompt.to_messages(question=item.question.question, reference=reference, answer=answer,
                                                context=format_chunks(item.context))
             raw = (await endpoint.call(self.model, messages)).text
-            reply = _parse_reply(raw)
-            if reply is None:
+            reply = parse_reply(raw, JudgeReply)
+            if isinstance(reply, str):
                 retry = [*messages, AIMessage(raw), HumanMessage(REPAIR_REQUEST)]
                 raw = (await endpoint.call(self.model, retry)).text
-                reply = _parse_reply(raw)
+                reply = parse_reply(raw, JudgeReply)
         except Exception as exc:  # noqa: BLE001 - a failed judge call is data, recorded per question
-            return Verdict(judge_error=redact(f"{type(exc).__name__}: {exc}"), **reference_scores)
-        if reply is None:
+            return Verdict(judge_error=redact(describe(exc)), **reference_scores)
+        if isinstance(reply, str):
             return Verdict(judge_error=f"unparseable verdict: {raw[:2000]}", **reference_scores)
         unsupported = [c.claim for c in reply.claims if not c.supported]
         grounded = 1.0 - len(unsupported) / len(reply.claims) if reply.claims else 1.0
         return Verdict(correct=reply.correct, correctness=reply.score, grounded_fraction=grounded,
                        hallucinated=bool(unsupported), unsupported_claims=unsupported, reason=reply.reason,
                        **reference_scores)
-
-
-def _parse_reply(raw: str) -> JudgeReply | None:
-    try:
-        return JudgeReply.model_validate(extract_json(raw))
-    except (ValueError, ValidationError):
-        return None
-

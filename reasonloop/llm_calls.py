@@ -13,10 +13,12 @@ from typing import Any, TypeVar
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
+from pydantic import BaseModel, ValidationError
 
 from reasonloop.settings import CallLimits
 
 T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,25 @@ class CallResult:
     tokens_in: int
     tokens_out: int
     latency_s: float
+    started_ns: int = 0  # wall clock when the request left (after any wait for the endpoint's limits)
+
+
+class CallError(Exception):
+    """A model call that failed (after the client's own retries), with when it started and how long it took."""
+
+    def __init__(self, cause: Exception, started_ns: int, latency_s: float) -> None:
+        super().__init__(f"{type(cause).__name__}: {cause}")
+        self.started_ns, self.latency_s = started_ns, latency_s
+
+
+def describe(exc: Exception) -> str:
+    """`Type: message` of the error behind a failed call (not of its CallError wrapper)."""
+    return str(exc) if isinstance(exc, CallError) else f"{type(exc).__name__}: {exc}"
+
+
+def approx_tokens(text: str) -> int:
+    """Tokens at ~4 characters each: what providers' quotas and our budgets can count without a tokenizer."""
+    return len(text) // 4
 
 
 async def call_chat(model: BaseChatModel, messages: Sequence[BaseMessage]) -> CallResult:
@@ -33,13 +54,16 @@ async def call_chat(model: BaseChatModel, messages: Sequence[BaseMessage]) -> Ca
     it: no callback manager or run tree per call, which is about a tenth of the client's CPU per call and the
     difference between beating LangChain's `abatch` and trailing it (make bench). Our own step traces record
     what callbacks would."""
-    start = time.perf_counter()
-    result = await model._agenerate(list(messages))
+    started_ns, start = time.time_ns(), time.perf_counter()
+    try:
+        result = await model._agenerate(list(messages))
+    except Exception as exc:  # noqa: BLE001 - re-raised with its timing, the caller records it
+        raise CallError(exc, started_ns, time.perf_counter() - start) from exc
     latency = time.perf_counter() - start
     reply = result.generations[0].message
     usage = reply.usage_metadata if isinstance(reply, AIMessage) and reply.usage_metadata else {}
     return CallResult(text=reply.text, tokens_in=int(usage.get("input_tokens", 0)),
-                      tokens_out=int(usage.get("output_tokens", 0)), latency_s=latency)
+                      tokens_out=int(usage.get("output_tokens", 0)), latency_s=latency, started_ns=started_ns)
 
 
 _loop: asyncio.AbstractEventLoop | None = None
@@ -81,8 +105,8 @@ class Pacer:
 def estimate_tokens(model: BaseChatModel, messages: Sequence[BaseMessage]) -> int:
     """What a call may count against a tokens-per-minute quota before it is made: the prompt at ~4 characters per
     token plus the completion cap (providers count `max_tokens` up front too)."""
-    chars = sum(len(str(m.content)) for m in messages)
-    return chars // 4 + int(getattr(model, "max_tokens", None) or 0)
+    prompt = sum(approx_tokens(str(m.content)) for m in messages)
+    return prompt + int(getattr(model, "max_tokens", None) or 0)
 
 
 class Endpoint:
@@ -143,6 +167,14 @@ def run_coroutine(coroutine: Coroutine[Any, Any, T]) -> T:
         return future.result()
     finally:
         future.cancel()  # no-op when done; stops the work when the caller is interrupted
+
+
+def parse_reply(text: str, schema: type[M]) -> M | str:
+    """The reply's first JSON object validated as `schema`, or why it is not one (for the record)."""
+    try:
+        return schema.model_validate(extract_json(text))
+    except (ValueError, ValidationError) as exc:
+        return str(exc)
 
 
 def extract_json(text: str) -> dict[str, Any]:

@@ -6,6 +6,7 @@ read from the environment variable the config names, at build time only.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -84,7 +85,7 @@ def build_reasoner(settings: Settings, embedder: Embedder, index: ServingIndex |
     return Reasoner(build_chat_model(settings, embedder), prompts, paths, settings.reasoning,
                     settings.price_of(settings.llm.model), settings.optimize, embedder.count_tokens,
                     index.retriever.search if index is not None else None,
-                    index.manifest.content_hash if index is not None else "")
+                    index.identity if index is not None else "")
 
 
 def build_judge(settings: Settings, embedder: Embedder) -> Judge:
@@ -103,6 +104,14 @@ class ServingIndex:
     manifest: Manifest
     collection: Collection
     retriever: ChunkRetriever
+
+    @property
+    def identity(self) -> str:
+        """What a search over this index returns depends on: the version's content and weights, the retrieval
+        settings and filters (the part of ReAct's cache key that its own searches bring in)."""
+        filters = json.dumps(self.retriever.filters, sort_keys=True, default=str)
+        return (f"{self.manifest.content_hash}:{self.manifest.embedding_sha256}:"
+                f"{self.retriever.config.model_dump_json()}:{filters}")
 
 
 def open_index_version(settings: Settings, embedder: Embedder, manifest: Manifest) -> ServingIndex:

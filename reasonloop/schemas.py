@@ -109,7 +109,8 @@ class StepTrace(Record):
     name: str = Field(description="answer | sample:N | search | check | revise | path:NAME | synthesize | step:N")
     kind: Literal["llm", "tool"] = "llm"
     prompt: str = Field(default="", description="name@version of the template (model calls)")
-    started_ns: int = Field(description="wall clock at the start, ns since the epoch")
+    started_ns: int = Field(description="wall clock when the request left (after any wait for the endpoint's "
+                                        "limits), ns since the epoch")
     latency_s: float = 0.0
     tokens_in: int = 0
     tokens_out: int = 0

@@ -18,12 +18,12 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from langchain_core.language_models import BaseChatModel
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from reasonloop.llm_calls import Endpoint, extract_json
+from reasonloop.llm_calls import CallError, Endpoint, approx_tokens, describe, parse_reply
 from reasonloop.metrics import normalize_answer
 from reasonloop.prompts import PromptTemplate, format_chunks, quote_data
 from reasonloop.redact import redact
@@ -32,10 +32,7 @@ from reasonloop.schemas import AnswerRecord, ModelAnswer, Question, ReasoningSte
 from reasonloop.settings import OptimizeConfig, Price, ReasoningConfig
 
 Search = Callable[[str, int], list[RetrievedChunk]]
-
-
-def approx_tokens(text: str) -> int:
-    return len(text) // 4
+M = TypeVar("M", bound=BaseModel)
 
 
 class SelfCheck(BaseModel):
@@ -105,14 +102,12 @@ def cost_usd(tokens_in: int, tokens_out: int, price: Price) -> float:
     return (tokens_in * price.input_per_1m + tokens_out * price.output_per_1m) / 1_000_000
 
 
-def parse(step: StepTrace, schema: type[BaseModel]) -> tuple[Any, str | None]:
-    """(the validated reply, None) or (None, why not): a failed call or an unparseable reply."""
+def parse(step: StepTrace, schema: type[M]) -> M | str:
+    """The step's reply validated as `schema`, or why not (a failed call or an unparseable reply)."""
     if step.error is not None:
-        return None, step.error
-    try:
-        return schema.model_validate(extract_json(step.output)), None
-    except (ValueError, ValidationError) as exc:
-        return None, f"unparseable reply to {step.name}: {exc}"
+        return step.error
+    reply = parse_reply(step.output, schema)
+    return f"unparseable reply to {step.name}: {reply}" if isinstance(reply, str) else reply
 
 
 @dataclass
@@ -126,21 +121,19 @@ class Session:
     context: list[RetrievedChunk]
     steps: list[StepTrace] = field(default_factory=list)
     searched: list[RetrievedChunk] = field(default_factory=list)
-    started: float = field(default_factory=time.perf_counter)
 
     async def ask(self, name: str, prompt: PromptTemplate, **values: str) -> StepTrace:
-        """One model call; never raises (a failed call is a step with `error`)."""
+        """One model call; never raises (a failed call is a step with `error`). Its start is when the request left,
+        after any wait for the endpoint's limits."""
         messages = prompt.to_messages(**values)
         rendered = json.dumps([{"role": m.type, "content": m.content} for m in messages], ensure_ascii=False)
-        started_ns, start = time.time_ns(), time.perf_counter()
+        made = {"name": name, "prompt": prompt.ref, "input": rendered}
         try:
             call = await self.endpoint.call(self.plan.model, messages)
-            step = StepTrace(name=name, prompt=prompt.ref, started_ns=started_ns, latency_s=call.latency_s,
-                             tokens_in=call.tokens_in, tokens_out=call.tokens_out, input=rendered, output=call.text)
-        except Exception as exc:  # noqa: BLE001 - one failed call must not stop the batch
-            step = StepTrace(name=name, prompt=prompt.ref, started_ns=started_ns,
-                             latency_s=time.perf_counter() - start, input=rendered,
-                             error=redact(f"{type(exc).__name__}: {exc}"))
+            step = StepTrace(**made, started_ns=call.started_ns, latency_s=call.latency_s, tokens_in=call.tokens_in,
+                             tokens_out=call.tokens_out, output=call.text)
+        except CallError as exc:
+            step = StepTrace(**made, started_ns=exc.started_ns, latency_s=exc.latency_s, error=redact(str(exc)))
         self.steps.append(step)
         return step
 
@@ -157,37 +150,52 @@ class Session:
         self.searched += [c for c in hits if c.chunk_id not in seen]
         return hits
 
-    def record(self, answer: ModelAnswer | None, error: str | None, **extra: Any) -> AnswerRecord:
-        """The question's answer from what its steps produced: tokens and cost summed over the calls, latency the
-        wall time of the whole strategy."""
+    def record(self, answer: ModelAnswer | None, source: StepTrace | None, error: str | None = None,
+               **extra: Any) -> AnswerRecord:
+        """The question's record: the answer and the step that produced it (its prompt and raw reply), tokens and
+        cost summed over every call, latency from the first call's start to the last one's end (queueing for the
+        endpoint before the first call is not the strategy's)."""
         calls = [s for s in self.steps if s.kind == "llm"]
         tokens_in, tokens_out = sum(s.tokens_in for s in calls), sum(s.tokens_out for s in calls)
-        final = next((s for s in reversed(calls) if s.error is None), None)
-        made = {"question_id": self.question.id, "prompt": self.plan.prompts[-1].ref if answer else "",
+        ends = [s.started_ns + int(s.latency_s * 1e9) for s in self.steps]
+        made = {"question_id": self.question.id, "prompt": (source.prompt if source else self.plan.prompts[0].ref),
                 "model": str(self.plan.model._identifying_params.get("model_name", "")),
                 "tokens_in": tokens_in, "tokens_out": tokens_out,
                 "cost_usd": cost_usd(tokens_in, tokens_out, self.reasoner.price),
-                "latency_s": time.perf_counter() - self.started, "raw_output": final.output if final else "",
-                "strategy": self.plan.strategy, "route": self.plan.route, "complexity": self.plan.complexity,
-                "n_calls": len(calls), "steps": self.steps, "searched": self.searched}
+                "latency_s": (max(ends) - min(s.started_ns for s in self.steps)) / 1e9 if self.steps else 0.0,
+                "raw_output": source.output if source else "", "strategy": self.plan.strategy,
+                "route": self.plan.route, "complexity": self.plan.complexity, "n_calls": len(calls),
+                "steps": self.steps, "searched": self.searched}
         if answer is None:
-            return AnswerRecord(**{**made, "prompt": self.plan.prompts[0].ref}, error=error, **extra)
+            return AnswerRecord(**made, error=error or "no answer", **extra)
         return AnswerRecord(**made, answer=answer.answer, reasoning=answer.reasoning, citations=answer.citations,
                             confidence=answer.confidence, **extra)
 
+    def failed(self, error: str, step: StepTrace | None = None) -> AnswerRecord:
+        """No answer: why, and the reply that was not one (kept as `raw_output` for the audit)."""
+        return self.record(None, step, error)
 
-def vote(answers: list[ModelAnswer], n_samples: int) -> tuple[ModelAnswer, list[str]]:
-    """The most frequent normalized answer (equal counts: the earliest), confidence = its share of all samples (a
+
+def vote(answers: list[tuple[ModelAnswer, StepTrace]], n_samples: int) -> tuple[ModelAnswer, StepTrace]:
+    """The most frequent normalized answer (equal counts: the earliest), confidence = its share of `n_samples` (a
     failed sample votes for nobody)."""
-    votes = Counter(normalize_answer(a.answer) for a in answers)
+    votes = Counter(normalize_answer(a.answer) for a, _ in answers)
     winner, count = votes.most_common(1)[0]
-    chosen = next(a for a in answers if normalize_answer(a.answer) == winner)
-    return chosen.model_copy(update={"confidence": count / n_samples}), [a.answer for a in answers]
+    chosen, step = next((a, s) for a, s in answers if normalize_answer(a.answer) == winner)
+    return chosen.model_copy(update={"confidence": count / n_samples}), step
+
+
+def answered(steps: list[StepTrace]) -> tuple[list[tuple[ModelAnswer, StepTrace]], str | None]:
+    """The steps whose reply is a valid answer, and the first reason one is not."""
+    parsed = [(parse(step, ModelAnswer), step) for step in steps]
+    good = [(a, s) for a, s in parsed if not isinstance(a, str)]
+    return good, next((a for a, _ in parsed if isinstance(a, str)), None)  # type: ignore[misc]
 
 
 async def single(s: Session) -> AnswerRecord:
     step = await s.ask("answer", s.plan.prompts[0], question=s.question.question, context=format_chunks(s.context))
-    return s.record(*parse(step, ModelAnswer))
+    reply = parse(step, ModelAnswer)
+    return s.failed(reply, step) if isinstance(reply, str) else s.record(reply, step)
 
 
 async def self_consistency(s: Session) -> AnswerRecord:
@@ -195,67 +203,77 @@ async def self_consistency(s: Session) -> AnswerRecord:
     context = format_chunks(s.context)
     steps = await asyncio.gather(*(s.ask(f"sample:{k}", s.plan.prompts[0], question=s.question.question,
                                          context=context) for k in range(n)))
-    parsed = [parse(step, ModelAnswer) for step in steps]
-    answers = [a for a, _ in parsed if a is not None]
-    if not answers:
-        return s.record(None, parsed[0][1])
-    winner, samples = vote(answers, n)
-    return s.record(winner, None, samples=samples)
+    good, error = answered(list(steps))
+    if not good:
+        return s.failed(error or "no sample answered")
+    winner, step = vote(good, n)
+    return s.record(winner, step, samples=[a.answer for a, _ in good])
 
 
 async def react(s: Session) -> AnswerRecord:
-    """Turns until the model finishes; a search on the last turn, or a failed turn, fails the question."""
-    max_steps, pad, thoughts = s.reasoner.config.react.max_steps, [], []
+    """Turns until the model finishes. Up-front context, when the run gives any, is the first observation; a
+    search on the last turn, a failed turn or a finish without an answer fails the question."""
+    max_steps, thoughts = s.reasoner.config.react.max_steps, []
+    pad = [f"<observation>\n{format_chunks(s.context)}\n</observation>"] if s.context else []
     for turn in range(max_steps):
         step = await s.ask(f"step:{turn + 1}", s.plan.prompts[0], question=s.question.question,
                            scratchpad="\n".join(pad) or "(nothing yet)", steps_left=str(max_steps - turn))
-        reply, error = parse(step, ReactTurn)
-        if reply is None:
-            return s.record(None, error)
+        reply = parse(step, ReactTurn)
+        if isinstance(reply, str):
+            return s.failed(reply, step)
         thoughts.append(reply.thought)
         if reply.action == "finish":
-            steps = [f"{t} -> search '{q}'" for t, q in zip(thoughts, (x.input for x in s.steps if x.kind == "tool"),
-                                                             strict=False)] + [reply.thought]
-            final = ModelAnswer(answer=reply.answer or "(empty)", citations=reply.citations,
-                                confidence=reply.confidence,
-                                reasoning=ReasoningSteps(problem=s.question.question, steps=steps))
-            return s.record(final, None)
-        hits = await asyncio.to_thread(s.search, reply.query)
-        pad.append(f"<thought>{quote_data(reply.thought)}</thought>\n<search>{quote_data(reply.query)}</search>\n"
+            if not reply.answer.strip():
+                return s.failed("react: finished without an answer", step)
+            final = ModelAnswer(answer=reply.answer, citations=reply.citations, confidence=reply.confidence,
+                                reasoning=ReasoningSteps(problem=s.question.question, steps=thoughts))
+            return s.record(final, step)
+        if turn == max_steps - 1:
+            break
+        query = reply.query.strip() or s.question.question
+        hits = await asyncio.to_thread(s.search, query)
+        pad.append(f"<thought>{quote_data(reply.thought)}</thought>\n<search>{quote_data(query)}</search>\n"
                    f"<observation>\n{format_chunks(hits) or '(no results)'}\n</observation>")
-    return s.record(None, f"react: no answer within {max_steps} steps (the last turn searched again)")
+    return s.failed(f"react: no answer within {max_steps} steps (the last turn searched again)")
 
 
 async def verify(s: Session) -> AnswerRecord:
     draft_prompt, check_prompt, revise_prompt = s.plan.prompts
     context = format_chunks(s.context)
-    draft, error = parse(await s.ask("answer", draft_prompt, question=s.question.question, context=context),
-                         ModelAnswer)
-    if draft is None:
-        return s.record(None, error)
-    check, _ = parse(await s.ask("check", check_prompt, question=s.question.question, context=context,
-                                 answer=draft.answer), SelfCheck)
-    if check is None or check.supported:  # a check that could not run leaves the draft unverified (None)
-        return s.record(draft, None, verified=check.supported if check else None)
-    problems = "\n".join(f"- {p}" for p in check.problems) or "- the check found the draft unsupported"
-    revised, _ = parse(await s.ask("revise", revise_prompt, question=s.question.question, context=context,
-                                   answer=draft.answer, problems=problems), ModelAnswer)
-    return s.record(revised or draft, None, verified=False, revised=revised is not None)
+    drafted = await s.ask("answer", draft_prompt, question=s.question.question, context=context)
+    draft = parse(drafted, ModelAnswer)
+    if isinstance(draft, str):
+        return s.failed(draft, drafted)
+    check = parse(await s.ask("check", check_prompt, question=s.question.question, context=context,
+                              answer=quote_data(draft.answer)), SelfCheck)
+    if isinstance(check, str) or check.supported:  # a check that could not run leaves the draft unverified (None)
+        return s.record(draft, drafted, verified=None if isinstance(check, str) else True)
+    problems = "\n".join(f"- {quote_data(p)}" for p in check.problems) or "- the check found the draft unsupported"
+    revising = await s.ask("revise", revise_prompt, question=s.question.question, context=context,
+                           answer=quote_data(draft.answer), problems=problems)
+    revised = parse(revising, ModelAnswer)
+    if isinstance(revised, str):  # the revision failed: keep the draft, flagged as failing its check
+        return s.record(draft, drafted, verified=False)
+    return s.record(revised, revising, verified=False, revised=True)
 
 
 async def parallel_paths(s: Session) -> AnswerRecord:
+    """The paths concurrently, then the synthesis; if the synthesis fails, the paths' vote answers."""
     *paths, synthesis = s.plan.prompts
     context = format_chunks(s.context)
     steps = await asyncio.gather(*(s.ask(f"path:{p.name}", p, question=s.question.question, context=context)
                                    for p in paths))
-    parsed = [(p, *parse(step, ModelAnswer)) for p, step in zip(paths, steps, strict=True)]
-    answered = [(p, a) for p, a, _ in parsed if a is not None]
-    if not answered:
-        return s.record(None, parsed[0][2])
-    blocks = "\n".join(f'<path name="{p.name}">\n{quote_data(a.model_dump_json())}\n</path>' for p, a in answered)
+    good, error = answered(list(steps))
+    if not good:
+        return s.failed(error or "no path answered")
+    blocks = "\n".join(f'<path name="{step.prompt}">\n{quote_data(a.model_dump_json())}\n</path>'
+                        for a, step in good)
     step = await s.ask("synthesize", synthesis, question=s.question.question, context=context, paths=blocks)
-    final, error = parse(step, ModelAnswer)
-    return s.record(final, error, samples=[a.answer for _, a in answered])
+    final = parse(step, ModelAnswer)
+    samples = [a.answer for a, _ in good]
+    if isinstance(final, str):
+        return s.record(*vote(good, len(paths)), samples=samples)
+    return s.record(final, step, samples=samples)
 
 
 RUNNERS = {"direct": single, "chain_of_thought": single, "self_consistency": self_consistency, "react": react,
@@ -269,4 +287,4 @@ async def answer_with(reasoner: Reasoner, endpoint: Endpoint, plan: Plan, questi
     try:
         return await RUNNERS[plan.strategy](session)
     except Exception as exc:  # noqa: BLE001 - e.g. the search tool's store went away: this question fails alone
-        return session.record(None, redact(f"{type(exc).__name__}: {exc}"))
+        return session.failed(redact(describe(exc)))

@@ -8,10 +8,14 @@ MLflow writes them on background threads and `flush` waits for them before the r
 from __future__ import annotations
 
 import json
+import logging
 import time
 from typing import Any
 
+from reasonloop.redact import redact
 from reasonloop.schemas import QuestionResult, RetrievedChunk, StepTrace
+
+logger = logging.getLogger(__name__)
 
 
 def documents(chunks: list[RetrievedChunk]) -> list[dict[str, Any]]:
@@ -36,7 +40,8 @@ def log_question_trace(result: QuestionResult, experiment_id: str, run_id: str) 
     from mlflow.entities import SpanType
     from mlflow.tracing.constant import SpanAttributeKey, TraceMetadataKey
 
-    answer, steps = result.answer, result.answer.steps
+    answer = result.answer
+    steps = [] if answer.cache_hit else answer.steps  # a reused answer made no call in this run
     start = min((s.started_ns for s in steps), default=time.time_ns())
     end = max((s.started_ns + int(s.latency_s * 1e9) for s in steps), default=start)
     root = mlflow.start_span_no_context(
@@ -67,10 +72,16 @@ def log_question_trace(result: QuestionResult, experiment_id: str, run_id: str) 
 
 
 def log_question_traces(results: list[QuestionResult], experiment_id: str, run_id: str) -> int:
-    """All questions' traces, flushed (written) before returning; returns how many."""
+    """All questions' traces, flushed (written) before returning; returns how many were logged. Best effort: the
+    same records are in the run's traces.jsonl, so a tracing failure is a warning, never a failed eval."""
     import mlflow
 
-    for result in results:
-        log_question_trace(result, experiment_id, run_id)
-    mlflow.flush_trace_async_logging()
-    return len(results)
+    logged = 0
+    try:
+        for result in results:
+            log_question_trace(result, experiment_id, run_id)
+            logged += 1
+        mlflow.flush_trace_async_logging()
+    except Exception as exc:  # noqa: BLE001 - see above
+        logger.warning("logged %d of %d MLflow traces: %s", logged, len(results), redact(str(exc)))
+    return logged

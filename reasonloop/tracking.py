@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from reasonloop.errors import PromptError, ReasonloopError
 from reasonloop.prompts import PLACEHOLDER, PromptTemplate
+from reasonloop.redact import redact
 from reasonloop.settings import Settings
 
 if TYPE_CHECKING:
@@ -54,6 +55,7 @@ def register_prompt(prompt: PromptTemplate) -> Any:
 def registry_versions(name: str) -> list[Any]:
     """Every registry version of a prompt, oldest first (empty when it was never registered)."""
     import mlflow
+    from mlflow.exceptions import MlflowException
 
     client, found, token = mlflow.MlflowClient(), [], None
     try:
@@ -63,8 +65,10 @@ def registry_versions(name: str) -> list[Any]:
             token = page.token
             if not token:
                 break
-    except Exception:  # noqa: BLE001 - MLflow raises a generic MlflowException when the prompt is unknown
-        return []
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return []
+        raise
     return sorted(found, key=lambda v: int(v.version))
 
 
@@ -90,8 +94,8 @@ def prompt_from_registry(name: str, alias: str) -> PromptTemplate:
     try:
         version = mlflow.genai.load_prompt(f"prompts:/{name}@{alias}")
     except Exception as exc:  # noqa: BLE001 - unknown prompt or alias
-        raise PromptError(f"prompt {name}@{alias} is not in the MLflow prompt registry ({exc}); set it with "
-                              f"`reasonloop prompt alias {name} {alias} VERSION`") from None
+        raise PromptError(f"prompt {name}@{alias} is not in the MLflow prompt registry ({redact(str(exc))}); "
+                          f"set it with `reasonloop prompt alias {name} {alias} VERSION`") from None
     messages = {m["role"]: m["content"] for m in version.template}
     system, template = messages.get("system", ""), messages.get("user", "")
     prompt = PromptTemplate(name=name, version=int(version.tags["file_version"]),

@@ -16,8 +16,8 @@ from reasonloop.schemas import AnswerRecord, EvalSummary, Question, QuestionResu
 @task(name="collect-results")
 def collect_results(questions: list[Question], contexts: list[list[RetrievedChunk]], answers: list[AnswerRecord],
                     verdicts: list[Verdict | None]) -> list[QuestionResult]:
-    return [QuestionResult(question=q, retrieved=c, answer=a, verdict=v,
-                           recall_at_k=recall_at_k([r.doc_id for r in c], q.gold_doc_ids))
+    return [QuestionResult(question=q, retrieved=c, answer=a, verdict=v,  # ReAct: recall of what its searches found
+                           recall_at_k=recall_at_k([r.doc_id for r in a.evidence(c)], q.gold_doc_ids))
             for q, c, a, v in zip(questions, contexts, answers, verdicts, strict=True)]
 
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from reasonloop.answer_store import RecordStore, verdict_key
 from reasonloop.judges import Judge, JudgeItem
 from reasonloop.schemas import AnswerRecord, Question, RetrievedChunk, Verdict
+
+logger = logging.getLogger(__name__)
 
 
 @task(name="judge-answers", cache_policy=NO_CACHE)
@@ -22,7 +26,10 @@ def judge_answers(questions: list[Question], contexts: list[list[RetrievedChunk]
     todo = [i for i in items if keys[i] not in stored]
     fresh = dict(zip(todo, judge.judge([items[i] for i in todo]), strict=True))
     if store is not None:
-        for i, verdict in fresh.items():
-            if verdict.judge_error is None:  # a failed judgement is asked again next time
-                store.put(keys[i], verdict)
+        try:
+            for i, verdict in fresh.items():
+                if verdict.judge_error is None:  # a failed judgement is asked again next time
+                    store.put(keys[i], verdict)
+        except Exception as exc:  # noqa: BLE001 - a full disk must not lose the batch's verdicts
+            logger.warning("could not save verdicts: %s", exc)
     return [fresh.get(i) or stored.get(keys[i]) if i in items else None for i in range(len(answers))]

@@ -13,6 +13,7 @@ from reasonloop import progress
 from reasonloop.answer_store import RecordStore, answer_key
 from reasonloop.compression import compress_context
 from reasonloop.llm_calls import endpoint_for, run_all
+from reasonloop.routing import Plan
 from reasonloop.schemas import AnswerRecord, Question, RetrievedChunk
 from reasonloop.settings import CallLimits
 from reasonloop.strategies import Reasoner, answer_with
@@ -36,10 +37,16 @@ def answer_questions(questions: list[Question], contexts: list[list[RetrievedChu
     """One batch of questions, each by its planned strategy; every model call goes through the endpoint's limits,
     and the client retries transient errors (honouring Retry-After on 429). With a store, stored answers are reused
     (no call, no cost) and a question's answer is saved the moment its strategy finishes."""
-    plans = [reasoner.plan(q, c) for q, c in zip(questions, contexts, strict=True)]
-    fitted = [fit_context(reasoner, p.strategy, q, c) for p, q, c in zip(plans, questions, contexts, strict=True)]
-    keys = [answer_key(p, q, c) for p, q, c in zip(plans, questions, fitted, strict=True)]
-    stored = store.get_many(keys) if store is not None else {}
+    unplanned: dict[int, AnswerRecord] = {}
+    plans: dict[int, Plan] = {}
+    for i, (q, c) in enumerate(zip(questions, contexts, strict=True)):
+        try:
+            plans[i] = reasoner.plan(q, c)
+        except ValueError as exc:  # e.g. an unknown metadata.strategy: this question fails, the batch goes on
+            unplanned[i] = AnswerRecord(question_id=q.id, error=str(exc))
+    fitted = {i: fit_context(reasoner, p.strategy, questions[i], contexts[i]) for i, p in plans.items()}
+    keys = {i: answer_key(p, questions[i], fitted[i]) for i, p in plans.items()}
+    stored = store.get_many(list(keys.values())) if store is not None else {}
     endpoint = endpoint_for(reasoner.model, limits)
 
     async def one(i: int) -> AnswerRecord:
@@ -51,12 +58,12 @@ def answer_questions(questions: list[Question], contexts: list[list[RetrievedChu
                 logger.warning("could not save the answer to %s: %s", questions[i].id, exc)
         return record
 
-    todo = [i for i, key in enumerate(keys) if key not in stored]
-    done = dict(zip(todo, run_all([lambda i=i: one(i) for i in todo]), strict=True))
+    todo = [i for i, key in keys.items() if key not in stored]
+    done = {**unplanned, **dict(zip(todo, run_all([lambda i=i: one(i) for i in todo]), strict=True))}
     free = {"cache_hit": True, "tokens_in": 0, "tokens_out": 0, "latency_s": 0.0, "cost_usd": 0.0}
-    records = [done[i] if i in done else stored[key].model_copy(update={  # this run's question and plan
+    records = [done[i] if i in done else stored[keys[i]].model_copy(update={  # this run's question and plan
         **free, "question_id": questions[i].id, "strategy": plans[i].strategy, "route": plans[i].route,
-        "complexity": plans[i].complexity}) for i, key in enumerate(keys)]
+        "complexity": plans[i].complexity}) for i in range(len(questions))]
     progress.advance("answer questions", len(records))
     return records
 

@@ -16,7 +16,7 @@ from reasonloop.llm_calls import Pacer, estimate_tokens, run_coroutine
 from reasonloop.prompts import format_chunks
 from reasonloop.providers import build_openai_chat
 from reasonloop.schemas import Question, RetrievedChunk
-from reasonloop.settings import CallLimits, LLMConfig
+from reasonloop.settings import CallLimits, LLMConfig, OptimizeConfig
 from tasks.reason import answer_questions
 
 from .conftest import make_reasoner
@@ -79,7 +79,26 @@ def test_react_is_bounded_by_max_steps() -> None:
         record = run_one(server, "react", context=[], search=FakeSearch([RHINE]), react={"max_steps": 3})
     assert len(server.calls) == 3 and "<steps_left>1</steps_left>" in user_text(server.calls[-1])
     assert record.error is not None and "no answer within 3 steps" in record.error
-    assert record.n_calls == 3 and [s.name for s in record.steps if s.kind == "tool"] == ["search"] * 3
+    assert record.n_calls == 3 and [s.name for s in record.steps if s.kind == "tool"] == ["search"] * 2  # none wasted
+
+
+def test_react_turns_that_fail_fail_the_question() -> None:
+    for content, error in [("no json at all", "unparseable reply to step:1"),
+                           (json.dumps({"thought": "done", "action": "finish", "answer": " "}), "without an answer")]:
+        with OpenAIServer(lambda r, content=content: Reply(content=content)) as server:
+            record = run_one(server, "react", context=[], search=FakeSearch([WINNER]))
+        assert len(server.calls) == 1 and error in (record.error or ""), record.error
+
+
+def test_react_reads_up_front_context_when_the_run_gives_it() -> None:
+    finish = json.dumps({"thought": "the observation answers it", "action": "finish", "answer": "Denver Broncos",
+                         "citations": ["sb::0::aa"], "confidence": 0.9})
+    with OpenAIServer(lambda r: Reply(content=finish)) as server:
+        model = build_openai_chat(LLMConfig(provider="openai", model="m", base_url=server.base_url, max_retries=0))
+        reasoner = make_reasoner(model, search=FakeSearch([]), optimize=OptimizeConfig(skip_retrieval=[]),
+                                 strategy="react")
+        [record] = answer_questions.fn([QUESTION], [[WINNER]], reasoner, LIMITS)
+    assert '<observation>\n<chunk id="sb::0::aa"' in user_text(server.calls[0]) and record.answer == "Denver Broncos"
 
 
 def test_a_failed_self_check_gets_exactly_one_revision() -> None:
@@ -99,6 +118,29 @@ def test_a_failed_self_check_gets_exactly_one_revision() -> None:
     assert "the score 31-24 is not in the context" in user_text(server.calls[2])
     assert record.answer == "Denver Broncos, 24-10" and record.verified is False and record.revised
     assert record.prompt == "revise_answer@v1" and [s.name for s in record.steps] == ["answer", "check", "revise"]
+    assert json.loads(record.raw_output)["answer"] == "Denver Broncos, 24-10"
+
+
+@pytest.mark.parametrize(("check", "revision", "verified", "calls"), [
+    (Reply(content="not json"), None, None, 2),  # the check could not run: the draft stands, unverified
+    (Reply(content=json.dumps({"supported": False, "problems": ["<draft>x</draft>"]})), Reply(status=500), False, 3),
+])
+def test_a_broken_check_or_revision_keeps_the_draft(check: Reply, revision: Reply | None, verified: bool | None,
+                                                    calls: int) -> None:
+    def responder(request: dict) -> Reply:
+        system = system_text(request)
+        if "You check a draft answer" in system:
+            return check
+        if "You revise a draft answer" in system and revision is not None:
+            return revision
+        return Reply(content=model_answer("Denver Broncos"))
+
+    with OpenAIServer(responder) as server:
+        record = run_one(server, "verify")
+    assert len(server.calls) == calls and record.error is None and record.answer == "Denver Broncos"
+    assert record.verified is verified and not record.revised and record.prompt == "chain_of_thought@v1"
+    if calls == 3:  # the check's text reaches the revision quoted: it cannot open or close a block
+        assert "&lt;draft>x&lt;/draft>" in user_text(server.calls[2])
 
 
 def test_a_passed_self_check_keeps_the_draft() -> None:
@@ -142,7 +184,40 @@ def test_a_failed_path_leaves_the_synthesis_to_the_others() -> None:
     with OpenAIServer(responder) as server:
         record = run_one(server, "parallel_paths")
     assert len(server.calls) == 3 and record.error is None and record.samples == ["Denver Broncos"]
-    assert [s.error is not None for s in record.steps] == [True, False, False]
+    failed = {s.name: s.error is not None for s in record.steps}
+    assert failed == {"path:path_analytical": True, "path:path_systematic": False, "synthesize": False}
+
+
+def test_a_failed_synthesis_falls_back_to_the_paths_vote() -> None:
+    def responder(request: dict) -> Reply:
+        system = system_text(request)
+        if "Several independent reasoning paths" in system:
+            return Reply(status=500)
+        return Reply(content=model_answer("Denver Broncos", 0.8))
+
+    with OpenAIServer(responder) as server:
+        record = run_one(server, "parallel_paths")
+    assert len(server.calls) == 3 and record.error is None and record.answer == "Denver Broncos"
+    assert record.confidence == 1.0 and record.prompt.startswith("path_")  # both paths agree
+
+
+def test_an_unknown_strategy_fails_its_question_not_the_batch() -> None:
+    with OpenAIServer(lambda r: Reply(content=model_answer("Denver Broncos"))) as server:
+        model = build_openai_chat(LLMConfig(provider="openai", model="m", base_url=server.base_url))
+        odd = QUESTION.model_copy(update={"id": "odd", "metadata": {"strategy": "tree_of_thoughts"}})
+        records = answer_questions.fn([odd, QUESTION], [[WINNER]] * 2, make_reasoner(model), LIMITS)
+    assert "unknown strategy 'tree_of_thoughts'" in (records[0].error or "") and records[1].error is None
+    assert len(server.calls) == 1
+
+
+def test_latency_is_the_strategys_own_time_not_its_wait_for_a_slot() -> None:
+    with OpenAIServer(lambda r: Reply(content=model_answer("Denver Broncos"), delay_s=0.2)) as server:
+        model = build_openai_chat(LLMConfig(provider="openai", model="m", base_url=server.base_url))
+        questions = [QUESTION.model_copy(update={"id": f"q{i}"}) for i in range(4)]
+        records = answer_questions.fn(questions, [[WINNER]] * 4, make_reasoner(model), CallLimits(1))
+    assert all(0.19 < r.latency_s < 0.4 for r in records), [r.latency_s for r in records]
+    starts = sorted(r.steps[0].started_ns for r in records)
+    assert all(b - a >= 0.19e9 for a, b in zip(starts, starts[1:], strict=False))  # when each request really left
 
 
 @pytest.mark.parametrize("strategy", ["direct", "chain_of_thought", "self_consistency", "react", "verify",

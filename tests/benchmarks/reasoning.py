@@ -57,7 +57,7 @@ def main() -> None:
         price = Price(input_per_1m=0.0, output_per_1m=0.0)
 
         models = {c: build_openai_chat(LLMConfig(provider="openai", model=f"m{c}", base_url=base_url, max_retries=2))
-                  for c in (8, 32)}  # one endpoint key per concurrency: its gate is created with that limit
+                  for c in (8, 32)}
 
         settings = load_settings()
         prompts, paths = role_prompts(settings)
