@@ -1,4 +1,5 @@
-"""Nightly eval: questions -> retrieve top-k -> reason (versioned CoT prompt) -> judge -> aggregate -> MLflow.
+"""Nightly eval: questions -> retrieve -> reason (the configured strategies) -> judge -> aggregate -> gate against
+the baseline run -> MLflow; a significant regression fails the flow after the run is logged.
 
 Work runs in batches of `eval.batch_size` questions per task (a task run costs 10-16 ms of overhead).
 """
@@ -15,6 +16,7 @@ from reasonloop.providers import build_embedder, build_judge, build_reasoner, op
 from reasonloop.schemas import FlowReport, Question
 from reasonloop.settings import Settings, load_settings
 from tasks.aggregate import collect_results, summarize_results
+from tasks.gate import check_regression, enforce_gate
 from tasks.judge import judge_answers
 from tasks.load import load_questions
 from tasks.reason import answer_questions, complete_checkpoint
@@ -54,8 +56,10 @@ def nightly_eval(settings: Settings | None = None) -> FlowReport:
 
     summary = summarize_results(results, settings.reasoning.complex_calls(len(settings.prompts.paths)),
                                 settings.optimize.alpha)
+    gate = check_regression(settings, results)
     quality = evaluate_retrieval({"eval": questions}, index.retriever)
     report = log_eval_run(settings, embedder, reasoner, judge.version, index.manifest, summary, quality, results,
-                          time.perf_counter() - started)
+                          gate, time.perf_counter() - started)
     publish_summary(report)
+    enforce_gate(gate, report.run_id)  # after logging: a failed run is still inspectable in MLflow
     return report

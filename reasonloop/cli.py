@@ -30,6 +30,9 @@ index_app = typer.Typer(help="Index versions: what is served, and rollback.", no
 app.add_typer(index_app, name="index")
 review_app = typer.Typer(help="Answers routed to human review by the nightly eval.", no_args_is_help=True)
 app.add_typer(review_app, name="review")
+baseline_app = typer.Typer(help="The baseline run the nightly eval's regression gate compares against.",
+                           no_args_is_help=True)
+app.add_typer(baseline_app, name="baseline")
 prompt_app = typer.Typer(help="Prompt templates in MLflow's prompt registry: register versions, move aliases.",
                          no_args_is_help=True)
 app.add_typer(prompt_app, name="prompt")
@@ -278,6 +281,25 @@ def review_export(ctx: typer.Context, out: Annotated[Path, typer.Argument(help="
         frame.to_json(tmp, orient="records", lines=True, force_ascii=False)
     tmp.replace(out)  # atomic: a reader never sees half a file
     console.print(f"wrote {len(rows)} answers from run {run_id} to {out}")
+
+
+@baseline_app.command("set")
+def baseline_set(ctx: typer.Context, run_id: Annotated[str, typer.Argument(help="a finished nightly-eval run")]) -> None:
+    """Gate every later nightly eval against RUN_ID's per-question results."""
+    from reasonloop.tracking import set_baseline
+
+    settings = _settings(ctx)
+    _guarded(lambda: set_baseline(settings, run_id))
+    console.print(f"baseline: run {run_id}; the next nightly evals are gated against it")
+
+
+@baseline_app.command("show")
+def baseline_show(ctx: typer.Context) -> None:
+    """The current baseline run, if any."""
+    from reasonloop.tracking import baseline_run_id
+
+    run_id = baseline_run_id(_settings(ctx))
+    console.print(f"baseline: run {run_id}" if run_id else "no baseline set: `reasonloop baseline set RUN_ID`")
 
 
 def _registry(ctx: typer.Context) -> Settings:

@@ -203,6 +203,8 @@ class EvalSummary(Record):
     error_rate: float | None = Field(default=None, description="share of questions failed or with unsupported claims")
     efficiency_j: float | None = Field(default=None, description="J = (accuracy - alpha * error_rate) / C")
     efficiency_cost_unit: str = Field(default="", description="C: usd_per_query when priced, else ktokens_per_query")
+    intervals: dict[str, tuple[float, float]] = Field(default_factory=dict,
+                                                      description="bootstrap 95% interval of each per-question mean")
 
 
 class RetrievalQuality(Record):

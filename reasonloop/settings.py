@@ -296,6 +296,31 @@ class OptimizeConfig(Section):
     alpha: float = Field(default=1.0, ge=0.0, description="weight of the error rate in J")
 
 
+GateMetricName = Literal["accuracy", "grounding_rate", "hallucination_rate", "token_f1"]
+
+
+class GateMetric(Section):
+    tolerance: float = Field(default=0.02, ge=0.0, le=1.0, description="worsening tolerated before it can fail")
+    higher_is_better: bool = True
+
+
+def _default_gate_metrics() -> dict[GateMetricName, GateMetric]:
+    return {"accuracy": GateMetric(), "grounding_rate": GateMetric(),
+            "hallucination_rate": GateMetric(higher_is_better=False)}
+
+
+class GateConfig(Section):
+    """The nightly eval's regression gate: each metric is compared with the baseline run's on the questions both
+    answered (paired bootstrap); a worsening beyond `tolerance` whose interval excludes no change fails the run."""
+
+    enabled: bool = True
+    metrics: dict[GateMetricName, GateMetric] = Field(default_factory=_default_gate_metrics)
+    confidence: float = Field(default=0.95, gt=0.5, lt=1.0)
+    resamples: int = Field(default=2000, ge=200)
+    seed: int = 0
+    min_pairs: int = Field(default=10, ge=2, description="fewer questions in common: no decision (passes, says so)")
+
+
 class EvalConfig(Section):
     batch_size: int = Field(default=32, gt=0, description="questions per Prefect task run")
 
@@ -370,6 +395,7 @@ class Settings(BaseSettings):
     reasoning: ReasoningConfig = Field(default_factory=ReasoningConfig)
     review: ReviewConfig = Field(default_factory=ReviewConfig)
     optimize: OptimizeConfig = Field(default_factory=OptimizeConfig)
+    gate: GateConfig = Field(default_factory=GateConfig)
 
     @classmethod
     def settings_customise_sources(

@@ -10,12 +10,14 @@ from typing import TYPE_CHECKING, Any
 from reasonloop.errors import PromptError, ReasonloopError
 from reasonloop.prompts import PLACEHOLDER, PromptTemplate
 from reasonloop.redact import redact
+from reasonloop.schemas import QuestionResult
 from reasonloop.settings import Settings
 
 if TYPE_CHECKING:
     import pandas as pd
 
 FLOW_KINDS = ("reindex", "nightly-eval")
+RESULTS_ARTIFACT = "eval/results.jsonl"
 
 
 def experiment_name(settings: Settings, kind: str) -> str:
@@ -106,6 +108,49 @@ def prompt_from_registry(name: str, alias: str) -> PromptTemplate:
         raise PromptError(f"prompt {name}@{alias}: registry version {version.version} does not match its "
                               "recorded sha256; register the file again")
     return prompt
+
+
+BASELINE_TAG = "reasonloop.baseline_run_id"
+
+
+def baseline_run_id(settings: Settings) -> str | None:
+    """The nightly eval's baseline run (an experiment tag), None when none is set."""
+    import mlflow
+
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    experiment = mlflow.get_experiment_by_name(experiment_name(settings, "nightly-eval"))
+    return experiment.tags.get(BASELINE_TAG) if experiment is not None else None
+
+
+def set_baseline(settings: Settings, run_id: str) -> None:
+    """Make a finished nightly-eval run with per-question results the baseline the gate compares against."""
+    import mlflow
+
+    client = mlflow.MlflowClient(settings.mlflow_tracking_uri)
+    experiment_id = ensure_experiment(settings, "nightly-eval")
+    try:
+        run = client.get_run(run_id)
+    except Exception:  # noqa: BLE001 - MLflow raises a generic MlflowException for an unknown run
+        raise ReasonloopError(f"no run {run_id} in {settings.mlflow_tracking_uri}: see `reasonloop runs`") from None
+    if run.info.experiment_id != experiment_id or run.info.status != "FINISHED":
+        raise ReasonloopError(f"run {run_id} is not a finished nightly-eval run ({run.info.status}); pick one from "
+                              "`reasonloop runs`")
+    run_results(settings, run_id)  # refuse a run whose results cannot be read back
+    client.set_experiment_tag(experiment_id, BASELINE_TAG, run_id)
+
+
+def run_results(settings: Settings, run_id: str) -> list[QuestionResult]:
+    """A nightly-eval run's per-question results, read back from its `eval/results.jsonl` artifact."""
+    import mlflow
+
+    client = mlflow.MlflowClient(settings.mlflow_tracking_uri)
+    try:
+        path = Path(client.download_artifacts(run_id, RESULTS_ARTIFACT))
+    except Exception as exc:  # noqa: BLE001 - MLflow raises several types for a missing run or file
+        raise ReasonloopError(f"run {run_id} has no readable {RESULTS_ARTIFACT} ({type(exc).__name__}): is it a "
+                              "nightly-eval run of this version?") from None
+    return [QuestionResult.model_validate_json(line) for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip()]
 
 
 def git_commit(root: Path) -> str:

@@ -9,8 +9,10 @@ from __future__ import annotations
 import pandas as pd
 from prefect import task
 
+from reasonloop.gate import PER_QUESTION
 from reasonloop.metrics import mean, percentile, recall_at_k
 from reasonloop.schemas import AnswerRecord, EvalSummary, Question, QuestionResult, RetrievedChunk, Verdict
+from reasonloop.stats import mean_ci
 
 
 @task(name="collect-results")
@@ -85,9 +87,25 @@ def summarize_results(results: list[QuestionResult], complex_calls: int | None =
         cache_hit_rate=sum(r.answer.cache_hit for r in results) / len(results) if results else None,
         n_verify_failed=sum(r.answer.verified is False for r in results),
         n_revised=sum(r.answer.revised for r in results),
-        error_rate=error_rate, efficiency_j=j, efficiency_cost_unit=unit,
+        error_rate=error_rate, efficiency_j=j, efficiency_cost_unit=unit, intervals=intervals(results),
         **(adaptive_fields(results, complex_calls) if complex_calls else {}),
     )
+
+
+def intervals(results: list[QuestionResult], confidence: float = 0.95) -> dict[str, tuple[float, float]]:
+    """Bootstrap interval of each gated metric's mean over its per-question values (seeded: reproducible)."""
+    found = {}
+    for metric, value in PER_QUESTION.items():
+        interval = mean_ci([v for r in results if (v := value(r)) is not None], confidence)
+        if interval is not None:
+            found[metric] = interval
+    return found
+
+
+def interval_metrics(summary: EvalSummary) -> dict[str, float]:
+    """`<metric>_ci_low` / `<metric>_ci_high` for MLflow."""
+    return {f"{m}_ci_{side}": bound for m, (low, high) in summary.intervals.items()
+            for side, bound in (("low", low), ("high", high))}
 
 
 def adaptive_fields(results: list[QuestionResult], complex_calls: int) -> dict[str, float]:
@@ -126,9 +144,13 @@ def summary_rows(summary: EvalSummary) -> dict[str, str]:
     def fmt(value: float | None, pattern: str) -> str:
         return "n/a" if value is None else pattern.format(value)
 
+    def ci(metric: str) -> str:
+        low, high = summary.intervals.get(metric, (None, None))
+        return f" [{low:.3f}, {high:.3f}]" if low is not None and high is not None else ""
+
     return {
         "questions": f"{summary.n_questions} ({summary.n_failed} failed, {summary.n_judge_errors} judge errors)",
-        "accuracy": fmt(summary.accuracy, "{:.3f}"),
+        "accuracy [95% CI]": fmt(summary.accuracy, "{:.3f}") + ci("accuracy"),
         "grounding rate": fmt(summary.grounding_rate, "{:.3f}"),
         "hallucination rate": fmt(summary.hallucination_rate, "{:.3f}"),
         "recall@k": fmt(summary.recall_at_k, "{:.3f}"),

@@ -13,6 +13,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from reasonloop.embeddings import Embedder
+from reasonloop.gate import GateReport
 from reasonloop.index_versions import Manifest
 from reasonloop.redact import redact_url
 from reasonloop.review import QUEUE_ARTIFACT, review_queue
@@ -29,7 +30,7 @@ from reasonloop.settings import Settings, project_root
 from reasonloop.strategies import Reasoner
 from reasonloop.traces import log_question_traces
 from reasonloop.tracking import ensure_experiment, git_commit, register_prompt
-from tasks.aggregate import results_table, summary_rows
+from tasks.aggregate import interval_metrics, results_table, summary_rows
 from tasks.index import IndexBuild
 
 
@@ -170,18 +171,29 @@ def reasoning_params(reasoner: Reasoner, registered: dict[str, Any]) -> dict[str
 
 
 @task(name="log-eval-run", cache_policy=NO_CACHE)
+def gate_metrics(gate: GateReport) -> dict[str, float]:
+    """`gate.passed` and, per checked metric, how much worse it got and the interval of the change."""
+    values: dict[str, float] = {"gate.passed": float(gate.passed)}
+    for check in gate.checks:
+        values |= {f"gate.{check.metric}.{k}": v for k, v in
+                   (("worse_by", check.worse_by), ("ci_low", check.ci_low), ("ci_high", check.ci_high),
+                    ("n_pairs", check.n_pairs), ("regressed", float(check.regressed))) if v is not None}
+    return values
+
+
 def log_eval_run(settings: Settings, embedder: Embedder, reasoner: Reasoner, judge_version: str,
                  index: Manifest, summary: EvalSummary, quality: list[RetrievalQuality],
-                 results: list[QuestionResult], duration_s: float) -> FlowReport:
-    """One MLflow run: params (providers, prompt name@version, retriever, config hash, commit), metrics in one
-    batch, the per-question table, the full per-question records, and the prompt linked from the registry."""
+                 results: list[QuestionResult], gate: GateReport, duration_s: float) -> FlowReport:
+    """One MLflow run: params (providers, prompt name@version, retriever, config hash, commit), metrics with
+    their intervals and the gate's decision in one batch, the per-question table, the full per-question records,
+    the gate report and regressed questions, and the prompts linked from the registry."""
     import mlflow
 
     experiment_id = ensure_experiment(settings, "nightly-eval")
     registered = {p.ref: register_prompt(p) for p in reasoner.templates()}
     queue = review_queue(results, settings.review)
-    metrics = {**_numeric(summary.model_dump()), **quality_metrics(quality), "duration_s": duration_s,
-               "n_review": len(queue)}
+    metrics = {**_numeric(summary.model_dump()), **interval_metrics(summary), **quality_metrics(quality),
+               **gate_metrics(gate), "duration_s": duration_s, "n_review": len(queue)}
     params = {
         **common_params(settings, embedder), **index_params(index),
         "llm.provider": settings.llm.provider, "llm.model": settings.llm.model,
@@ -189,16 +201,20 @@ def log_eval_run(settings: Settings, embedder: Embedder, reasoner: Reasoner, jud
         "judge.provider": settings.judge.provider, "judge.model": settings.judge.model, "judge.version": judge_version,
         **reasoning_params(reasoner, registered),
         **retrieval_params(settings), "questions.path": settings.public_dict()["questions"]["path"],
-        "questions.count": len(results),
+        "questions.count": len(results), "gate.baseline_run_id": gate.baseline_run_id or "none",
     }
-    with mlflow.start_run(experiment_id=experiment_id, run_name="nightly-eval",
-                          tags=_flow_run_tags("nightly-eval")) as run:
+    tags = {**_flow_run_tags("nightly-eval"), "reasonloop.gate": "passed" if gate.passed else "failed"}
+    with mlflow.start_run(experiment_id=experiment_id, run_name="nightly-eval", tags=tags) as run:
         mlflow.log_params(params)
         mlflow.log_metrics(metrics)
         mlflow.log_table(results_table(results), artifact_file="eval/questions.json")
         if queue:
             mlflow.log_table(pd.DataFrame(queue).assign(reasons=lambda f: f["reasons"].str.join(" | ")),
                              artifact_file="eval/review.json")
+        mlflow.log_dict(gate.model_dump(exclude={"regressions"}), "eval/gate.json")
+        if gate.regressions:
+            mlflow.log_table(pd.DataFrame([r.model_dump() for r in gate.regressions]),
+                             artifact_file="eval/regressions.json")
         with tempfile.TemporaryDirectory() as tmp:
             records = Path(tmp) / "results.jsonl"
             records.write_text("".join(r.model_dump_json() + "\n" for r in results), encoding="utf-8")
@@ -215,7 +231,7 @@ def log_eval_run(settings: Settings, embedder: Embedder, reasoner: Reasoner, jud
     return FlowReport(flow="nightly-eval", run_id=run.info.run_id, experiment_id=experiment_id,
                       tracking_uri=settings.mlflow_tracking_uri, metrics=metrics,
                       rows={**summary_rows(summary), "for human review": f"{len(queue)} (reasonloop review list)",
-                            "index version": index.ref})
+                            "regression gate": gate.summary(), "index version": index.ref})
 
 
 def summary_markdown(report: FlowReport) -> str:

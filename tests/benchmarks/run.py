@@ -185,6 +185,7 @@ def eval_results(settings: Any, embedder: Any, index: Any) -> tuple[list[Any], A
 def plain_eval(settings: Any) -> Any:
     """The whole nightly eval without Prefect: the same functions, then the same MLflow logging."""
     from reasonloop.providers import build_embedder, build_judge, build_reasoner, open_serving_index
+    from tasks.gate import check_regression
     from tasks.load import load_questions
     from tasks.retrieve import evaluate_retrieval
     from tasks.track import log_eval_run
@@ -194,9 +195,10 @@ def plain_eval(settings: Any) -> Any:
     index = open_serving_index(settings, embedder)
     results, summary = eval_results(settings, embedder, index)
     quality = evaluate_retrieval.fn({"eval": load_questions.fn(settings.questions.path)}, index.retriever)
+    gate = check_regression.fn(settings, results)
     return log_eval_run.fn(settings, embedder, build_reasoner(settings, embedder, index),
                            build_judge(settings, embedder).version, index.manifest, summary, quality, results,
-                           time.perf_counter() - started)
+                           gate, time.perf_counter() - started)
 
 
 def bench_eval_overhead(settings: Any, rounds: int) -> dict[str, Any]:

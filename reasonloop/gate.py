@@ -1,0 +1,124 @@
+"""The regression gate: a nightly eval against its baseline run, question by question.
+
+Each gated metric is a mean of per-question values (accuracy: 1 when the judge says correct, 0 when not or when
+the question failed; grounding: the grounded fraction; hallucination: 1 when a claim is unsupported). The gate
+pairs the questions both runs scored, resamples the per-question differences (paired bootstrap), and fails a
+metric when it worsened by more than its tolerance and the interval of the difference excludes zero: a real
+drop, not noise. Judge errors score nothing on either side."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from pydantic import Field
+
+from reasonloop.schemas import QuestionResult, Record
+from reasonloop.settings import GateConfig, GateMetricName
+from reasonloop.stats import mean_ci
+
+
+def _judged(result: QuestionResult) -> bool:
+    return result.answer.error is None and result.verdict is not None and result.verdict.judge_error is None
+
+
+def _accuracy(result: QuestionResult) -> float | None:
+    if result.answer.error is not None:
+        return 0.0  # a failed question is a wrong answer, as in the run's accuracy
+    return float(result.verdict.correct) if _judged(result) and result.verdict else None
+
+
+PER_QUESTION: dict[GateMetricName, Callable[[QuestionResult], float | None]] = {
+    "accuracy": _accuracy,
+    "grounding_rate": lambda r: r.verdict.grounded_fraction if _judged(r) and r.verdict else None,
+    "hallucination_rate": lambda r: float(r.verdict.hallucinated) if _judged(r) and r.verdict else None,
+    "token_f1": lambda r: r.verdict.token_f1 if _judged(r) and r.verdict else None,
+}
+
+
+class MetricCheck(Record):
+    """One metric, current run vs baseline, over the questions both scored."""
+
+    metric: str
+    n_pairs: int
+    baseline: float | None = None
+    current: float | None = None
+    worse_by: float | None = Field(default=None, description="how much worse the current run is (< 0: better)")
+    ci_low: float | None = Field(default=None, description="interval of mean(current - baseline)")
+    ci_high: float | None = None
+    tolerance: float
+    regressed: bool = False
+    note: str = ""
+
+
+class Regression(Record):
+    """A question that got worse on a regressed metric, with both runs' answers."""
+
+    question_id: str
+    question: str
+    metric: str
+    baseline_answer: str
+    current_answer: str
+    baseline_value: float
+    current_value: float
+
+
+class GateReport(Record):
+    baseline_run_id: str | None
+    passed: bool
+    checks: list[MetricCheck] = Field(default_factory=list)
+    regressions: list[Regression] = Field(default_factory=list)
+    note: str = ""
+
+    def summary(self) -> str:
+        if self.baseline_run_id is None:
+            return f"passed ({self.note})"
+        failed = [c.metric for c in self.checks if c.regressed]
+        if failed:
+            return f"FAILED vs baseline {self.baseline_run_id[:12]}: {', '.join(failed)} regressed"
+        return f"passed vs baseline {self.baseline_run_id[:12]}"
+
+
+def check_metric(metric: GateMetricName, pairs: list[tuple[QuestionResult, QuestionResult]],
+                 cfg: GateConfig) -> tuple[MetricCheck, list[Regression]]:
+    """One metric's decision over (baseline, current) pairs of the same question."""
+    rule = cfg.metrics[metric]
+    value = PER_QUESTION[metric]
+    scored = [(b, c, value(b), value(c)) for b, c in pairs]
+    scored = [(b, c, vb, vc) for b, c, vb, vc in scored if vb is not None and vc is not None]
+    if len(scored) < cfg.min_pairs:
+        note = f"only {len(scored)} questions scored in both runs (< {cfg.min_pairs}): no decision"
+        return MetricCheck(metric=metric, n_pairs=len(scored), tolerance=rule.tolerance, note=note), []
+    differences = [vc - vb for _, _, vb, vc in scored]
+    sign = 1.0 if rule.higher_is_better else -1.0
+    baseline = sum(vb for _, _, vb, _ in scored) / len(scored)
+    current = sum(vc for _, _, _, vc in scored) / len(scored)
+    worse_by = sign * (baseline - current)
+    interval = mean_ci(differences, cfg.confidence, cfg.resamples, cfg.seed)
+    low, high = interval if interval is not None else (None, None)
+    significant = low is not None and high is not None and (high < 0 if rule.higher_is_better else low > 0)
+    regressed = worse_by > rule.tolerance and significant
+    check = MetricCheck(metric=metric, n_pairs=len(scored), baseline=baseline, current=current, worse_by=worse_by,
+                        ci_low=low, ci_high=high, tolerance=rule.tolerance, regressed=regressed)
+    if not regressed:
+        return check, []
+    worse = [Regression(question_id=c.question.id, question=c.question.question, metric=metric,
+                        baseline_answer=b.answer.answer or f"(failed: {b.answer.error})",
+                        current_answer=c.answer.answer or f"(failed: {c.answer.error})",
+                        baseline_value=vb, current_value=vc)
+             for b, c, vb, vc in scored if sign * (vb - vc) > 0]
+    return check, worse
+
+
+def compare_runs(baseline_run_id: str | None, baseline: list[QuestionResult], current: list[QuestionResult],
+                 cfg: GateConfig) -> GateReport:
+    """The gate's decision for `current` against `baseline` (no baseline: passes and says why)."""
+    if baseline_run_id is None:
+        return GateReport(baseline_run_id=None, passed=True,
+                          note="no baseline set: `reasonloop baseline set RUN_ID` to gate the next runs")
+    by_id = {r.question.id: r for r in baseline}
+    pairs = [(by_id[r.question.id], r) for r in current if r.question.id in by_id]
+    results = [check_metric(metric, pairs, cfg) for metric in cfg.metrics]
+    checks = [check for check, _ in results]
+    return GateReport(baseline_run_id=baseline_run_id, passed=not any(c.regressed for c in checks), checks=checks,
+                      regressions=[r for _, worse in results for r in worse],
+                      note=f"{len(pairs)} of {len(current)} questions also in the baseline")
