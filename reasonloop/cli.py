@@ -284,7 +284,8 @@ def review_export(ctx: typer.Context, out: Annotated[Path, typer.Argument(help="
 
 
 @baseline_app.command("set")
-def baseline_set(ctx: typer.Context, run_id: Annotated[str, typer.Argument(help="a finished nightly-eval run")]) -> None:
+def baseline_set(ctx: typer.Context,
+                 run_id: Annotated[str, typer.Argument(help="a finished nightly-eval run")]) -> None:
     """Gate every later nightly eval against RUN_ID's per-question results."""
     from reasonloop.tracking import set_baseline
 

@@ -1,7 +1,9 @@
 """The regression gate: a nightly eval against its baseline run, question by question.
 
 Each gated metric is a mean of per-question values (accuracy: 1 when the judge says correct, 0 when not or when
-the question failed; grounding: the grounded fraction; hallucination: 1 when a claim is unsupported). The gate
+the question failed; grounding: the grounded fraction; hallucination: 1 when a claim is unsupported; schema
+validity: 1 when every reply matched its prompt's output schema, so a template change that breaks the output
+format fails the gate). The gate
 pairs the questions both runs scored, resamples the per-question differences (paired bootstrap), and fails a
 metric when it worsened by more than its tolerance and the interval of the difference excludes zero: a real
 drop, not noise. Judge errors score nothing on either side."""
@@ -32,6 +34,8 @@ PER_QUESTION: dict[GateMetricName, Callable[[QuestionResult], float | None]] = {
     "grounding_rate": lambda r: r.verdict.grounded_fraction if _judged(r) and r.verdict else None,
     "hallucination_rate": lambda r: float(r.verdict.hallucinated) if _judged(r) and r.verdict else None,
     "token_f1": lambda r: r.verdict.token_f1 if _judged(r) and r.verdict else None,
+    "schema_validity": lambda r: None if r.answer.cache_hit or r.answer.schema_valid is None
+    else float(r.answer.schema_valid),
 }
 
 

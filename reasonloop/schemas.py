@@ -144,6 +144,8 @@ class AnswerRecord(Record):
     steps: list[StepTrace] = Field(default_factory=list, description="every call the strategy made, in order")
     verified: bool | None = Field(default=None, description="verify strategy: did the self-check pass (first check)")
     revised: bool = Field(default=False, description="verify strategy: the answer is the one revision")
+    schema_valid: bool | None = Field(default=None, description="every reply matched its prompt's output schema "
+                                      "(None: no reply arrived)")
     searched: list[RetrievedChunk] = Field(default_factory=list,
                                            description="ReAct: chunks its own searches returned (judged as context)")
 
@@ -201,6 +203,8 @@ class EvalSummary(Record):
     n_verify_failed: int = 0
     n_revised: int = 0
     error_rate: float | None = Field(default=None, description="share of questions failed or with unsupported claims")
+    schema_validity: float | None = Field(default=None, description="share of answers whose every reply matched "
+                                          "its prompt's output schema (prompt consistency)")
     efficiency_j: float | None = Field(default=None, description="J = (accuracy - alpha * error_rate) / C")
     efficiency_cost_unit: str = Field(default="", description="C: usd_per_query when priced, else ktokens_per_query")
     intervals: dict[str, tuple[float, float]] = Field(default_factory=dict,

@@ -296,7 +296,7 @@ class OptimizeConfig(Section):
     alpha: float = Field(default=1.0, ge=0.0, description="weight of the error rate in J")
 
 
-GateMetricName = Literal["accuracy", "grounding_rate", "hallucination_rate", "token_f1"]
+GateMetricName = Literal["accuracy", "grounding_rate", "hallucination_rate", "token_f1", "schema_validity"]
 
 
 class GateMetric(Section):
@@ -306,7 +306,7 @@ class GateMetric(Section):
 
 def _default_gate_metrics() -> dict[GateMetricName, GateMetric]:
     return {"accuracy": GateMetric(), "grounding_rate": GateMetric(),
-            "hallucination_rate": GateMetric(higher_is_better=False)}
+            "hallucination_rate": GateMetric(higher_is_better=False), "schema_validity": GateMetric()}
 
 
 class GateConfig(Section):

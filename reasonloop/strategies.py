@@ -102,14 +102,6 @@ def cost_usd(tokens_in: int, tokens_out: int, price: Price) -> float:
     return (tokens_in * price.input_per_1m + tokens_out * price.output_per_1m) / 1_000_000
 
 
-def parse(step: StepTrace, schema: type[M]) -> M | str:
-    """The step's reply validated as `schema`, or why not (a failed call or an unparseable reply)."""
-    if step.error is not None:
-        return step.error
-    reply = parse_reply(step.output, schema)
-    return f"unparseable reply to {step.name}: {reply}" if isinstance(reply, str) else reply
-
-
 @dataclass
 class Session:
     """One question being answered: its model calls go through the endpoint's limits and are recorded in order."""
@@ -121,6 +113,19 @@ class Session:
     context: list[RetrievedChunk]
     steps: list[StepTrace] = field(default_factory=list)
     searched: list[RetrievedChunk] = field(default_factory=list)
+    replies: int = 0  # replies received, and how many did not match their prompt's output schema
+    malformed: int = 0
+
+    def parse(self, step: StepTrace, schema: type[M]) -> M | str:
+        """The step's reply validated as `schema`, or why not (a failed call or an unparseable reply)."""
+        if step.error is not None:
+            return step.error
+        self.replies += 1
+        reply = parse_reply(step.output, schema)
+        if isinstance(reply, str):
+            self.malformed += 1
+            return f"unparseable reply to {step.name}: {reply}"
+        return reply
 
     async def ask(self, name: str, prompt: PromptTemplate, **values: str) -> StepTrace:
         """One model call; never raises (a failed call is a step with `error`). Its start is when the request left,
@@ -165,7 +170,8 @@ class Session:
                 "latency_s": (max(ends) - min(s.started_ns for s in self.steps)) / 1e9 if self.steps else 0.0,
                 "raw_output": source.output if source else "", "strategy": self.plan.strategy,
                 "route": self.plan.route, "complexity": self.plan.complexity, "n_calls": len(calls),
-                "steps": self.steps, "searched": self.searched}
+                "steps": self.steps, "searched": self.searched,
+                "schema_valid": self.malformed == 0 if self.replies else None}
         if answer is None:
             return AnswerRecord(**made, error=error or "no answer", **extra)
         return AnswerRecord(**made, answer=answer.answer, reasoning=answer.reasoning, citations=answer.citations,
@@ -185,16 +191,16 @@ def vote(answers: list[tuple[ModelAnswer, StepTrace]], n_samples: int) -> tuple[
     return chosen.model_copy(update={"confidence": count / n_samples}), step
 
 
-def answered(steps: list[StepTrace]) -> tuple[list[tuple[ModelAnswer, StepTrace]], str | None]:
+def answered(s: Session, steps: list[StepTrace]) -> tuple[list[tuple[ModelAnswer, StepTrace]], str | None]:
     """The steps whose reply is a valid answer, and the first reason one is not."""
-    parsed = [(parse(step, ModelAnswer), step) for step in steps]
-    good = [(a, s) for a, s in parsed if not isinstance(a, str)]
+    parsed = [(s.parse(step, ModelAnswer), step) for step in steps]
+    good = [(a, step) for a, step in parsed if not isinstance(a, str)]
     return good, next((a for a, _ in parsed if isinstance(a, str)), None)  # type: ignore[misc]
 
 
 async def single(s: Session) -> AnswerRecord:
     step = await s.ask("answer", s.plan.prompts[0], question=s.question.question, context=format_chunks(s.context))
-    reply = parse(step, ModelAnswer)
+    reply = s.parse(step, ModelAnswer)
     return s.failed(reply, step) if isinstance(reply, str) else s.record(reply, step)
 
 
@@ -203,7 +209,7 @@ async def self_consistency(s: Session) -> AnswerRecord:
     context = format_chunks(s.context)
     steps = await asyncio.gather(*(s.ask(f"sample:{k}", s.plan.prompts[0], question=s.question.question,
                                          context=context) for k in range(n)))
-    good, error = answered(list(steps))
+    good, error = answered(s, list(steps))
     if not good:
         return s.failed(error or "no sample answered")
     winner, step = vote(good, n)
@@ -218,7 +224,7 @@ async def react(s: Session) -> AnswerRecord:
     for turn in range(max_steps):
         step = await s.ask(f"step:{turn + 1}", s.plan.prompts[0], question=s.question.question,
                            scratchpad="\n".join(pad) or "(nothing yet)", steps_left=str(max_steps - turn))
-        reply = parse(step, ReactTurn)
+        reply = s.parse(step, ReactTurn)
         if isinstance(reply, str):
             return s.failed(reply, step)
         thoughts.append(reply.thought)
@@ -241,17 +247,17 @@ async def verify(s: Session) -> AnswerRecord:
     draft_prompt, check_prompt, revise_prompt = s.plan.prompts
     context = format_chunks(s.context)
     drafted = await s.ask("answer", draft_prompt, question=s.question.question, context=context)
-    draft = parse(drafted, ModelAnswer)
+    draft = s.parse(drafted, ModelAnswer)
     if isinstance(draft, str):
         return s.failed(draft, drafted)
-    check = parse(await s.ask("check", check_prompt, question=s.question.question, context=context,
+    check = s.parse(await s.ask("check", check_prompt, question=s.question.question, context=context,
                               answer=quote_data(draft.answer)), SelfCheck)
     if isinstance(check, str) or check.supported:  # a check that could not run leaves the draft unverified (None)
         return s.record(draft, drafted, verified=None if isinstance(check, str) else True)
     problems = "\n".join(f"- {quote_data(p)}" for p in check.problems) or "- the check found the draft unsupported"
     revising = await s.ask("revise", revise_prompt, question=s.question.question, context=context,
                            answer=quote_data(draft.answer), problems=problems)
-    revised = parse(revising, ModelAnswer)
+    revised = s.parse(revising, ModelAnswer)
     if isinstance(revised, str):  # the revision failed: keep the draft, flagged as failing its check
         return s.record(draft, drafted, verified=False)
     return s.record(revised, revising, verified=False, revised=True)
@@ -263,13 +269,13 @@ async def parallel_paths(s: Session) -> AnswerRecord:
     context = format_chunks(s.context)
     steps = await asyncio.gather(*(s.ask(f"path:{p.name}", p, question=s.question.question, context=context)
                                    for p in paths))
-    good, error = answered(list(steps))
+    good, error = answered(s, list(steps))
     if not good:
         return s.failed(error or "no path answered")
     blocks = "\n".join(f'<path name="{step.prompt}">\n{quote_data(a.model_dump_json())}\n</path>'
                         for a, step in good)
     step = await s.ask("synthesize", synthesis, question=s.question.question, context=context, paths=blocks)
-    final = parse(step, ModelAnswer)
+    final = s.parse(step, ModelAnswer)
     samples = [a.answer for a, _ in good]
     if isinstance(final, str):
         return s.record(*vote(good, len(paths)), samples=samples)

@@ -125,3 +125,33 @@ def test_the_nightly_eval_fails_on_a_regression_against_its_baseline(
     assert first.run_id in shown.output
     refused = CliRunner().invoke(app, ["baseline", "set", "not-a-run"], env=env)
     assert refused.exit_code == 1 and "reasonloop runs" in refused.output
+
+
+def test_a_template_that_breaks_the_output_format_fails_the_gate() -> None:
+    """Schema validity per question: the share of answers whose replies matched their prompt's output schema."""
+    def with_validity(valid: list[bool]) -> list[QuestionResult]:
+        return [r.model_copy(update={"answer": r.answer.model_copy(update={"schema_valid": ok})})
+                for r, ok in zip(results([True] * len(valid)), valid, strict=True)]
+
+    report = compare_runs("base", with_validity([True] * 80), with_validity([i % 5 != 0 for i in range(80)]), CFG)
+    schema = next(c for c in report.checks if c.metric == "schema_validity")
+    assert not report.passed and schema.regressed and schema.worse_by == pytest.approx(0.2)
+
+
+def test_schema_validity_counts_malformed_replies_even_when_the_answer_survives() -> None:
+    from reasonloop.providers import build_openai_chat
+    from reasonloop.schemas import RetrievedChunk
+    from reasonloop.settings import CallLimits, LLMConfig
+    from tasks.reason import answer_questions
+
+    from .conftest import make_reasoner
+
+    good = json.dumps({"answer": "Denver", "citations": [], "confidence": 0.9})
+    replies = iter([good, "I refuse to use JSON", good, good, good])  # one of five samples is malformed
+    chunk = RetrievedChunk(chunk_id="c", doc_id="d", text="Denver won.", score=0.9, rank=1)
+    with OpenAIServer(lambda r: Reply(content=next(replies))) as server:
+        model = build_openai_chat(LLMConfig(provider="openai", model="m", base_url=server.base_url))
+        question = Question(id="q", question="Who won?", reference="Denver")
+        [record] = answer_questions.fn([question], [[chunk]], make_reasoner(model, strategy="self_consistency"),
+                                       CallLimits(1))
+    assert record.error is None and record.schema_valid is False and record.confidence == pytest.approx(0.8)
