@@ -33,6 +33,8 @@ app.add_typer(review_app, name="review")
 baseline_app = typer.Typer(help="The baseline run the nightly eval's regression gate compares against.",
                            no_args_is_help=True)
 app.add_typer(baseline_app, name="baseline")
+judge_app = typer.Typer(help="The judge: its agreement with human labels.", no_args_is_help=True)
+app.add_typer(judge_app, name="judge")
 prompt_app = typer.Typer(help="Prompt templates in MLflow's prompt registry: register versions, move aliases.",
                          no_args_is_help=True)
 app.add_typer(prompt_app, name="prompt")
@@ -281,6 +283,23 @@ def review_export(ctx: typer.Context, out: Annotated[Path, typer.Argument(help="
         frame.to_json(tmp, orient="records", lines=True, force_ascii=False)
     tmp.replace(out)  # atomic: a reader never sees half a file
     console.print(f"wrote {len(rows)} answers from run {run_id} to {out}")
+
+
+@judge_app.command("calibrate")
+def judge_calibrate(ctx: typer.Context,
+                    data: Annotated[list[Path] | None, typer.Option(
+                        "--data", help="labeled pairs (.jsonl, or SummEdits .json); repeatable; default: "
+                                       "judge.calibration_data")] = None) -> None:
+    """Score the configured judge against human consistency labels: balanced accuracy, Cohen's kappa and AUROC
+    per domain, logged to MLflow (<prefix>-judge-calibration)."""
+    from flows.calibrate_judge import judge_calibration
+
+    settings = _settings(ctx)
+    if data:
+        settings = settings.model_copy(update={"judge": settings.judge.model_copy(
+            update={"calibration_data": [p.resolve() for p in data]})})
+    report = _guarded(lambda: judge_calibration(settings))
+    _print_table("judge calibration (consistent = no unsupported claim)", {**report.rows, "MLflow run": report.run_id})
 
 
 @baseline_app.command("set")

@@ -16,6 +16,7 @@ from langchain_core.messages import AIMessage, HumanMessage
 from pydantic import BaseModel, ConfigDict, Field
 
 from reasonloop.embeddings import Embedder
+from reasonloop.faithfulness import claim_problems
 from reasonloop.llm_calls import Endpoint, describe, endpoint_for, endpoint_of, parse_reply, run_all
 from reasonloop.metrics import exact_match, reference_recall, split_sentences, token_f1
 from reasonloop.prompts import PromptTemplate, format_chunks
@@ -45,10 +46,11 @@ class Judge(Protocol):
 
 class HeuristicJudge:
     """Offline judge: correctness = max(token F1, reference recall, cosine to the reference) >= threshold;
-    grounded fraction = share of answer sentences whose best cosine to a context sentence >= threshold.
-    An answer with no sentences is grounded (nothing was claimed)."""
+    grounded fraction = share of answer sentences whose best cosine to a context sentence >= threshold and whose
+    numbers, names and negation the context bears out (reasonloop/faithfulness.py). An answer with no sentences is
+    grounded (nothing was claimed)."""
 
-    version = "heuristic-v1"
+    version = "heuristic-v2"
 
     def __init__(self, embedder: Embedder, correctness_threshold: float, grounding_threshold: float) -> None:
         self.embedder = embedder
@@ -79,8 +81,14 @@ class HeuristicJudge:
         unsupported = []
         if sentences and context:
             support = vectors[[index[s] for s in sentences]] @ vectors[[index[c] for c in context]].T
-            unsupported = [s for s, best in zip(sentences, support.max(axis=1), strict=True)
-                           if best < self.grounding_threshold]
+            evidence = " ".join(c.text for c in item.context)
+            for sentence, row in zip(sentences, support, strict=True):
+                closest = [context[k] for k in np.argsort(-row)[:CLOSEST]]
+                problems = claim_problems(sentence, closest, evidence)
+                if row.max() < self.grounding_threshold:
+                    problems.insert(0, f"closest context sentence at cosine {row.max():.2f}")
+                if problems:
+                    unsupported.append(f"{sentence} ({'; '.join(problems)})")
         elif sentences:
             unsupported = list(sentences)
         grounded = 1.0 - len(unsupported) / len(sentences) if sentences else 1.0
@@ -90,6 +98,8 @@ class HeuristicJudge:
                        reason=f"max(F1, reference recall, cosine) = {correctness:.3f}; "
                               f"{len(sentences) - len(unsupported)}/{len(sentences)} sentences supported")
 
+
+CLOSEST = 3  # evidence sentences a claim's negation is checked against
 
 REPAIR_REQUEST = "Your reply was not the JSON object the instructions ask for. Reply again with only that object."
 

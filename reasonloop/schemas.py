@@ -119,6 +119,19 @@ class StepTrace(Record):
     error: str | None = None
 
 
+class LabeledPair(BaseModel):
+    """A (document, summary) pair with a human consistency label: judge calibration data (SummEdits' layout;
+    fields beyond these are ignored)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    id: NonEmptyStr
+    domain: str = ""
+    doc: NonEmptyStr
+    summary: NonEmptyStr
+    label: Literal[0, 1] = Field(description="1 = factually consistent with the document, 0 = not")
+
+
 class AnswerRecord(Record):
     """One question's answer with its costs; `error` is set (and `answer` empty) when it failed."""
 

@@ -181,7 +181,9 @@ class JudgeConfig(EndpointConfig):
     provider: Literal["heuristic", "openai"] = "heuristic"
     model: str = "heuristic-minilm"
     correctness_threshold: float = Field(default=0.7, ge=0.0, le=1.0)
-    grounding_threshold: float = Field(default=0.6, ge=0.0, le=1.0)
+    grounding_threshold: float = Field(default=0.3, ge=0.0, le=1.0)
+    calibration_data: list[Path] = Field(default_factory=lambda: [Path("data/judge/summedits_sample.jsonl")],
+                                         description="human-labeled pairs `reasonloop judge calibrate` scores on")
 
 
 class PromptsConfig(Section):
@@ -418,6 +420,7 @@ class Settings(BaseSettings):
         self.prompts.dir = root / self.prompts.dir
         for dataset in self.quality.datasets.values():
             dataset.questions = root / dataset.questions
+        self.judge.calibration_data = [root / path for path in self.judge.calibration_data]
         return self
 
     # Where state lives: one folder, git-ignored.

@@ -1,16 +1,20 @@
-"""Reading inputs: corpus documents (any supported source; bad ones become rejects) and question sets (strict)."""
+"""Reading inputs: corpus documents (any supported source; bad ones become rejects), and strict record sets:
+question sets and labeled pairs for judge calibration."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, TypeVar
 
 from prefect import task
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from reasonloop.errors import EmptyInputError, InputError
-from reasonloop.schemas import Document, LoadedCorpus, Question, Reject
+from reasonloop.schemas import Document, LabeledPair, LoadedCorpus, Question, Reject
 from reasonloop.settings import CorpusConfig, QualityConfig
 from reasonloop.sources import SourceProblem, iter_records, read_file
+
+R = TypeVar("R", bound=BaseModel)
 
 
 def _pydantic_problem(exc: ValidationError) -> tuple[str, str]:
@@ -36,13 +40,13 @@ def load_documents(root: Path, cfg: CorpusConfig) -> LoadedCorpus:
     return LoadedCorpus(documents=documents, rejects=rejects)
 
 
-@task(name="load-questions")
-def load_questions(path: Path) -> list[Question]:
-    """A question set (.jsonl: id, question, reference, optional gold_doc_ids), all or nothing: the first bad
-    line is an error naming it, because a silently shortened question set would skew every metric."""
+def load_records(path: Path, model: type[R], what: str, setting: str,
+                 defaults: dict[str, Any] | None = None) -> list[R]:
+    """A strict record file (.jsonl, or .json holding a list), all or nothing: the first bad line is an error naming
+    the file, line and field, because a silently shortened set would skew every metric. Ids are unique."""
     if not path.is_file():
-        raise InputError("question set not found: set questions.path in configs/default.yaml", path=path)
-    questions: list[Question] = []
+        raise InputError(f"{what} not found: set {setting} in configs/default.yaml", path=path)
+    loaded: list[R] = []
     seen: dict[str, int] = {}
     try:
         records = list(iter_records(path, path.read_bytes()))
@@ -54,18 +58,33 @@ def load_questions(path: Path) -> list[Question]:
         if not isinstance(record, dict):
             raise InputError(f"expected a JSON object, got {type(record).__name__}", path=path, line=number)
         try:
-            question = Question.model_validate(record)
+            item = model.model_validate({**(defaults or {}), **record})
         except ValidationError as exc:
             msg, loc = _pydantic_problem(exc)
             raise InputError(msg, path=path, line=number, field=loc) from None
-        if question.id in seen:
-            raise InputError(f"duplicate id '{question.id}' (first on line {seen[question.id]})", path=path,
-                             line=number, field="id")
-        seen[question.id] = number
-        questions.append(question)
-    if not questions:
-        raise EmptyInputError("the question set is empty: add at least one question", path=path)
-    return questions
+        key = str(item.id)
+        if key in seen:
+            raise InputError(f"duplicate id '{key}' (first on line {seen[key]})", path=path, line=number, field="id")
+        seen[key] = number
+        loaded.append(item)
+    if not loaded:
+        raise EmptyInputError(f"the {what} is empty: add at least one record", path=path)
+    return loaded
+
+
+@task(name="load-questions")
+def load_questions(path: Path) -> list[Question]:
+    """A question set (.jsonl: id, question, reference, optional gold_doc_ids)."""
+    return load_records(path, Question, "question set", "questions.path")
+
+
+@task(name="load-labeled-pairs")
+def load_labeled_pairs(paths: list[Path]) -> list[LabeledPair]:
+    """Human-labeled (document, summary) pairs for judge calibration: SummEdits files as published (their extra
+    fields are ignored; the domain is the file's name unless a record says otherwise) or our JSONL slice."""
+    return [pair for path in paths for pair in
+            load_records(path, LabeledPair, "labeled pair set", "judge calibration's --data",
+                         {"domain": path.stem.removeprefix("summedits_")})]
 
 
 @task(name="load-quality-sets")

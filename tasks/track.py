@@ -15,22 +15,26 @@ from prefect.cache_policies import NO_CACHE
 from reasonloop.embeddings import Embedder
 from reasonloop.gate import GateReport
 from reasonloop.index_versions import Manifest
+from reasonloop.judges import Judge
 from reasonloop.redact import redact_url
 from reasonloop.review import QUEUE_ARTIFACT, review_queue
 from reasonloop.schemas import (
     EvalSummary,
     FlowReport,
+    LabeledPair,
     LoadedCorpus,
     QuestionResult,
     Reject,
     RetrievalQuality,
     RetrievedChunk,
+    Verdict,
 )
 from reasonloop.settings import Settings, project_root
 from reasonloop.strategies import Reasoner
 from reasonloop.traces import log_question_traces
 from reasonloop.tracking import ensure_experiment, git_commit, register_prompt
 from tasks.aggregate import interval_metrics, results_table, summary_rows
+from tasks.calibrate import Agreement
 from tasks.index import IndexBuild
 
 
@@ -232,6 +236,39 @@ def log_eval_run(settings: Settings, embedder: Embedder, reasoner: Reasoner, jud
                       tracking_uri=settings.mlflow_tracking_uri, metrics=metrics,
                       rows={**summary_rows(summary), "for human review": f"{len(queue)} (reasonloop review list)",
                             "regression gate": gate.summary(), "index version": index.ref})
+
+
+@task(name="log-calibration-run", cache_policy=NO_CACHE)
+def log_calibration_run(settings: Settings, embedder: Embedder, judge: Judge, slices: list[Agreement],
+                        pairs: list[LabeledPair], verdicts: list[Verdict]) -> FlowReport:
+    """One run per calibration in `<prefix>-judge-calibration`: the judge's version and identity, the data, agreement
+    per slice (`<slice>.balanced_accuracy|cohen_kappa|auroc|n`), and every pair's verdict as a table, so a judge's
+    agreement with humans can be followed across models and prompt versions."""
+    import mlflow
+
+    experiment_id = ensure_experiment(settings, "judge-calibration")
+    metrics = {f"{a.slice}.{k}": v for a in slices for k, v in _numeric(a.model_dump()).items()}
+    params = {**common_params(settings, embedder), "judge.provider": settings.judge.provider,
+              "judge.model": settings.judge.model, "judge.version": judge.version, "judge.identity": judge.identity,
+              "data": ",".join(settings.public_dict()["judge"]["calibration_data"]), "n_pairs": len(pairs)}
+    table = pd.DataFrame([{"id": p.id, "domain": p.domain, "label": p.label, "predicted": int(not v.hallucinated),
+                           "grounded_fraction": v.grounded_fraction, "judge_error": v.judge_error or "",
+                           "unsupported": " | ".join(v.unsupported_claims)} for p, v in zip(pairs, verdicts,
+                                                                                           strict=True)])
+    tags = {**_flow_run_tags("judge-calibration"), "judge.version": judge.version}
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"calibrate {judge.version}", tags=tags) as run:
+        mlflow.log_params(params)
+        mlflow.log_metrics(metrics)
+        mlflow.log_table(table, artifact_file="calibration/pairs.json")
+
+    def fmt(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.3f}"
+
+    rows = {a.slice: f"balanced accuracy {fmt(a.balanced_accuracy)}, kappa {fmt(a.cohen_kappa)}, AUROC "
+                     f"{fmt(a.auroc)} ({a.n} pairs, {a.n_judge_errors} judge errors)" for a in slices}
+    return FlowReport(flow="judge-calibration", run_id=run.info.run_id, experiment_id=experiment_id,
+                      tracking_uri=settings.mlflow_tracking_uri, metrics=metrics,
+                      rows={"judge": judge.version, **rows})
 
 
 def summary_markdown(report: FlowReport) -> str:
