@@ -6,9 +6,10 @@ for both; they differ in how they decide correctness and groundedness.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from langchain_core.language_models import BaseChatModel
@@ -121,30 +122,33 @@ class JudgeReply(BaseModel):
 
 
 class LLMJudge:
-    """LLM-as-judge with a versioned rubric prompt. An unparseable reply gets one repair request; if that
-    fails too the verdict carries `judge_error` with the raw text (it is counted, never scored as 0)."""
+    """LLM-as-judge with a versioned rubric prompt, asked `votes` times per answer (concurrently; set a judge
+    temperature above 0 for votes to differ). Correct by majority (a tie is not correct), correctness and grounding
+    are means over the valid votes; `agreement` is the majority's share and a split vote is `flaky`. An unparseable
+    reply gets one repair request; a vote that still fails is dropped, and when every vote fails the verdict carries
+    `judge_error` with the raw text (counted, never scored as 0)."""
 
-    def __init__(self, model: BaseChatModel, prompt: PromptTemplate, limits: CallLimits) -> None:
+    def __init__(self, model: BaseChatModel, prompt: PromptTemplate, limits: CallLimits, votes: int = 1) -> None:
         self.model = model
         self.prompt = prompt
         self.limits = limits
+        self.votes = votes
         self.version = prompt.ref
 
     @property
     def identity(self) -> str:
         params = json.dumps(self.model._identifying_params, sort_keys=True, default=str)
-        return f"{self.version}:{self.prompt.sha256}:{endpoint_of(self.model)}:{params}"
+        return f"{self.version}:{self.prompt.sha256}:{endpoint_of(self.model)}:{params}:votes={self.votes}"
 
     def judge(self, items: list[JudgeItem]) -> list[Verdict]:
         endpoint = endpoint_for(self.model, self.limits)
         return run_all([lambda item=item: self._judge_one(item, endpoint) for item in items])
 
-    async def _judge_one(self, item: JudgeItem, endpoint: Endpoint) -> Verdict:
-        answer, reference = item.answer.answer, item.question.reference
-        reference_scores = {"exact_match": exact_match(answer, reference), "token_f1": token_f1(answer, reference)}
+    async def _vote(self, item: JudgeItem, endpoint: Endpoint) -> JudgeReply | str:
+        """One vote: the reply, or why there is none (a failed call, or unparseable twice: the raw text)."""
         try:
-            messages = self.prompt.to_messages(question=item.question.question, reference=reference, answer=answer,
-                                               context=format_chunks(item.context))
+            messages = self.prompt.to_messages(question=item.question.question, reference=item.question.reference,
+                                               answer=item.answer.answer, context=format_chunks(item.context))
             raw = (await endpoint.call(self.model, messages)).text
             reply = parse_reply(raw, JudgeReply)
             if isinstance(reply, str):
@@ -152,11 +156,31 @@ class LLMJudge:
                 raw = (await endpoint.call(self.model, retry)).text
                 reply = parse_reply(raw, JudgeReply)
         except Exception as exc:  # noqa: BLE001 - a failed judge call is data, recorded per question
-            return Verdict(judge_error=redact(describe(exc)), **reference_scores)
-        if isinstance(reply, str):
-            return Verdict(judge_error=f"unparseable verdict: {raw[:2000]}", **reference_scores)
-        unsupported = [c.claim for c in reply.claims if not c.supported]
-        grounded = 1.0 - len(unsupported) / len(reply.claims) if reply.claims else 1.0
-        return Verdict(correct=reply.correct, correctness=reply.score, grounded_fraction=grounded,
-                       hallucinated=bool(unsupported), unsupported_claims=unsupported, reason=reply.reason,
-                       **reference_scores)
+            return redact(describe(exc))
+        return f"unparseable verdict: {raw[:2000]}" if isinstance(reply, str) else reply
+
+    async def _judge_one(self, item: JudgeItem, endpoint: Endpoint) -> Verdict:
+        answer, reference = item.answer.answer, item.question.reference
+        reference_scores = {"exact_match": exact_match(answer, reference), "token_f1": token_f1(answer, reference)}
+        votes = await asyncio.gather(*(self._vote(item, endpoint) for _ in range(self.votes)))
+        replies = [v for v in votes if not isinstance(v, str)]
+        if not replies:
+            return Verdict(judge_error=str(votes[0]), votes=len(votes), **reference_scores)
+        return combine_votes(replies, len(votes), reference_scores)
+
+
+def combine_votes(replies: list[JudgeReply], asked: int, reference_scores: dict[str, Any]) -> Verdict:
+    """One verdict from the valid votes (see LLMJudge)."""
+    n_correct = sum(r.correct for r in replies)
+    correct = n_correct * 2 > len(replies)
+    grounded = [1.0 - sum(not c.supported for c in r.claims) / len(r.claims) if r.claims else 1.0 for r in replies]
+    hallucinating = [r for r in replies if any(not c.supported for c in r.claims)]
+    scores = [r.score for r in replies]
+    majority = max(n_correct, len(replies) - n_correct)
+    return Verdict(correct=correct, correctness=sum(scores) / len(scores),
+                   grounded_fraction=sum(grounded) / len(grounded), hallucinated=len(hallucinating) * 2 > len(replies),
+                   unsupported_claims=[c.claim for c in hallucinating[0].claims if not c.supported]
+                   if len(hallucinating) * 2 > len(replies) else [],
+                   reason=next(r.reason for r in replies if r.correct == correct), votes=asked,
+                   agreement=majority / len(replies), score_spread=max(scores) - min(scores),
+                   flaky=0 < n_correct < len(replies), **reference_scores)

@@ -92,7 +92,7 @@ def build_judge(settings: Settings, embedder: Embedder) -> Judge:
     cfg = settings.judge
     if cfg.provider == "openai":
         prompt = resolve_prompt(settings, settings.prompts.judge)
-        return LLMJudge(build_openai_chat(cfg), prompt, cfg.limits())
+        return LLMJudge(build_openai_chat(cfg), prompt, cfg.limits(), cfg.votes)
     return HeuristicJudge(embedder, cfg.correctness_threshold, cfg.grounding_threshold)
 
 

@@ -15,8 +15,8 @@ QUEUE_ARTIFACT = "eval/review.jsonl"
 
 def review_reasons(result: QuestionResult, cfg: ReviewConfig) -> list[str]:
     """Why this answer needs a person (empty: it does not): it failed, its confidence is under the threshold, it
-    failed its self-check, the judge found unsupported claims, or the answer or its evidence carries injection-like
-    text."""
+    failed its self-check, the judge found unsupported claims or split its votes, or the answer or its evidence
+    carries injection-like text."""
     answer, verdict = result.answer, result.verdict
     reasons = []
     if answer.error is not None:
@@ -29,6 +29,8 @@ def review_reasons(result: QuestionResult, cfg: ReviewConfig) -> list[str]:
         reasons.append(f"unsupported claims: {'; '.join(verdict.unsupported_claims)[:200] or 'grounding too low'}")
     if verdict is not None and verdict.judge_error is not None:
         reasons.append("the judge could not score it")
+    if verdict is not None and verdict.flaky:
+        reasons.append(f"the judge's votes split ({verdict.agreement:.0%} agree)")
     flagged = sorted({rule for text in [answer.answer, *(c.text for c in answer.evidence(result.retrieved))]
                       for rule in detect_injection(text)})
     if flagged:

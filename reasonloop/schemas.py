@@ -181,6 +181,10 @@ class Verdict(Record):
     unsupported_claims: list[str] = Field(default_factory=list)
     reason: str = ""
     judge_error: str | None = None
+    votes: int = Field(default=1, description="judge calls asked for this verdict")
+    agreement: float | None = Field(default=None, description="share of valid votes agreeing with the majority")
+    score_spread: float | None = Field(default=None, description="max - min of the votes' scores")
+    flaky: bool = Field(default=False, description="the votes split on correct/incorrect")
 
 
 class QuestionResult(Record):
@@ -216,6 +220,9 @@ class EvalSummary(Record):
     n_verify_failed: int = 0
     n_revised: int = 0
     error_rate: float | None = Field(default=None, description="share of questions failed or with unsupported claims")
+    judge_agreement: float | None = Field(default=None, description="mean share of judge votes with the majority")
+    judge_score_spread: float | None = Field(default=None, description="mean max - min of the judge votes' scores")
+    n_flaky: int = Field(default=0, description="verdicts whose judge votes split on correct/incorrect")
     schema_validity: float | None = Field(default=None, description="share of answers whose every reply matched "
                                           "its prompt's output schema (prompt consistency)")
     efficiency_j: float | None = Field(default=None, description="J = (accuracy - alpha * error_rate) / C")

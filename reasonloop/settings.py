@@ -182,6 +182,7 @@ class JudgeConfig(EndpointConfig):
     model: str = "heuristic-minilm"
     correctness_threshold: float = Field(default=0.7, ge=0.0, le=1.0)
     grounding_threshold: float = Field(default=0.3, ge=0.0, le=1.0)
+    votes: int = Field(default=1, ge=1, le=9, description="LLM judge: calls per answer, majority vote")
     calibration_data: list[Path] = Field(default_factory=lambda: [Path("data/judge/summedits_sample.jsonl")],
                                          description="human-labeled pairs `reasonloop judge calibrate` scores on")
 

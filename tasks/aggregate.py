@@ -88,6 +88,9 @@ def summarize_results(results: list[QuestionResult], complex_calls: int | None =
         n_verify_failed=sum(r.answer.verified is False for r in results),
         n_revised=sum(r.answer.revised for r in results),
         error_rate=error_rate, efficiency_j=j, efficiency_cost_unit=unit, intervals=intervals(results),
+        judge_agreement=mean([v.agreement for v in judged if v.agreement is not None]),
+        judge_score_spread=mean([v.score_spread for v in judged if v.score_spread is not None]),
+        n_flaky=sum(v.flaky for v in judged),
         schema_validity=mean([float(v) for r in results if (v := r.answer.schema_valid) is not None
                               and not r.answer.cache_hit]),
         **(adaptive_fields(results, complex_calls) if complex_calls else {}),

@@ -154,6 +154,30 @@ def test_llm_judge_parses_repairs_and_records_errors() -> None:
     assert judge.version == "judge_answer@v1"
 
 
+def test_judge_votes_give_a_majority_agreement_and_a_flaky_flag() -> None:
+    """Five votes per answer: one answer gets 3 correct / 1 not / 1 malformed twice, the other 5 unanimous."""
+    def vote(correct: bool, score: float) -> str:
+        return json.dumps({"correct": correct, "score": score, "reason": f"{correct}", "claims": []})
+
+    first = iter([vote(True, 0.9), vote(False, 0.2), "junk", vote(True, 0.8), vote(True, 1.0)])
+
+    def responder(request: dict) -> Reply:
+        if "<answer>split</answer>" not in user_text(request):
+            return Reply(content=vote(True, 1.0))
+        repair = any(m["role"] == "assistant" for m in request["messages"])
+        return Reply(content="junk again" if repair else next(first))
+
+    items = [JudgeItem(QUESTION, AnswerRecord(question_id="q1", answer=key), CONTEXT) for key in ("split", "sure")]
+    with OpenAIServer(responder) as server:
+        model = build_openai_chat(JudgeConfig(model="j", base_url=server.base_url, max_retries=0))
+        split_verdict, sure = LLMJudge(model, JUDGE, CallLimits(1), votes=5).judge(items)
+    assert len(server.calls) == 6 + 5  # the malformed vote's repair is a call too
+    assert split_verdict.correct and split_verdict.votes == 5 and split_verdict.flaky
+    assert split_verdict.agreement == pytest.approx(3 / 4) and split_verdict.score_spread == pytest.approx(0.8)
+    assert split_verdict.correctness == pytest.approx((0.9 + 0.2 + 0.8 + 1.0) / 4)
+    assert not sure.flaky and sure.agreement == 1.0 and sure.score_spread == 0.0
+
+
 def test_each_callers_limits_hold_even_on_a_shared_endpoint() -> None:
     """The judge and the reasoner may share an endpoint with different limits: neither inherits the other's."""
     import asyncio
