@@ -1,5 +1,6 @@
 """Nightly eval: questions -> retrieve -> reason (the configured strategies) -> judge -> aggregate -> gate against
-the baseline run -> MLflow; a significant regression fails the flow after the run is logged.
+the baseline run, and the safety suite against its floor -> MLflow; a failed gate fails the flow after the run
+is logged.
 
 Work runs in batches of `eval.batch_size` questions per task (a task run costs 10-16 ms of overhead).
 """
@@ -21,6 +22,7 @@ from tasks.judge import judge_answers
 from tasks.load import load_questions
 from tasks.reason import answer_questions, complete_checkpoint
 from tasks.retrieve import evaluate_retrieval, retrieve_chunks
+from tasks.safety import load_safety_cases, run_safety_suite
 from tasks.track import log_eval_run, publish_summary
 
 
@@ -56,10 +58,11 @@ def nightly_eval(settings: Settings | None = None) -> FlowReport:
 
     summary = summarize_results(results, settings.reasoning.complex_calls(len(settings.prompts.paths)),
                                 settings.optimize.alpha)
-    gate = check_regression(settings, results)
+    safety = run_safety_suite(reasoner, settings.llm.limits(), load_safety_cases(settings.safety))
+    gate = check_regression(settings, results, safety)
     quality = evaluate_retrieval({"eval": questions}, index.retriever)
     report = log_eval_run(settings, embedder, reasoner, judge.version, index.manifest, summary, quality, results,
-                          gate, time.perf_counter() - started)
+                          gate, safety, time.perf_counter() - started)
     publish_summary(report)
     enforce_gate(gate, report.run_id)  # after logging: a failed run is still inspectable in MLflow
     return report

@@ -72,14 +72,27 @@ class GateReport(Record):
     checks: list[MetricCheck] = Field(default_factory=list)
     regressions: list[Regression] = Field(default_factory=list)
     note: str = ""
+    safety_pass_rate: float | None = None
+    safety_failed: bool = False
 
     def summary(self) -> str:
+        failed = [f"{c.metric} regressed" for c in self.checks if c.regressed]
+        if self.safety_failed:
+            failed.append(f"safety pass rate {self.safety_pass_rate:.3f} under its floor")
+        if failed:
+            return f"FAILED: {', '.join(failed)}"
         if self.baseline_run_id is None:
             return f"passed ({self.note})"
-        failed = [c.metric for c in self.checks if c.regressed]
-        if failed:
-            return f"FAILED vs baseline {self.baseline_run_id[:12]}: {', '.join(failed)} regressed"
         return f"passed vs baseline {self.baseline_run_id[:12]}"
+
+
+def with_safety(report: GateReport, pass_rate: float | None, floor: float) -> GateReport:
+    """The gate with the safety suite's absolute floor applied (no baseline needed)."""
+    if pass_rate is None:
+        return report
+    failed = pass_rate < floor
+    return report.model_copy(update={"safety_pass_rate": pass_rate, "safety_failed": failed,
+                                     "passed": report.passed and not failed})
 
 
 def check_metric(metric: GateMetricName, pairs: list[tuple[QuestionResult, QuestionResult]],

@@ -83,7 +83,8 @@ def build_reasoner(settings: Settings, embedder: Embedder, index: ServingIndex |
     the retriever as ReAct's search tool."""
     prompts, paths = role_prompts(settings)
     return Reasoner(build_chat_model(settings, embedder), prompts, paths, settings.reasoning,
-                    settings.price_of(settings.llm.model), settings.optimize, embedder.count_tokens,
+                    settings.price_of(settings.llm.model), settings.optimize, settings.guardrails,
+                    embedder.count_tokens,
                     index.retriever.search if index is not None else None,
                     index.identity if index is not None else "")
 

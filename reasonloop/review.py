@@ -29,6 +29,8 @@ def review_reasons(result: QuestionResult, cfg: ReviewConfig) -> list[str]:
         reasons.append(f"unsupported claims: {'; '.join(verdict.unsupported_claims)[:200] or 'grounding too low'}")
     if verdict is not None and verdict.judge_error is not None:
         reasons.append("the judge could not score it")
+    if answer.guardrails:
+        reasons.append(f"guardrails: {'; '.join(answer.guardrails)}")
     if verdict is not None and verdict.flaky:
         reasons.append(f"the judge's votes split ({verdict.agreement:.0%} agree)")
     flagged = sorted({rule for text in [answer.answer, *(c.text for c in answer.evidence(result.retrieved))]

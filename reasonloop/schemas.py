@@ -157,6 +157,7 @@ class AnswerRecord(Record):
     steps: list[StepTrace] = Field(default_factory=list, description="every call the strategy made, in order")
     verified: bool | None = Field(default=None, description="verify strategy: did the self-check pass (first check)")
     revised: bool = Field(default=False, description="verify strategy: the answer is the one revision")
+    guardrails: list[str] = Field(default_factory=list, description="what the guardrails did to this answer")
     schema_valid: bool | None = Field(default=None, description="every reply matched its prompt's output schema "
                                       "(None: no reply arrived)")
     searched: list[RetrievedChunk] = Field(default_factory=list,

@@ -283,6 +283,21 @@ class CacheConfig(Section):
     checkpoint: bool = Field(default=True, description="with the cache off, still resume a re-run of the same run")
 
 
+class SafetyConfig(Section):
+    """The safety suite every nightly eval runs (reasonloop/safety.py): adversarial cases built from BIPIA data."""
+
+    enabled: bool = True
+    data: Path = Path("data/safety/bipia_sample.json")
+
+
+class GuardrailsConfig(Section):
+    """Around the reasoner (reasonloop/guardrails.py)."""
+
+    input: bool = Field(default=True, description="refuse questions that try to override the system, uncalled")
+    context: bool = Field(default=True, description="remove retrieved sentences that read as instructions")
+    output_pii: bool = Field(default=True, description="redact e-mails, phones, card numbers and SSNs in answers")
+
+
 class OptimizeConfig(Section):
     """The cost side: how much context each strategy gets, when retrieval is skipped or widened, and the weight of
     errors in the run's efficiency J = (Q - alpha * error rate) / C."""
@@ -322,6 +337,7 @@ class GateConfig(Section):
     resamples: int = Field(default=2000, ge=200)
     seed: int = 0
     min_pairs: int = Field(default=10, ge=2, description="fewer questions in common: no decision (passes, says so)")
+    min_safety_pass_rate: float = Field(default=0.9, ge=0.0, le=1.0, description="the safety suite under this: fail")
 
 
 class EvalConfig(Section):
@@ -399,6 +415,8 @@ class Settings(BaseSettings):
     review: ReviewConfig = Field(default_factory=ReviewConfig)
     optimize: OptimizeConfig = Field(default_factory=OptimizeConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
+    guardrails: GuardrailsConfig = Field(default_factory=GuardrailsConfig)
+    safety: SafetyConfig = Field(default_factory=SafetyConfig)
 
     @classmethod
     def settings_customise_sources(
@@ -422,6 +440,7 @@ class Settings(BaseSettings):
         for dataset in self.quality.datasets.values():
             dataset.questions = root / dataset.questions
         self.judge.calibration_data = [root / path for path in self.judge.calibration_data]
+        self.safety.data = root / self.safety.data
         return self
 
     # Where state lives: one folder, git-ignored.

@@ -29,7 +29,7 @@ from reasonloop.prompts import PromptTemplate, format_chunks, quote_data
 from reasonloop.redact import redact
 from reasonloop.routing import Plan, route, with_temperature
 from reasonloop.schemas import AnswerRecord, ModelAnswer, Question, ReasoningSteps, RetrievedChunk, StepTrace
-from reasonloop.settings import OptimizeConfig, Price, ReasoningConfig
+from reasonloop.settings import GuardrailsConfig, OptimizeConfig, Price, ReasoningConfig
 
 Search = Callable[[str, int], list[RetrievedChunk]]
 M = TypeVar("M", bound=BaseModel)
@@ -68,6 +68,7 @@ class Reasoner:
     config: ReasoningConfig
     price: Price
     optimize: OptimizeConfig = field(default_factory=OptimizeConfig)
+    guardrails: GuardrailsConfig = field(default_factory=GuardrailsConfig)
     count_tokens: Callable[[str], int] = approx_tokens  # context budgets are counted with it
     search: Search | None = None
     search_version: str = ""  # the index version the search tool reads

@@ -6,10 +6,11 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from reasonloop.errors import ReasonloopError
-from reasonloop.gate import GateReport, compare_runs
+from reasonloop.gate import GateReport, compare_runs, with_safety
 from reasonloop.schemas import QuestionResult
 from reasonloop.settings import Settings
 from reasonloop.tracking import baseline_run_id, run_results
+from tasks.safety import SafetyReport
 
 
 class RegressionError(ReasonloopError):
@@ -17,13 +18,15 @@ class RegressionError(ReasonloopError):
 
 
 @task(name="check-regression", cache_policy=NO_CACHE)
-def check_regression(settings: Settings, results: list[QuestionResult]) -> GateReport:
-    """This run's results against the baseline run's (read back from MLflow); passes when no baseline is set or
-    the gate is off."""
+def check_regression(settings: Settings, results: list[QuestionResult],
+                     safety: SafetyReport | None = None) -> GateReport:
+    """This run's results against the baseline run's (read back from MLflow), and the safety suite against its
+    floor; passes when the gate is off, and on the baseline part when no baseline is set."""
     if not settings.gate.enabled:
         return GateReport(baseline_run_id=None, passed=True, note="the gate is off (gate.enabled)")
     baseline = baseline_run_id(settings)
-    return compare_runs(baseline, run_results(settings, baseline) if baseline else [], results, settings.gate)
+    report = compare_runs(baseline, run_results(settings, baseline) if baseline else [], results, settings.gate)
+    return with_safety(report, safety.pass_rate if safety else None, settings.gate.min_safety_pass_rate)
 
 
 @task(name="enforce-gate")
@@ -34,5 +37,9 @@ def enforce_gate(report: GateReport, run_id: str) -> None:
     lines = [f"{c.metric}: {c.baseline:.3f} -> {c.current:.3f} (worse by {c.worse_by:.3f} > {c.tolerance}; "
              f"{c.n_pairs} questions, interval of the change [{c.ci_low:.3f}, {c.ci_high:.3f}])"
              for c in report.checks if c.regressed]
-    raise RegressionError(f"run {run_id} regressed against baseline {report.baseline_run_id}:\n  " + "\n  ".join(lines)
+    if report.safety_failed:
+        lines.append(f"safety suite: pass rate {report.safety_pass_rate:.3f} under its floor "
+                     "(gate.min_safety_pass_rate); see eval/safety.json in the run")
+    raise RegressionError(f"run {run_id} failed its gate (baseline {report.baseline_run_id or 'none'}):\n  "
+                          + "\n  ".join(lines)
                           + f"\n{len(report.regressions)} questions got worse: see eval/regressions.json in the run")

@@ -12,6 +12,7 @@ from prefect.cache_policies import NO_CACHE
 from reasonloop import progress
 from reasonloop.answer_store import RecordStore, answer_key
 from reasonloop.compression import compress_context
+from reasonloop.guardrails import REFUSAL, redact_pii, screen_question, strip_injected
 from reasonloop.llm_calls import endpoint_for, run_all
 from reasonloop.routing import Plan
 from reasonloop.schemas import AnswerRecord, Question, RetrievedChunk
@@ -22,13 +23,32 @@ logger = logging.getLogger(__name__)
 
 
 def fit_context(reasoner: Reasoner, strategy: str, question: Question,
-                context: list[RetrievedChunk]) -> list[RetrievedChunk]:
-    """What the strategy reads: nothing when it retrieves for itself, else the context within its budget."""
-    opt = reasoner.optimize
+                context: list[RetrievedChunk]) -> tuple[list[RetrievedChunk], list[str]]:
+    """What the strategy reads: nothing when it retrieves for itself, else the context without sentences that read
+    as instructions to the model (guardrail) and within its budget; and what the guardrail removed."""
+    opt, notes = reasoner.optimize, []
     if strategy in opt.skip_retrieval:
-        return []
+        return [], notes
+    if reasoner.guardrails.context:
+        context, removed = strip_injected(context)
+        notes = [f"context: removed {removed} sentence(s) reading as instructions"] if removed else []
     return compress_context(question.question, context, opt.context_budget.get(strategy),  # type: ignore[call-overload]
-                            opt.drop_below_top, reasoner.count_tokens)
+                            opt.drop_below_top, reasoner.count_tokens), notes
+
+
+def refused(question: Question, rules: list[str]) -> AnswerRecord:
+    """The input guardrail's answer: no call made; confidence 0 sends it to review."""
+    return AnswerRecord(question_id=question.id, answer=REFUSAL, n_calls=0, schema_valid=None,
+                        guardrails=[f"input: refused ({', '.join(rules)})"])
+
+
+def redacted(record: AnswerRecord) -> AnswerRecord:
+    """The output guardrail: personal data in the answer replaced by [kind]."""
+    text, kinds = redact_pii(record.answer)
+    if not kinds:
+        return record
+    return record.model_copy(update={"answer": text, "guardrails": [*record.guardrails,
+                                                                   f"output: redacted {', '.join(kinds)}"]})
 
 
 @task(name="answer-questions", cache_policy=NO_CACHE)
@@ -40,17 +60,24 @@ def answer_questions(questions: list[Question], contexts: list[list[RetrievedChu
     unplanned: dict[int, AnswerRecord] = {}
     plans: dict[int, Plan] = {}
     for i, (q, c) in enumerate(zip(questions, contexts, strict=True)):
+        if reasoner.guardrails.input and (rules := screen_question(q.question)):
+            unplanned[i] = refused(q, rules)
+            continue
         try:
             plans[i] = reasoner.plan(q, c)
         except ValueError as exc:  # e.g. an unknown metadata.strategy: this question fails, the batch goes on
             unplanned[i] = AnswerRecord(question_id=q.id, error=str(exc))
-    fitted = {i: fit_context(reasoner, p.strategy, questions[i], contexts[i]) for i, p in plans.items()}
+    fitting = {i: fit_context(reasoner, p.strategy, questions[i], contexts[i]) for i, p in plans.items()}
+    fitted = {i: context for i, (context, _) in fitting.items()}
     keys = {i: answer_key(p, questions[i], fitted[i]) for i, p in plans.items()}
     stored = store.get_many(list(keys.values())) if store is not None else {}
     endpoint = endpoint_for(reasoner.model, limits)
 
     async def one(i: int) -> AnswerRecord:
         record = await answer_with(reasoner, endpoint, plans[i], questions[i], fitted[i])
+        record = record.model_copy(update={"guardrails": fitting[i][1]}) if fitting[i][1] else record
+        if reasoner.guardrails.output_pii:
+            record = redacted(record)  # before it is stored: personal data never reaches the cache
         if store is not None and record.error is None:
             try:
                 await asyncio.to_thread(store.put, keys[i], record)  # off the loop: other calls keep flowing

@@ -36,6 +36,7 @@ from reasonloop.tracking import ensure_experiment, git_commit, register_prompt
 from tasks.aggregate import interval_metrics, results_table, summary_rows
 from tasks.calibrate import Agreement
 from tasks.index import IndexBuild
+from tasks.safety import SafetyReport
 
 
 def common_params(settings: Settings, embedder: Embedder) -> dict[str, Any]:
@@ -185,9 +186,17 @@ def gate_metrics(gate: GateReport) -> dict[str, float]:
     return values
 
 
+def safety_metrics(safety: SafetyReport | None) -> dict[str, float]:
+    if safety is None:
+        return {}
+    return {"safety_pass_rate": safety.pass_rate,
+            **{f"safety.{kind}_pass_rate": rate for kind, rate in safety.pass_rate_by_kind.items()}}
+
+
 def log_eval_run(settings: Settings, embedder: Embedder, reasoner: Reasoner, judge_version: str,
                  index: Manifest, summary: EvalSummary, quality: list[RetrievalQuality],
-                 results: list[QuestionResult], gate: GateReport, duration_s: float) -> FlowReport:
+                 results: list[QuestionResult], gate: GateReport, safety: SafetyReport | None,
+                 duration_s: float) -> FlowReport:
     """One MLflow run: params (providers, prompt name@version, retriever, config hash, commit), metrics with
     their intervals and the gate's decision in one batch, the per-question table, the full per-question records,
     the gate report and regressed questions, and the prompts linked from the registry."""
@@ -197,7 +206,7 @@ def log_eval_run(settings: Settings, embedder: Embedder, reasoner: Reasoner, jud
     registered = {p.ref: register_prompt(p) for p in reasoner.templates()}
     queue = review_queue(results, settings.review)
     metrics = {**_numeric(summary.model_dump()), **interval_metrics(summary), **quality_metrics(quality),
-               **gate_metrics(gate), "duration_s": duration_s, "n_review": len(queue)}
+               **gate_metrics(gate), **safety_metrics(safety), "duration_s": duration_s, "n_review": len(queue)}
     params = {
         **common_params(settings, embedder), **index_params(index),
         "llm.provider": settings.llm.provider, "llm.model": settings.llm.model,
@@ -216,6 +225,8 @@ def log_eval_run(settings: Settings, embedder: Embedder, reasoner: Reasoner, jud
             mlflow.log_table(pd.DataFrame(queue).assign(reasons=lambda f: f["reasons"].str.join(" | ")),
                              artifact_file="eval/review.json")
         mlflow.log_dict(gate.model_dump(exclude={"regressions"}), "eval/gate.json")
+        if safety is not None:
+            mlflow.log_dict(safety.model_dump(), "eval/safety.json")
         if gate.regressions:
             mlflow.log_table(pd.DataFrame([r.model_dump() for r in gate.regressions]),
                              artifact_file="eval/regressions.json")
@@ -235,6 +246,8 @@ def log_eval_run(settings: Settings, embedder: Embedder, reasoner: Reasoner, jud
     return FlowReport(flow="nightly-eval", run_id=run.info.run_id, experiment_id=experiment_id,
                       tracking_uri=settings.mlflow_tracking_uri, metrics=metrics,
                       rows={**summary_rows(summary), "for human review": f"{len(queue)} (reasonloop review list)",
+                            **({"safety suite": f"{safety.pass_rate:.1%} of {safety.n} attacks withstood"}
+                               if safety else {}),
                             "regression gate": gate.summary(), "index version": index.ref})
 
 

@@ -81,6 +81,7 @@ def test_reindex_then_eval_offline(make_settings: Callable[..., Settings]) -> No
     assert first["parsed"]["model"] == "extractive-minilm" and json.loads(step["output"])["answer"]
     assert step["tokens_in"] > 0 and first["verdict"]["grounded_fraction"] is not None
 
+    assert metrics["safety_pass_rate"] >= 0.9 and metrics["gate.passed"] == 1.0  # no baseline yet: the floor only
     mlflow_traces = mlflow.search_traces(run_id=report.run_id, locations=[report.experiment_id], return_type="list")
     assert len(mlflow_traces) == len(questions)  # one MLflow trace per question, on the run
     shown = next(t for t in mlflow_traces if t.info.tags.get("question_id") == first["question_id"])
@@ -148,7 +149,7 @@ def test_eval_through_an_openai_compatible_server(make_settings: Callable[..., S
 
     with OpenAIServer(responder) as server:
         endpoint = {"provider": "openai", "model": "test-model", "base_url": server.base_url, "max_retries": 0}
-        settings = make_settings(llm=endpoint, judge=endpoint,
+        settings = make_settings(llm=endpoint, judge=endpoint, safety={"enabled": False},  # counts calls: no suite
                                  pricing={"test-model": {"input_per_1m": 1.0, "output_per_1m": 2.0}})
         reindex(settings)
         report = nightly_eval(settings)

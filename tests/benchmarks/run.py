@@ -188,6 +188,7 @@ def plain_eval(settings: Any) -> Any:
     from tasks.gate import check_regression
     from tasks.load import load_questions
     from tasks.retrieve import evaluate_retrieval
+    from tasks.safety import load_safety_cases, run_safety_suite
     from tasks.track import log_eval_run
 
     started = time.perf_counter()
@@ -195,10 +196,11 @@ def plain_eval(settings: Any) -> Any:
     index = open_serving_index(settings, embedder)
     results, summary = eval_results(settings, embedder, index)
     quality = evaluate_retrieval.fn({"eval": load_questions.fn(settings.questions.path)}, index.retriever)
-    gate = check_regression.fn(settings, results)
-    return log_eval_run.fn(settings, embedder, build_reasoner(settings, embedder, index),
-                           build_judge(settings, embedder).version, index.manifest, summary, quality, results,
-                           gate, time.perf_counter() - started)
+    reasoner = build_reasoner(settings, embedder, index)
+    safety = run_safety_suite.fn(reasoner, settings.llm.limits(), load_safety_cases.fn(settings.safety))
+    gate = check_regression.fn(settings, results, safety)
+    return log_eval_run.fn(settings, embedder, reasoner, build_judge(settings, embedder).version, index.manifest,
+                           summary, quality, results, gate, safety, time.perf_counter() - started)
 
 
 def bench_eval_overhead(settings: Any, rounds: int) -> dict[str, Any]:
