@@ -17,6 +17,7 @@ from reasonloop.gate import GateReport
 from reasonloop.index_versions import Manifest
 from reasonloop.judges import Judge
 from reasonloop.redact import redact_url
+from reasonloop.report import close_figures, plots, render_html
 from reasonloop.review import QUEUE_ARTIFACT, review_queue
 from reasonloop.schemas import (
     EvalSummary,
@@ -227,6 +228,11 @@ def log_eval_run(settings: Settings, embedder: Embedder, reasoner: Reasoner, jud
         mlflow.log_dict(gate.model_dump(exclude={"regressions"}), "eval/gate.json")
         if safety is not None:
             mlflow.log_dict(safety.model_dump(), "eval/safety.json")
+        figures = plots(results)
+        for name, figure in figures.items():
+            mlflow.log_figure(figure, f"eval/plots/{name}.png")
+        mlflow.log_text(render_html(summary, gate, judge_version, figures), "eval/report.html")
+        close_figures(figures)
         if gate.regressions:
             mlflow.log_table(pd.DataFrame([r.model_dump() for r in gate.regressions]),
                              artifact_file="eval/regressions.json")
