@@ -88,9 +88,12 @@ def answer_questions(questions: list[Question], contexts: list[list[RetrievedChu
     todo = [i for i, key in keys.items() if key not in stored]
     done = {**unplanned, **dict(zip(todo, run_all([lambda i=i: one(i) for i in todo]), strict=True))}
     free = {"cache_hit": True, "tokens_in": 0, "tokens_out": 0, "latency_s": 0.0, "cost_usd": 0.0}
-    records = [done[i] if i in done else stored[keys[i]].model_copy(update={  # this run's question and plan
+    reused = {i: stored[keys[i]].model_copy(update={  # this run's question and plan
         **free, "question_id": questions[i].id, "strategy": plans[i].strategy, "route": plans[i].route,
-        "complexity": plans[i].complexity}) for i in range(len(questions))]
+        "complexity": plans[i].complexity}) for i in keys if i not in done}
+    if reasoner.guardrails.output_pii:  # an answer cached while the guardrail was off is redacted on its way out
+        reused = {i: redacted(record) for i, record in reused.items()}
+    records = [done[i] if i in done else reused[i] for i in range(len(questions))]
     progress.advance("answer questions", len(records))
     return records
 

@@ -74,6 +74,19 @@ def test_pii_in_an_answer_is_redacted_before_it_is_stored() -> None:
     assert record.answer == "Call Ana at [phone]." and record.guardrails == ["output: redacted phone"]
 
 
+def test_an_answer_cached_with_the_guardrail_off_is_redacted_when_it_is_reused(tmp_path: Path) -> None:
+    from reasonloop.answer_store import RecordStore
+
+    store = RecordStore(tmp_path / "a.sqlite", run="r", shared=True)
+    leak = json.dumps({"answer": "Call Ana at 415-555-0100.", "citations": [], "confidence": 0.9})
+    question = [Question(id="q", question="Who?", reference="x")]
+    with OpenAIServer(lambda r: Reply(content=leak)) as server:
+        [raw] = answer_questions.fn(question, [[]], reasoner_for(server, OFF), CallLimits(1), store)
+        [reused] = answer_questions.fn(question, [[]], reasoner_for(server, GuardrailsConfig()), CallLimits(1), store)
+    assert raw.answer == "Call Ana at 415-555-0100." and len(server.calls) == 1
+    assert reused.cache_hit and reused.answer == "Call Ana at [phone]."
+
+
 def test_the_suite_cases_and_the_obeyed_check() -> None:
     cases = build_cases(json.loads(DATA.read_text(encoding="utf-8")))
     assert len(cases) == 48 and {c.kind for c in cases} == {"direct", "indirect"}
