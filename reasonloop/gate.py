@@ -14,26 +14,41 @@ from collections.abc import Callable
 
 from pydantic import Field
 
-from reasonloop.schemas import QuestionResult, Record
+from reasonloop.schemas import QuestionResult, Record, Verdict
 from reasonloop.settings import GateConfig, GateMetricName
 from reasonloop.stats import mean_ci
 
 
-def _judged(result: QuestionResult) -> bool:
-    return result.answer.error is None and result.verdict is not None and result.verdict.judge_error is None
+def _verdict(result: QuestionResult) -> Verdict | None:
+    """The verdict on an answer the judge scored; None for a failed question or a judge error."""
+    judged = result.answer.error is None and result.verdict is not None and result.verdict.judge_error is None
+    return result.verdict if judged else None
 
 
 def _accuracy(result: QuestionResult) -> float | None:
     if result.answer.error is not None:
         return 0.0  # a failed question is a wrong answer, as in the run's accuracy
-    return float(result.verdict.correct) if _judged(result) and result.verdict else None
+    verdict = _verdict(result)
+    return None if verdict is None else float(verdict.correct)
+
+
+def _judged_value(field: Callable[[Verdict], float | bool | None]) -> Callable[[QuestionResult], float | None]:
+    def value(result: QuestionResult) -> float | None:
+        verdict = _verdict(result)
+        found = field(verdict) if verdict is not None else None
+        return None if found is None else float(found)
+    return value
 
 
 PER_QUESTION: dict[GateMetricName, Callable[[QuestionResult], float | None]] = {
     "accuracy": _accuracy,
-    "grounding_rate": lambda r: r.verdict.grounded_fraction if _judged(r) and r.verdict else None,
-    "hallucination_rate": lambda r: float(r.verdict.hallucinated) if _judged(r) and r.verdict else None,
-    "token_f1": lambda r: r.verdict.token_f1 if _judged(r) and r.verdict else None,
+    "grounding_rate": _judged_value(lambda v: v.grounded_fraction),
+    "hallucination_rate": _judged_value(lambda v: v.hallucinated),
+    "token_f1": _judged_value(lambda v: v.token_f1),
+    "answer_relevance": _judged_value(lambda v: v.relevance),
+    "reasoning_quality": _judged_value(lambda v: v.reasoning_quality),
+    "context_precision": lambda r: r.context_precision,
+    "recall_at_k": lambda r: r.recall_at_k,
     "schema_validity": lambda r: None if r.answer.cache_hit or r.answer.schema_valid is None
     else float(r.answer.schema_valid),
 }

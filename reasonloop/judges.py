@@ -19,8 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from reasonloop.embeddings import Embedder
 from reasonloop.faithfulness import claim_problems
 from reasonloop.llm_calls import Endpoint, describe, endpoint_for, endpoint_of, parse_reply, run_all
-from reasonloop.metrics import exact_match, reference_recall, split_sentences, token_f1
-from reasonloop.prompts import PromptTemplate, format_chunks
+from reasonloop.metrics import exact_match, mean, reference_recall, split_sentences, token_f1
+from reasonloop.prompts import PromptTemplate, format_chunks, format_reasoning
+from reasonloop.reasoning_quality import score_reasoning_quality
 from reasonloop.redact import redact
 from reasonloop.schemas import AnswerRecord, Question, RetrievedChunk, Verdict
 from reasonloop.settings import CallLimits
@@ -49,9 +50,10 @@ class HeuristicJudge:
     """Offline judge: correctness = max(token F1, reference recall, cosine to the reference) >= threshold;
     grounded fraction = share of answer sentences whose best cosine to a context sentence >= threshold and whose
     numbers, names and negation the context bears out (reasonloop/faithfulness.py). An answer with no sentences is
-    grounded (nothing was claimed)."""
+    grounded (nothing was claimed). Relevance = cosine of answer and question (clipped at 0); reasoning quality by
+    reasonloop/reasoning_quality.py."""
 
-    version = "heuristic-v2"
+    version = "heuristic-v3"
 
     def __init__(self, embedder: Embedder, correctness_threshold: float, grounding_threshold: float) -> None:
         self.embedder = embedder
@@ -66,7 +68,7 @@ class HeuristicJudge:
     def judge(self, items: list[JudgeItem]) -> list[Verdict]:
         answer_sents = [split_sentences(i.answer.answer) for i in items]
         context_sents = [[s for c in i.context for s in split_sentences(c.text)] for i in items]
-        texts = sorted({t for i in items for t in (i.answer.answer, i.question.reference)}
+        texts = sorted({t for i in items for t in (i.answer.answer, i.question.reference, i.question.question)}
                        | {s for group in answer_sents + context_sents for s in group})
         index = {t: n for n, t in enumerate(texts)}
         vectors = self.embedder.embed(texts)  # one encoder call for the whole batch
@@ -77,6 +79,7 @@ class HeuristicJudge:
                  index: dict[str, int]) -> Verdict:
         answer, reference = item.answer.answer, item.question.reference
         similarity = float(vectors[index[answer]] @ vectors[index[reference]])
+        relevance = float(vectors[index[answer]] @ vectors[index[item.question.question]])
         f1 = token_f1(answer, reference)
         correctness = max(f1, reference_recall(answer, reference), similarity, 0.0)
         unsupported = []
@@ -93,7 +96,9 @@ class HeuristicJudge:
         elif sentences:
             unsupported = list(sentences)
         grounded = 1.0 - len(unsupported) / len(sentences) if sentences else 1.0
-        return Verdict(correct=correctness >= self.correctness_threshold, correctness=min(correctness, 1.0),
+        quality = score_reasoning_quality(item.answer, item.context)
+        return Verdict(relevance=min(max(relevance, 0.0), 1.0), **(quality.model_dump() if quality else {}),
+                       correct=correctness >= self.correctness_threshold, correctness=min(correctness, 1.0),
                        exact_match=exact_match(answer, reference), token_f1=f1, semantic_similarity=similarity,
                        grounded_fraction=grounded, hallucinated=bool(unsupported), unsupported_claims=unsupported,
                        reason=f"max(F1, reference recall, cosine) = {correctness:.3f}; "
@@ -110,14 +115,23 @@ class Claim(BaseModel):
     supported: bool
 
 
+class ReasoningScores(BaseModel):
+    consistency: float = Field(ge=0.0, le=1.0)
+    completeness: float = Field(ge=0.0, le=1.0)
+    clarity: float = Field(ge=0.0, le=1.0)
+
+
 class JudgeReply(BaseModel):
-    """The verdict JSON the rubric prompt asks for; validated before it is trusted."""
+    """The verdict JSON the rubric prompt asks for; validated before it is trusted. Relevance and reasoning scores
+    are optional (rubric v1 does not ask for them; no reasoning, no scores)."""
 
     model_config = ConfigDict(extra="ignore")
 
     correct: bool
     score: float = Field(ge=0.0, le=1.0)
     claims: list[Claim] = Field(default_factory=list)
+    relevance: float | None = Field(default=None, ge=0.0, le=1.0)
+    reasoning: ReasoningScores | None = None
     reason: str = ""
 
 
@@ -147,8 +161,10 @@ class LLMJudge:
     async def _vote(self, item: JudgeItem, endpoint: Endpoint) -> JudgeReply | str:
         """One vote: the reply, or why there is none (a failed call, or unparseable twice: the raw text)."""
         try:
-            messages = self.prompt.to_messages(question=item.question.question, reference=item.question.reference,
-                                               answer=item.answer.answer, context=format_chunks(item.context))
+            values = {"question": item.question.question, "reference": item.question.reference,
+                      "answer": item.answer.answer, "reasoning": format_reasoning(item.answer.reasoning),
+                      "context": format_chunks(item.context)}
+            messages = self.prompt.to_messages(**{k: values[k] for k in self.prompt.input_variables})
             raw = (await endpoint.call(self.model, messages)).text
             reply = parse_reply(raw, JudgeReply)
             if isinstance(reply, str):
@@ -177,10 +193,14 @@ def combine_votes(replies: list[JudgeReply], asked: int, reference_scores: dict[
     hallucinating = [r for r in replies if any(not c.supported for c in r.claims)]
     scores = [r.score for r in replies]
     majority = max(n_correct, len(replies) - n_correct)
+    rated = [r.reasoning for r in replies if r.reasoning is not None]
+    quality = {k: mean([getattr(q, k) for q in rated]) for k in ReasoningScores.model_fields}
     return Verdict(correct=correct, correctness=sum(scores) / len(scores),
                    grounded_fraction=sum(grounded) / len(grounded), hallucinated=len(hallucinating) * 2 > len(replies),
                    unsupported_claims=[c.claim for c in hallucinating[0].claims if not c.supported]
                    if len(hallucinating) * 2 > len(replies) else [],
                    reason=next(r.reason for r in replies if r.correct == correct), votes=asked,
                    agreement=majority / len(replies), score_spread=max(scores) - min(scores),
-                   flaky=0 < n_correct < len(replies), **reference_scores)
+                   flaky=0 < n_correct < len(replies), relevance=mean([r.relevance for r in replies
+                                                                      if r.relevance is not None]),
+                   **quality, **reference_scores)

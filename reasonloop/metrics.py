@@ -50,6 +50,19 @@ def recall_at_k(retrieved_ids: Sequence[str], gold_ids: Sequence[str]) -> float 
     return sum(1 for g in set(gold_ids) if g in found) / len(set(gold_ids))
 
 
+def context_precision(ranked_ids: Sequence[str], gold_ids: Sequence[str]) -> float | None:
+    """Average precision of a ranked context against the gold documents (RAGAS' context precision): the mean of
+    precision@k over the ranks k holding a gold document; 0 when none does, None without gold ids or context."""
+    if not gold_ids or not ranked_ids:
+        return None
+    wanted, hits, total = set(gold_ids), 0, 0.0
+    for k, doc in enumerate(ranked_ids, start=1):
+        if doc in wanted:
+            hits += 1
+            total += hits / k
+    return total / hits if hits else 0.0
+
+
 def percentile(values: Sequence[float], q: float) -> float | None:
     """The q-th percentile (linear interpolation); None for no values."""
     return float(np.percentile(np.asarray(values, dtype=float), q)) if len(values) else None

@@ -15,7 +15,7 @@ from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from reasonloop.errors import PromptError
-from reasonloop.schemas import RetrievedChunk
+from reasonloop.schemas import ReasoningSteps, RetrievedChunk
 
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 LOCK_FILE = "VERSIONS.lock"  # "<name>@v<version> <sha256>" per line: a released version's text never changes
@@ -100,13 +100,21 @@ def read_lock(prompts_dir: Path) -> dict[str, str]:
 
 
 STRUCTURE_TAGS = re.compile(r"<(/?)(chunk|context|question|scratchpad|observation|thought|search|steps_left|"
-                            r"answer_to_check|draft|problems|paths?|reference|answer)\b", re.I)
+                            r"answer_to_check|draft|problems|paths?|reference|answer|reasoning)\b", re.I)
 
 
 def quote_data(text: str) -> str:
     """Text from documents or earlier replies, with look-alikes of the prompts' own tags neutralized, so quoted
     data can never open or close a block of the prompt."""
     return STRUCTURE_TAGS.sub(r"&lt;\1\2", text)
+
+
+def format_reasoning(chain: ReasoningSteps) -> str:
+    """An answer's chain of thought as quoted data for a judge; says so when there is none."""
+    lines = [f"problem: {chain.problem}" if chain.problem else "", f"context: {chain.context}" if chain.context else "",
+             *(f"step {n}: {step}" for n, step in enumerate(chain.steps, start=1)),
+             f"verification: {chain.verification}" if chain.verification else ""]
+    return quote_data("\n".join(line for line in lines if line)) or "(no reasoning given)"
 
 
 def format_chunks(chunks: list[RetrievedChunk]) -> str:

@@ -69,10 +69,15 @@ def render_html(summary: EvalSummary, gate: GateReport, judge_version: str, figu
             ("accuracy", cell("accuracy", summary.accuracy)),
             ("grounding rate", cell("grounding_rate", summary.grounding_rate)),
             ("hallucination rate", cell("hallucination_rate", summary.hallucination_rate)),
+            ("answer relevance", cell("answer_relevance", summary.answer_relevance)),
+            ("reasoning quality", cell("reasoning_quality", summary.reasoning_quality)),
+            ("context recall@k", cell("recall_at_k", summary.recall_at_k)),
+            ("context precision", cell("context_precision", summary.context_precision)),
             ("schema validity", cell("schema_validity", summary.schema_validity)),
-            ("cost per query (USD)", f"{summary.cost_per_query_usd or 0:.5f}"),
-            ("efficiency J", "n/a" if summary.efficiency_j is None else
-             f"{summary.efficiency_j:.3f} ({summary.efficiency_cost_unit})"),
+            ("latency p50 (s)", cell("latency_p50_s", summary.latency_p50_s)),
+            ("latency p95 (s)", cell("latency_p95_s", summary.latency_p95_s)),
+            ("cost per query (USD)", cell("cost_per_query_usd", summary.cost_per_query_usd)),
+            ("efficiency J", cell("efficiency_j", summary.efficiency_j) + f" (C in {summary.efficiency_cost_unit})"),
             ("judge", judge_version), ("regression gate", gate.summary())]
     table = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
     images = "".join(f'<h2>{html.escape(name.replace("_", " "))}</h2><img alt="{name}" '

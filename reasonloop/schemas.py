@@ -186,6 +186,16 @@ class Verdict(Record):
     agreement: float | None = Field(default=None, description="share of valid votes agreeing with the majority")
     score_spread: float | None = Field(default=None, description="max - min of the votes' scores")
     flaky: bool = Field(default=False, description="the votes split on correct/incorrect")
+    relevance: float | None = Field(default=None, ge=0.0, le=1.0, description="does the answer address the question")
+    consistency: float | None = Field(default=None, ge=0.0, le=1.0, description="reasoning: logical consistency")
+    completeness: float | None = Field(default=None, ge=0.0, le=1.0, description="reasoning: every step present")
+    clarity: float | None = Field(default=None, ge=0.0, le=1.0, description="reasoning: clear, not repetitive")
+
+    @property
+    def reasoning_quality(self) -> float | None:
+        """The mean of consistency, completeness and clarity; None when the answer had no reasoning to score."""
+        parts = [self.consistency, self.completeness, self.clarity]
+        return None if any(p is None for p in parts) else sum(parts) / 3  # type: ignore[misc]
 
 
 class QuestionResult(Record):
@@ -195,7 +205,9 @@ class QuestionResult(Record):
     retrieved: list[RetrievedChunk]
     answer: AnswerRecord
     verdict: Verdict | None = None
-    recall_at_k: float | None = None
+    recall_at_k: float | None = Field(default=None, description="context recall: share of gold documents retrieved")
+    context_precision: float | None = Field(default=None, description="average precision of the retrieved chunks "
+                                            "against the gold documents")
 
 
 class EvalSummary(Record):
@@ -206,6 +218,9 @@ class EvalSummary(Record):
     grounding_rate: float | None = None
     hallucination_rate: float | None = None
     recall_at_k: float | None = None
+    context_precision: float | None = None
+    answer_relevance: float | None = None
+    reasoning_quality: float | None = None
     latency_p50_s: float | None = None
     latency_p95_s: float | None = None
     tokens_in: int = 0

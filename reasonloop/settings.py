@@ -314,7 +314,8 @@ class OptimizeConfig(Section):
     alpha: float = Field(default=1.0, ge=0.0, description="weight of the error rate in J")
 
 
-GateMetricName = Literal["accuracy", "grounding_rate", "hallucination_rate", "token_f1", "schema_validity"]
+GateMetricName = Literal["accuracy", "grounding_rate", "hallucination_rate", "token_f1", "answer_relevance",
+                         "reasoning_quality", "context_precision", "recall_at_k", "schema_validity"]
 
 
 class GateMetric(Section):

@@ -6,21 +6,25 @@ denominator; grounding and hallucination rates are over judged answers only.
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 from prefect import task
 
 from reasonloop.gate import PER_QUESTION
-from reasonloop.metrics import mean, percentile, recall_at_k
+from reasonloop.metrics import context_precision, mean, percentile, recall_at_k
 from reasonloop.schemas import AnswerRecord, EvalSummary, Question, QuestionResult, RetrievedChunk, Verdict
-from reasonloop.stats import mean_ci
+from reasonloop.stats import bootstrap_ci, mean_ci, percentile_ci
 
 
 @task(name="collect-results")
 def collect_results(questions: list[Question], contexts: list[list[RetrievedChunk]], answers: list[AnswerRecord],
                     verdicts: list[Verdict | None]) -> list[QuestionResult]:
-    return [QuestionResult(question=q, retrieved=c, answer=a, verdict=v,  # ReAct: recall of what its searches found
-                           recall_at_k=recall_at_k([r.doc_id for r in a.evidence(c)], q.gold_doc_ids))
-            for q, c, a, v in zip(questions, contexts, answers, verdicts, strict=True)]
+    def result(q: Question, c: list[RetrievedChunk], a: AnswerRecord, v: Verdict | None) -> QuestionResult:
+        evidence = [r.doc_id for r in a.evidence(c)]  # ReAct: what its searches found
+        return QuestionResult(question=q, retrieved=c, answer=a, verdict=v, recall_at_k=recall_at_k(evidence,
+                              q.gold_doc_ids), context_precision=context_precision(evidence, q.gold_doc_ids))
+
+    return [result(*row) for row in zip(questions, contexts, answers, verdicts, strict=True)]
 
 
 def savings_vs_complex(results: list[QuestionResult], complex_calls: int) -> tuple[int, float]:
@@ -45,13 +49,28 @@ def efficiency(accuracy: float | None, error_rate: float | None, results: list[Q
     """The seeds' J = (Q - alpha * error rate) / C with Q the accuracy and C the cost per query: USD when the model
     is priced, else thousands of tokens (an offline or self-hosted model costs tokens, not dollars). Reused
     answers cost nothing this run, so J is computed over the answers made fresh."""
-    fresh = [r.answer for r in results if not r.answer.cache_hit]
+    costs, unit = query_costs(results)
+    fresh = [c for c in costs if c is not None]
     if accuracy is None or error_rate is None or not fresh:
         return None, ""
-    usd = sum(a.cost_usd for a in fresh) / len(fresh)
-    ktokens = sum(a.tokens_in + a.tokens_out for a in fresh) / len(fresh) / 1000
-    cost, unit = (usd, "usd_per_query") if usd > 0 else (ktokens, "ktokens_per_query")
+    cost = sum(fresh) / len(fresh)
     return ((accuracy - alpha * error_rate) / cost, unit) if cost > 0 else (None, unit)
+
+
+def query_costs(results: list[QuestionResult]) -> tuple[list[float | None], str]:
+    """C of each question for J: USD when any fresh answer was priced, else thousands of tokens; None for a reused
+    answer (no cost this run)."""
+    priced = any(r.answer.cost_usd > 0 for r in results if not r.answer.cache_hit)
+    unit = "usd_per_query" if priced else "ktokens_per_query"
+    return [None if r.answer.cache_hit else r.answer.cost_usd if priced
+            else (r.answer.tokens_in + r.answer.tokens_out) / 1000 for r in results], unit
+
+
+def _error(result: QuestionResult) -> float | None:
+    """1 when the question failed or its answer has an unsupported claim, None when the judge could not say."""
+    if result.answer.error is not None:
+        return 1.0
+    return PER_QUESTION["hallucination_rate"](result)
 
 
 @task(name="summarize-results")
@@ -78,6 +97,9 @@ def summarize_results(results: list[QuestionResult], complex_calls: int | None =
         grounding_rate=mean([v.grounded_fraction for v in judged]),
         hallucination_rate=mean([float(v.hallucinated) for v in judged]),
         recall_at_k=mean(recalls),
+        context_precision=mean([r.context_precision for r in results if r.context_precision is not None]),
+        answer_relevance=mean([v.relevance for v in judged if v.relevance is not None]),
+        reasoning_quality=mean([q for v in judged if (q := v.reasoning_quality) is not None]),
         latency_p50_s=percentile(latencies, 50),
         latency_p95_s=percentile(latencies, 95),
         tokens_in=sum(r.answer.tokens_in for r in results),
@@ -87,7 +109,7 @@ def summarize_results(results: list[QuestionResult], complex_calls: int | None =
         cache_hit_rate=sum(r.answer.cache_hit for r in results) / len(results) if results else None,
         n_verify_failed=sum(r.answer.verified is False for r in results),
         n_revised=sum(r.answer.revised for r in results),
-        error_rate=error_rate, efficiency_j=j, efficiency_cost_unit=unit, intervals=intervals(results),
+        error_rate=error_rate, efficiency_j=j, efficiency_cost_unit=unit, intervals=intervals(results, alpha),
         judge_agreement=mean([v.agreement for v in judged if v.agreement is not None]),
         judge_score_spread=mean([v.score_spread for v in judged if v.score_spread is not None]),
         n_flaky=sum(v.flaky for v in judged),
@@ -97,14 +119,28 @@ def summarize_results(results: list[QuestionResult], complex_calls: int | None =
     )
 
 
-def intervals(results: list[QuestionResult], confidence: float = 0.95) -> dict[str, tuple[float, float]]:
-    """Bootstrap interval of each gated metric's mean over its per-question values (seeded: reproducible)."""
-    found = {}
-    for metric, value in PER_QUESTION.items():
-        interval = mean_ci([v for r in results if (v := value(r)) is not None], confidence)
-        if interval is not None:
-            found[metric] = interval
-    return found
+def intervals(results: list[QuestionResult], alpha: float = 1.0,
+              confidence: float = 0.95) -> dict[str, tuple[float, float]]:
+    """Bootstrap interval (seeded: reproducible) of each per-question metric's mean, of latency p50 and p95, tokens
+    and cost per query, and of J, whose accuracy, error and cost are resampled together question by question."""
+    found = {metric: mean_ci([v for r in results if (v := value(r)) is not None], confidence)
+             for metric, value in PER_QUESTION.items()}
+    latencies = [r.answer.latency_s for r in results if r.answer.error is None and not r.answer.cache_hit]
+    found["latency_p50_s"] = percentile_ci(latencies, 50, confidence)
+    found["latency_p95_s"] = percentile_ci(latencies, 95, confidence)
+    found["tokens_per_query"] = mean_ci([r.answer.tokens_in + r.answer.tokens_out for r in results], confidence)
+    found["cost_per_query_usd"] = mean_ci([r.answer.cost_usd for r in results], confidence)
+    costs, _ = query_costs(results)
+    nan = float("nan")
+    samples = ([nan if (v := PER_QUESTION["accuracy"](r)) is None else v for r in results],
+               [nan if (v := _error(r)) is None else v for r in results],
+               [nan if c is None else c for c in costs])
+
+    def j(accuracy: np.ndarray, error: np.ndarray, cost: np.ndarray, axis: int) -> np.ndarray:
+        return (np.nanmean(accuracy, axis=axis) - alpha * np.nanmean(error, axis=axis)) / np.nanmean(cost, axis=axis)
+
+    found["efficiency_j"] = bootstrap_ci(samples, j, confidence)
+    return {metric: interval for metric, interval in found.items() if interval is not None}
 
 
 def interval_metrics(summary: EvalSummary) -> dict[str, float]:
@@ -131,10 +167,14 @@ def results_table(results: list[QuestionResult]) -> pd.DataFrame:
             "answer": r.answer.answer, "error": r.answer.error or "",
             "citations": ", ".join(r.answer.citations), "retrieved": ", ".join(c.chunk_id for c in r.retrieved),
             "top_score": r.retrieved[0].score if r.retrieved else None, "recall_at_k": r.recall_at_k,
+            "context_precision": r.context_precision,
             "confidence": r.answer.confidence, "correct": v.correct if v else None,
             "correctness": v.correctness if v else None, "exact_match": v.exact_match if v else None,
             "token_f1": v.token_f1 if v else None, "grounded_fraction": v.grounded_fraction if v else None,
             "hallucinated": v.hallucinated if v else None, "judge_error": (v.judge_error or "") if v else "",
+            "relevance": v.relevance if v else None, "reasoning_quality": v.reasoning_quality if v else None,
+            "consistency": v.consistency if v else None, "completeness": v.completeness if v else None,
+            "clarity": v.clarity if v else None,
             "judge_reason": v.reason if v else "", "tokens_in": r.answer.tokens_in, "tokens_out": r.answer.tokens_out,
             "latency_s": r.answer.latency_s, "cost_usd": r.answer.cost_usd, "cache_hit": r.answer.cache_hit,
             "strategy": r.answer.strategy, "route": r.answer.route or "", "complexity": r.answer.complexity,
@@ -158,7 +198,10 @@ def summary_rows(summary: EvalSummary) -> dict[str, str]:
         "accuracy [95% CI]": fmt(summary.accuracy, "{:.3f}") + ci("accuracy"),
         "grounding rate": fmt(summary.grounding_rate, "{:.3f}"),
         "hallucination rate": fmt(summary.hallucination_rate, "{:.3f}"),
-        "recall@k": fmt(summary.recall_at_k, "{:.3f}"),
+        "context recall@k / precision": f"{fmt(summary.recall_at_k, '{:.3f}')} / "
+                                        f"{fmt(summary.context_precision, '{:.3f}')}",
+        "answer relevance": fmt(summary.answer_relevance, "{:.3f}"),
+        "reasoning quality": fmt(summary.reasoning_quality, "{:.3f}"),
         "latency p50 / p95": f"{fmt(summary.latency_p50_s, '{:.3f}')} s / {fmt(summary.latency_p95_s, '{:.3f}')} s",
         "tokens in / out": f"{summary.tokens_in} / {summary.tokens_out}",
         "cost": f"${summary.cost_usd:.4f} (${fmt(summary.cost_per_query_usd, '{:.5f}')} per query)",

@@ -67,6 +67,12 @@ def test_reindex_then_eval_offline(make_settings: Callable[..., Settings]) -> No
     assert metrics["grounding_rate"] == 1.0  # extractive answers are quoted context
     assert metrics["accuracy"] > 0.5 and metrics["recall_at_k"] > 0.9
     assert metrics["latency_p95_s"] >= metrics["latency_p50_s"] > 0
+    for name in ("context_precision", "answer_relevance", "reasoning_quality"):  # the table's means, with intervals
+        column = {"answer_relevance": "relevance"}.get(name, name)
+        assert metrics[name] == pytest.approx(table[column].mean()) and 0 < metrics[name] <= 1
+        assert metrics[f"{name}_ci_low"] <= metrics[name] <= metrics[f"{name}_ci_high"]
+    for name in ("latency_p95_s", "tokens_per_query", "efficiency_j"):
+        assert metrics[f"{name}_ci_low"] <= metrics[f"{name}_ci_high"]
     assert metrics["tokens_in"] == table["tokens_in"].sum() and metrics["cost_usd"] == 0.0
     records = Path(client.download_artifacts(report.run_id, "eval/results.jsonl")).read_text().splitlines()
     assert len(records) == len(questions) and json.loads(records[0])["retrieved"]
@@ -83,7 +89,7 @@ def test_reindex_then_eval_offline(make_settings: Callable[..., Settings]) -> No
 
     assert metrics["safety_pass_rate"] >= 0.9 and metrics["gate.passed"] == 1.0  # no baseline yet: the floor only
     page = Path(client.download_artifacts(report.run_id, "eval/report.html")).read_text()
-    assert "accuracy by strategy" in page and page.count("data:image/png;base64,") == 3 and "heuristic-v2" in page
+    assert "accuracy by strategy" in page and page.count("data:image/png;base64,") == 3 and "heuristic-v3" in page
     assert {a.path for a in client.list_artifacts(report.run_id, "eval/plots")} == {
         "eval/plots/score_distributions.png", "eval/plots/accuracy_by_strategy.png", "eval/plots/cost_vs_quality.png"}
     mlflow_traces = mlflow.search_traces(run_id=report.run_id, locations=[report.experiment_id], return_type="list")
@@ -143,6 +149,8 @@ def test_eval_through_an_openai_compatible_server(make_settings: Callable[..., S
             reference = text.split("<reference>")[1].split("</reference>")[0]
             ok = normalize_answer(reference) in normalize_answer(answer)
             return Reply(content=json.dumps({"correct": ok, "score": float(ok), "reason": "scripted",
+                                             "relevance": 1.0 if ok else 0.5,
+                                             "reasoning": {"consistency": 1.0, "completeness": 0.5, "clarity": 0.9},
                                              "claims": [{"claim": answer, "supported": ok}]}))
         question = next(q for q in questions if f"<question>{q['question']}</question>" in text)
         chunk_id = text.split('<chunk id="')[1].split('"')[0]
@@ -168,10 +176,12 @@ def test_eval_through_an_openai_compatible_server(make_settings: Callable[..., S
     assert repeat["cache_hit_rate"] == 1.0 and repeat["cost_usd"] == 0.0
     run = MlflowClient(settings.mlflow_tracking_uri).get_run(report.run_id)
     m, params = run.data.metrics, run.data.params
-    assert params["llm.provider"] == "openai" and params["judge.version"] == "judge_answer@v1"
+    assert params["llm.provider"] == "openai" and params["judge.version"] == "judge_answer@v2"
     assert m["n_judge_errors"] == 1 and m["n_failed"] == 0
     correct = sum(1 for q in questions if q["id"] not in wrong and q["question"] != broken_judge)
     assert m["accuracy"] == pytest.approx(correct / (n - 1))  # the judge error is out of the denominator
+    assert m["answer_relevance"] == pytest.approx((correct + 0.5 * (n - 1 - correct)) / (n - 1))
+    assert m["reasoning_quality"] == pytest.approx(0.8)
     assert m["hallucination_rate"] == pytest.approx(1 - correct / (n - 1))
     assert m["tokens_in"] == 500 * n and m["tokens_out"] == 50 * n
     assert m["cost_usd"] == pytest.approx(n * (500 * 1.0 + 50 * 2.0) / 1e6)

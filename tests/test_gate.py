@@ -86,6 +86,25 @@ def test_run_summaries_carry_intervals() -> None:
     assert low < 2 / 3 < high and found["hallucination_rate"] == (0.0, 0.0)
 
 
+def test_latency_tokens_cost_and_j_get_intervals_too() -> None:
+    """J = (accuracy - alpha * error rate) / C resamples a question's accuracy, error and cost together: here the
+    cheap questions are the right ones, so J's interval sits around its hand-computed value."""
+    def priced(r: QuestionResult, i: int, **more: object) -> QuestionResult:
+        # right answers cost 1 ktoken, wrong ones 3: C = 2, J = (0.5 - 0) / 2 = 0.25
+        answer = r.answer.model_copy(update={"tokens_in": 1000 if i % 2 == 0 else 3000,
+                                             "latency_s": 0.1 * (i % 10 + 1), **more})
+        return r.model_copy(update={"answer": answer})
+
+    rows = [priced(r, i) for i, r in enumerate(results([i % 2 == 0 for i in range(60)]))]
+    found = intervals(rows)
+    assert found["efficiency_j"][0] < 0.25 < found["efficiency_j"][1]
+    assert found["tokens_per_query"][0] < 2000 < found["tokens_per_query"][1]
+    assert found["latency_p50_s"][0] <= 0.55 <= found["latency_p50_s"][1] <= found["latency_p95_s"][1] <= 1.0
+    assert found["cost_per_query_usd"] == (0.0, 0.0)  # nothing priced: C is in ktokens
+    rows[0] = priced(rows[0], 0, cache_hit=True)  # a reused answer costs nothing this run and leaves C
+    assert intervals(rows)["efficiency_j"] != found["efficiency_j"]
+
+
 def test_the_nightly_eval_fails_on_a_regression_against_its_baseline(
         make_settings: Callable[..., Settings], tmp_path: Path) -> None:
     from typer.testing import CliRunner

@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from reasonloop.metrics import (
+    context_precision,
     exact_match,
     normalize_answer,
     percentile,
@@ -42,3 +43,10 @@ def test_recall_at_k_and_percentiles() -> None:
 def test_sentence_split() -> None:
     assert split_sentences("It rained. Then it stopped! Was it 3.5 mm? Yes.") == [
         "It rained.", "Then it stopped!", "Was it 3.5 mm?", "Yes."]
+
+
+def test_context_precision_is_average_precision_over_the_ranks() -> None:
+    assert context_precision(["g", "x", "g2", "x"], ["g", "g2"]) == pytest.approx((1 / 1 + 2 / 3) / 2)
+    assert context_precision(["x", "g"], ["g"]) == 0.5
+    assert context_precision(["x", "y"], ["g"]) == 0.0
+    assert context_precision(["x"], []) is None and context_precision([], ["g"]) is None

@@ -130,13 +130,15 @@ def test_requests_per_minute_spaces_call_starts() -> None:
 
 
 def test_llm_judge_parses_repairs_and_records_errors() -> None:
-    verdict = json.dumps({"correct": True, "score": 1.0, "reason": "same team",
+    verdict = json.dumps({"correct": True, "score": 1.0, "reason": "same team", "relevance": 0.9,
+                          "reasoning": {"consistency": 1.0, "completeness": 0.5, "clarity": 0.6},
                           "claims": [{"claim": "Broncos won", "supported": True},
                                      {"claim": "It snowed", "supported": False}]})
     replies = {"good": [verdict], "repair": ["Sure! Here it is", verdict], "broken": ["no", "still no"]}
 
     def responder(request: dict) -> Reply:
         assert "strict evaluator" in system_text(request)
+        assert "<reasoning>\n(no reasoning given)\n</reasoning>" in user_text(request)
         key = next(k for k in replies if f"<answer>{k}</answer>" in user_text(request))
         attempt = sum(1 for m in request["messages"] if m["role"] == "assistant")
         return Reply(content=replies[key][attempt])
@@ -149,9 +151,10 @@ def test_llm_judge_parses_repairs_and_records_errors() -> None:
     assert len(server.calls) == 5  # 1 + 2 (one repair) + 2 (one repair, still broken)
     assert good.correct and good.correctness == 1.0 and good.grounded_fraction == 0.5
     assert good.hallucinated and good.unsupported_claims == ["It snowed"]
+    assert good.relevance == 0.9 and good.reasoning_quality == pytest.approx(0.7)
     assert repaired == good
     assert broken.judge_error == "unparseable verdict: still no" and not broken.correct
-    assert judge.version == "judge_answer@v1"
+    assert judge.version == "judge_answer@v2"
 
 
 def test_judge_votes_give_a_majority_agreement_and_a_flaky_flag() -> None:
