@@ -13,9 +13,12 @@ from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from reasonloop.answer_store import open_record_store, run_identity
-from reasonloop.providers import build_embedder, build_judge, build_reasoner, open_serving_index
-from reasonloop.schemas import FlowReport, Question
+from reasonloop.embeddings import Embedder
+from reasonloop.judges import Judge
+from reasonloop.providers import ServingIndex, build_embedder, build_judge, build_reasoner, open_serving_index
+from reasonloop.schemas import FlowReport, Question, QuestionResult
 from reasonloop.settings import Settings, load_settings
+from reasonloop.strategies import Reasoner
 from tasks.aggregate import collect_results, summarize_results
 from tasks.gate import check_regression, enforce_gate
 from tasks.judge import judge_answers
@@ -35,18 +38,14 @@ def batched(questions: list[Question], size: int) -> list[list[Question]]:
     return [questions[i:i + size] for i in range(0, len(questions), size)]
 
 
-@flow(name="nightly-eval", validate_parameters=False, task_runner=ThreadPoolTaskRunner(max_workers=4))
-def nightly_eval(settings: Settings | None = None) -> FlowReport:
-    settings = settings or load_settings()
-    started = time.perf_counter()
-    questions = load_questions(settings.questions.path)
-    embedder = build_embedder(settings)
-    index = open_serving_index(settings, embedder)  # one version for the whole run
-    reasoner, judge = build_reasoner(settings, embedder, index), build_judge(settings, embedder)
+def evaluate(settings: Settings, questions: list[Question], embedder: Embedder, index: ServingIndex,
+             judge: Judge) -> tuple[Reasoner, list[QuestionResult]]:
+    """Retrieve, reason and judge every question in batches (submitted to the flow's task runner), resuming from
+    and saving to the answer and verdict stores; the nightly eval and each arm of a canary run this."""
+    reasoner = build_reasoner(settings, embedder, index)
     run = run_identity(settings.config_hash(), questions, index.manifest.content_hash)
     answer_store = open_record_store(settings.state_dir, settings.cache, run, "answers")
     verdict_store = open_record_store(settings.state_dir, settings.cache, run, "verdicts")
-
     pending = []
     for batch in batched(questions, settings.eval.batch_size):
         contexts = retrieve_chunks.submit(batch, index.retriever, settings.reasoning, settings.optimize)
@@ -55,6 +54,18 @@ def nightly_eval(settings: Settings | None = None) -> FlowReport:
         pending.append(collect_results.submit(batch, contexts, answers, verdicts))
     results = [r for future in pending for r in future.result()]
     complete_checkpoint([answer_store, verdict_store])
+    return reasoner, results
+
+
+@flow(name="nightly-eval", validate_parameters=False, task_runner=ThreadPoolTaskRunner(max_workers=4))
+def nightly_eval(settings: Settings | None = None) -> FlowReport:
+    settings = settings or load_settings()
+    started = time.perf_counter()
+    questions = load_questions(settings.questions.path)
+    embedder = build_embedder(settings)
+    index = open_serving_index(settings, embedder)  # one version for the whole run
+    judge = build_judge(settings, embedder)
+    reasoner, results = evaluate(settings, questions, embedder, index, judge)
 
     summary = summarize_results(results, settings.reasoning.complex_calls(len(settings.prompts.paths)),
                                 settings.optimize.alpha)

@@ -141,6 +141,24 @@ def eval_(ctx: typer.Context) -> None:
 
 
 @app.command()
+def canary(ctx: typer.Context,
+           candidate: Annotated[str, typer.Option(help="a model name, or a prompt version: chain_of_thought@v2")],
+           slice_size: Annotated[int | None, typer.Option("--slice", min=2, help="questions (default canary.slice)")]
+           = None) -> None:
+    """Evaluate CANDIDATE beside production on a slice of the questions; promote it when the gate passes (exit 0),
+    else leave production as it was (exit 1)."""
+    from flows.canary import canary as canary_flow
+    from flows.nightly_eval import eval_task_runner
+
+    settings = _settings(ctx)
+    flow = canary_flow.with_options(task_runner=eval_task_runner(settings))
+    report = _guarded(lambda: flow(candidate, settings, slice_size))
+    _print_table("canary", {**report.rows, "MLflow run": report.run_id})
+    if not report.metrics["promoted"]:
+        raise typer.Exit(1)
+
+
+@app.command()
 def run(ctx: typer.Context) -> None:
     """The main job: reindex the corpus, then run the nightly eval and print its summary."""
     settings = _settings(ctx)

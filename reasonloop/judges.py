@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 from langchain_core.language_models import BaseChatModel
@@ -105,6 +105,8 @@ class HeuristicJudge:
                               f"{len(sentences) - len(unsupported)}/{len(sentences)} sentences supported")
 
 
+R = TypeVar("R", bound=BaseModel)
+
 CLOSEST = 3  # evidence sentences a claim's negation is checked against
 
 REPAIR_REQUEST = "Your reply was not the JSON object the instructions ask for. Reply again with only that object."
@@ -159,21 +161,10 @@ class LLMJudge:
         return run_all([lambda item=item: self._judge_one(item, endpoint) for item in items])
 
     async def _vote(self, item: JudgeItem, endpoint: Endpoint) -> JudgeReply | str:
-        """One vote: the reply, or why there is none (a failed call, or unparseable twice: the raw text)."""
-        try:
-            values = {"question": item.question.question, "reference": item.question.reference,
-                      "answer": item.answer.answer, "reasoning": format_reasoning(item.answer.reasoning),
-                      "context": format_chunks(item.context)}
-            messages = self.prompt.to_messages(**{k: values[k] for k in self.prompt.input_variables})
-            raw = (await endpoint.call(self.model, messages)).text
-            reply = parse_reply(raw, JudgeReply)
-            if isinstance(reply, str):
-                retry = [*messages, AIMessage(raw), HumanMessage(REPAIR_REQUEST)]
-                raw = (await endpoint.call(self.model, retry)).text
-                reply = parse_reply(raw, JudgeReply)
-        except Exception as exc:  # noqa: BLE001 - a failed judge call is data, recorded per question
-            return redact(describe(exc))
-        return f"unparseable verdict: {raw[:2000]}" if isinstance(reply, str) else reply
+        values = {"question": item.question.question, "reference": item.question.reference,
+                  "answer": item.answer.answer, "reasoning": format_reasoning(item.answer.reasoning),
+                  "context": format_chunks(item.context)}
+        return await ask_verdict(self.model, endpoint, self.prompt, values, JudgeReply)
 
     async def _judge_one(self, item: JudgeItem, endpoint: Endpoint) -> Verdict:
         answer, reference = item.answer.answer, item.question.reference
@@ -183,6 +174,23 @@ class LLMJudge:
         if not replies:
             return Verdict(judge_error=str(votes[0]), votes=len(votes), **reference_scores)
         return combine_votes(replies, len(votes), reference_scores)
+
+
+async def ask_verdict(model: BaseChatModel, endpoint: Endpoint, prompt: PromptTemplate, values: dict[str, str],
+                      schema: type[R]) -> R | str:
+    """One judge call rendered from `values` (those the prompt declares) and validated as `schema`, with one repair
+    request: the reply, or why there is none (the failed call, or the raw text of a reply unparseable twice)."""
+    try:
+        messages = prompt.to_messages(**{k: values[k] for k in prompt.input_variables})
+        raw = (await endpoint.call(model, messages)).text
+        reply = parse_reply(raw, schema)
+        if isinstance(reply, str):
+            retry = [*messages, AIMessage(raw), HumanMessage(REPAIR_REQUEST)]
+            raw = (await endpoint.call(model, retry)).text
+            reply = parse_reply(raw, schema)
+    except Exception as exc:  # noqa: BLE001 - a failed judge call is data, recorded per question
+        return redact(describe(exc))
+    return f"unparseable verdict: {raw[:2000]}" if isinstance(reply, str) else reply
 
 
 def combine_votes(replies: list[JudgeReply], asked: int, reference_scores: dict[str, Any]) -> Verdict:

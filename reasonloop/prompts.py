@@ -100,7 +100,7 @@ def read_lock(prompts_dir: Path) -> dict[str, str]:
 
 
 STRUCTURE_TAGS = re.compile(r"<(/?)(chunk|context|question|scratchpad|observation|thought|search|steps_left|"
-                            r"answer_to_check|draft|problems|paths?|reference|answer|reasoning)\b", re.I)
+                            r"answer_to_check|draft|problems|paths?|reference|answer(?:_[ab])?|reasoning)\b", re.I)
 
 
 def quote_data(text: str) -> str:

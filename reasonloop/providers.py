@@ -16,6 +16,7 @@ from reasonloop.embeddings import Embedder, load_embedder
 from reasonloop.errors import ProviderError
 from reasonloop.index_versions import IndexStore, Manifest
 from reasonloop.judges import HeuristicJudge, Judge, LLMJudge
+from reasonloop.pairwise import HeuristicPairwiseJudge, LLMPairwiseJudge, PairwiseJudge
 from reasonloop.prompts import PromptTemplate, load_prompt
 from reasonloop.retrieval import ChunkRetriever
 from reasonloop.settings import EndpointConfig, Settings
@@ -95,6 +96,16 @@ def build_judge(settings: Settings, embedder: Embedder) -> Judge:
         prompt = resolve_prompt(settings, settings.prompts.judge)
         return LLMJudge(build_openai_chat(cfg), prompt, cfg.limits(), cfg.votes)
     return HeuristicJudge(embedder, cfg.correctness_threshold, cfg.grounding_threshold)
+
+
+def build_pairwise_judge(settings: Settings, embedder: Embedder) -> PairwiseJudge:
+    """The canary's A/B judge on the judge's endpoint: the pairwise rubric prompt, or offline the heuristic judge's
+    scores compared."""
+    cfg = settings.judge
+    if cfg.provider == "openai":
+        return LLMPairwiseJudge(build_openai_chat(cfg), resolve_prompt(settings, settings.prompts.pairwise),
+                                cfg.limits())
+    return HeuristicPairwiseJudge(build_judge(settings, embedder))
 
 
 @dataclass(frozen=True)

@@ -200,6 +200,7 @@ class PromptsConfig(Section):
     paths: list[str] = Field(default_factory=lambda: ["path_analytical", "path_systematic"], min_length=2)
     synthesize: str = "synthesize_paths"
     judge: str = "judge_answer"
+    pairwise: str = "judge_pairwise"   # the canary's A/B comparison (LLM judge only)
 
 
 class Price(Section):
@@ -341,33 +342,51 @@ class GateConfig(Section):
     min_safety_pass_rate: float = Field(default=0.9, ge=0.0, le=1.0, description="the safety suite under this: fail")
 
 
+class CanaryConfig(Section):
+    """`reasonloop canary`: a candidate model or prompt version beside production on a slice of the questions."""
+
+    slice: int = Field(default=40, ge=2, description="questions sampled (seeded) from the question set")
+    seed: int = 0
+    alias: str = Field(default="production", pattern=r"^[A-Za-z][\w-]*$",
+                       description="the registry alias production's prompts follow; a promotion moves it")
+    candidate_alias: str = Field(default="canary", pattern=r"^[A-Za-z][\w-]*$",
+                                 description="the alias the candidate prompt version is run under")
+
+
 class EvalConfig(Section):
     batch_size: int = Field(default=32, gt=0, description="questions per Prefect task run")
 
 
-class _YamlProfileSource(PydanticBaseSettingsSource):
-    """Reads configs/default.yaml, then deep-merges configs/profiles/<profile>.yaml over it."""
+POINTER_FILE = "production.yaml"  # in the state folder: what canary promotions moved (a model, a prompt role)
 
-    def __init__(self, settings_cls: type[BaseSettings], profile: str | None) -> None:
+
+class _YamlProfileSource(PydanticBaseSettingsSource):
+    """Reads configs/default.yaml, deep-merges configs/profiles/<profile>.yaml over it, then the production pointer
+    `<state_dir>/production.yaml` that `reasonloop canary` writes when it promotes a candidate (environment and
+    explicit overrides still win over it)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], profile: str | None, state_dir: str | None) -> None:
         super().__init__(settings_cls)
         self.profile = profile
+        self.state_dir = state_dir
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
         raise NotImplementedError  # __call__ returns the whole mapping at once
 
     def __call__(self) -> dict[str, Any]:
         config_dir = project_root() / "configs"
-        data = _read_yaml(config_dir / "default.yaml")
+        data = read_yaml(config_dir / "default.yaml")
         if self.profile:
             profile_file = config_dir / "profiles" / f"{self.profile}.yaml"
             if not profile_file.is_file():
                 known = sorted(p.stem for p in (config_dir / "profiles").glob("*.yaml"))
                 raise ConfigError(f"profile '{self.profile}' not found: no {profile_file}; known profiles: {known}")
-            data = _deep_merge(data, _read_yaml(profile_file))
-        return data
+            data = deep_merge(data, read_yaml(profile_file))
+        state_dir = project_root() / str(self.state_dir or data.get("state_dir", ".reasonloop"))
+        return deep_merge(data, read_yaml(state_dir / POINTER_FILE))
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
     try:
@@ -381,11 +400,11 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in override.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
+            merged[key] = deep_merge(merged[key], value)
         else:
             merged[key] = value
     return merged
@@ -418,6 +437,7 @@ class Settings(BaseSettings):
     gate: GateConfig = Field(default_factory=GateConfig)
     guardrails: GuardrailsConfig = Field(default_factory=GuardrailsConfig)
     safety: SafetyConfig = Field(default_factory=SafetyConfig)
+    canary: CanaryConfig = Field(default_factory=CanaryConfig)
 
     @classmethod
     def settings_customise_sources(
@@ -428,8 +448,10 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        profile = init_settings.init_kwargs.get("profile") or os.environ.get(f"{ENV_PREFIX}PROFILE")  # type: ignore[attr-defined]
-        return init_settings, env_settings, _YamlProfileSource(settings_cls, profile)
+        given = init_settings.init_kwargs  # type: ignore[attr-defined]
+        profile = given.get("profile") or os.environ.get(f"{ENV_PREFIX}PROFILE")
+        state_dir = given.get("state_dir") or os.environ.get(f"{ENV_PREFIX}STATE_DIR")
+        return init_settings, env_settings, _YamlProfileSource(settings_cls, profile, state_dir)
 
     @model_validator(mode="after")
     def _absolute_paths(self) -> Settings:
@@ -456,6 +478,10 @@ class Settings(BaseSettings):
     @property
     def chroma_path(self) -> Path:
         return self.state_dir / "chroma"
+
+    @property
+    def pointer_path(self) -> Path:
+        return self.state_dir / POINTER_FILE
 
     @property
     def prefect_home(self) -> Path:

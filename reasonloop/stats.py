@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -17,10 +18,11 @@ def bootstrap_ci(samples: Sequence[Sequence[float]], statistic: Callable[..., np
     data = tuple(np.asarray(s, dtype=float) for s in samples)
     if data[0].size < 2:
         return None
-    if all(np.all(d == d[0]) for d in data):
-        value = float(statistic(*data, axis=-1))
-        return (value, value) if np.isfinite(value) else None
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # empty resamples of a NaN-holding sample: NaN, handled below
+        if all(np.all(d == d[0]) for d in data):
+            value = float(statistic(*data, axis=-1))
+            return (value, value) if np.isfinite(value) else None
         result = bootstrap(data, statistic, n_resamples=resamples, confidence_level=confidence, method="percentile",
                            vectorized=True, paired=len(data) > 1, rng=np.random.default_rng(seed))
     low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)

@@ -12,10 +12,12 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from reasonloop.canary import Candidate
 from reasonloop.embeddings import Embedder
 from reasonloop.gate import GateReport
 from reasonloop.index_versions import Manifest
 from reasonloop.judges import Judge
+from reasonloop.pairwise import PairOutcome, pairwise_metrics
 from reasonloop.redact import redact_url
 from reasonloop.report import close_figures, plots, render_html
 from reasonloop.review import QUEUE_ARTIFACT, review_queue
@@ -36,6 +38,7 @@ from reasonloop.traces import log_question_traces
 from reasonloop.tracking import ensure_experiment, git_commit, register_prompt
 from tasks.aggregate import interval_metrics, results_table, summary_rows
 from tasks.calibrate import Agreement
+from tasks.canary import Arm
 from tasks.index import IndexBuild
 from tasks.safety import SafetyReport
 
@@ -176,7 +179,6 @@ def reasoning_params(reasoner: Reasoner, registered: dict[str, Any]) -> dict[str
             "reasoning.react": cfg.react.model_dump_json(), "optimize": reasoner.optimize.model_dump_json()}
 
 
-@task(name="log-eval-run", cache_policy=NO_CACHE)
 def gate_metrics(gate: GateReport) -> dict[str, float]:
     """`gate.passed` and, per checked metric, how much worse it got and the interval of the change."""
     values: dict[str, float] = {"gate.passed": float(gate.passed)}
@@ -194,6 +196,7 @@ def safety_metrics(safety: SafetyReport | None) -> dict[str, float]:
             **{f"safety.{kind}_pass_rate": rate for kind, rate in safety.pass_rate_by_kind.items()}}
 
 
+@task(name="log-eval-run", cache_policy=NO_CACHE)
 def log_eval_run(settings: Settings, embedder: Embedder, reasoner: Reasoner, judge_version: str,
                  index: Manifest, summary: EvalSummary, quality: list[RetrievalQuality],
                  results: list[QuestionResult], gate: GateReport, safety: SafetyReport | None,
@@ -302,3 +305,55 @@ def publish_summary(report: FlowReport) -> str:
     """The flow's Prefect markdown artifact, under a stable key per flow kind."""
     return str(create_markdown_artifact(markdown=summary_markdown(report), key=f"{report.flow}-summary",
                                         description=f"{report.flow} summary"))
+
+
+@task(name="log-canary-run", cache_policy=NO_CACHE)
+def log_canary_run(settings: Settings, embedder: Embedder, candidate: Candidate, arms: dict[str, Arm],
+                   judge_version: str, gate: GateReport, pairs: list[PairOutcome], pairs_version: str,
+                   promoted: str) -> FlowReport:
+    """One run per canary in `<prefix>-canary`: both arms' metrics (`production.*`, `candidate.*`), the paired gate
+    of candidate vs production, the pairwise judge's win rates, the decision, and a side-by-side table."""
+    import mlflow
+
+    experiment_id = ensure_experiment(settings, "canary")
+    production, challenger = arms["production"], arms["candidate"]
+    metrics = {f"{name}.{k}": v for name, arm in arms.items()
+               for k, v in {**_numeric(arm.summary.model_dump()), **safety_metrics(arm.safety)}.items()}
+    metrics |= {**gate_metrics(gate), **pairwise_metrics(pairs), "promoted": float(bool(promoted))}
+    params = {**common_params(settings, embedder), "candidate": candidate.spec, "candidate.kind": candidate.kind,
+              "canary.slice": len(production.results), "canary.seed": settings.canary.seed,
+              "judge.version": judge_version, "pairwise.version": pairs_version,
+              **{f"{name}.llm.model": arm.settings.llm.model for name, arm in arms.items()},
+              **{f"{name}.prompt.{role}": p.ref for name, arm in arms.items()
+                 for role, p in arm.reasoner.prompts.items()}}
+    side_by_side = pd.DataFrame([
+        {"question_id": p.question.id, "question": p.question.question, "reference": p.question.reference,
+         "production": p.answer.answer, "candidate": c.answer.answer,
+         "production_correct": p.verdict.correct if p.verdict else None,
+         "candidate_correct": c.verdict.correct if c.verdict else None,
+         "pairwise_winner": o.winner, "pairwise_consistent": o.consistent}
+        for p, c, o in zip(production.results, challenger.results, pairs, strict=True)])
+    decision = "promoted" if promoted else "rejected"
+    tags = {**_flow_run_tags("canary"), "reasonloop.canary": decision, "candidate": candidate.spec}
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"canary {candidate.spec}", tags=tags) as run:
+        mlflow.log_params(params)
+        mlflow.log_metrics(metrics)
+        mlflow.log_table(side_by_side, artifact_file="canary/questions.json")
+        mlflow.log_dict(gate.model_dump(exclude={"regressions"}), "canary/gate.json")
+        if gate.regressions:
+            mlflow.log_table(pd.DataFrame([r.model_dump() for r in gate.regressions]),
+                             artifact_file="canary/regressions.json")
+
+    def accuracy(arm: Arm) -> str:
+        return "n/a" if arm.summary.accuracy is None else f"{arm.summary.accuracy:.3f}"
+
+    return FlowReport(flow="canary", run_id=run.info.run_id, experiment_id=experiment_id,
+                      tracking_uri=settings.mlflow_tracking_uri, metrics=metrics,
+                      rows={"candidate": f"{candidate.spec} ({candidate.kind})",
+                            "questions": str(len(production.results)),
+                            "accuracy production -> candidate": f"{accuracy(production)} -> {accuracy(challenger)}",
+                            "pairwise (both orders)": f"candidate wins {metrics['pairwise.candidate_win_rate']:.0%}, "
+                                                      f"production {metrics['pairwise.production_win_rate']:.0%}, "
+                                                      f"ties {metrics['pairwise.tie_rate']:.0%}",
+                            "gate": gate.summary(),
+                            "decision": f"promoted: {promoted}" if promoted else "rejected: production unchanged"})
