@@ -9,11 +9,11 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, HumanMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from pydantic import BaseModel, ConfigDict, Field
 
 from reasonloop.embeddings import Embedder
@@ -24,7 +24,7 @@ from reasonloop.prompts import PromptTemplate, format_chunks, format_reasoning
 from reasonloop.reasoning_quality import score_reasoning_quality
 from reasonloop.redact import redact
 from reasonloop.schemas import AnswerRecord, Question, RetrievedChunk, Verdict
-from reasonloop.settings import CallLimits
+from reasonloop.settings import CallLimits, Price
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,9 @@ class HeuristicJudge:
             unsupported = list(sentences)
         grounded = 1.0 - len(unsupported) / len(sentences) if sentences else 1.0
         quality = score_reasoning_quality(item.answer, item.context)
+        confidence = min(1.0, abs(correctness - self.correctness_threshold) / CONFIDENT_MARGIN)
         return Verdict(relevance=min(max(relevance, 0.0), 1.0), **(quality.model_dump() if quality else {}),
+                       confidence=confidence,
                        correct=correctness >= self.correctness_threshold, correctness=min(correctness, 1.0),
                        exact_match=exact_match(answer, reference), token_f1=f1, semantic_similarity=similarity,
                        grounded_fraction=grounded, hallucinated=bool(unsupported), unsupported_claims=unsupported,
@@ -106,6 +108,8 @@ class HeuristicJudge:
 
 
 R = TypeVar("R", bound=BaseModel)
+
+CONFIDENT_MARGIN = 0.2  # heuristic judge: a correctness this far from its threshold is a sure call (confidence 1)
 
 CLOSEST = 3  # evidence sentences a claim's negation is checked against
 
@@ -144,11 +148,13 @@ class LLMJudge:
     reply gets one repair request; a vote that still fails is dropped, and when every vote fails the verdict carries
     `judge_error` with the raw text (counted, never scored as 0)."""
 
-    def __init__(self, model: BaseChatModel, prompt: PromptTemplate, limits: CallLimits, votes: int = 1) -> None:
+    def __init__(self, model: BaseChatModel, prompt: PromptTemplate, limits: CallLimits, votes: int = 1,
+                 price: Price | None = None) -> None:
         self.model = model
         self.prompt = prompt
         self.limits = limits
         self.votes = votes
+        self.price = price or Price(input_per_1m=0.0, output_per_1m=0.0)
         self.version = prompt.ref
 
     @property
@@ -160,7 +166,7 @@ class LLMJudge:
         endpoint = endpoint_for(self.model, self.limits)
         return run_all([lambda item=item: self._judge_one(item, endpoint) for item in items])
 
-    async def _vote(self, item: JudgeItem, endpoint: Endpoint) -> JudgeReply | str:
+    async def _vote(self, item: JudgeItem, endpoint: Endpoint) -> Asked[JudgeReply]:
         values = {"question": item.question.question, "reference": item.question.reference,
                   "answer": item.answer.answer, "reasoning": format_reasoning(item.answer.reasoning),
                   "context": format_chunks(item.context)}
@@ -168,32 +174,81 @@ class LLMJudge:
 
     async def _judge_one(self, item: JudgeItem, endpoint: Endpoint) -> Verdict:
         answer, reference = item.answer.answer, item.question.reference
-        reference_scores = {"exact_match": exact_match(answer, reference), "token_f1": token_f1(answer, reference)}
         votes = await asyncio.gather(*(self._vote(item, endpoint) for _ in range(self.votes)))
-        replies = [v for v in votes if not isinstance(v, str)]
+        tokens_in, tokens_out = sum(v.tokens_in for v in votes), sum(v.tokens_out for v in votes)
+        spent = {"exact_match": exact_match(answer, reference), "token_f1": token_f1(answer, reference),
+                 "judge_tokens_in": tokens_in, "judge_tokens_out": tokens_out,
+                 "judge_cost_usd": self.price.cost_usd(tokens_in, tokens_out)}
+        replies = [v.reply for v in votes if not isinstance(v.reply, str)]
         if not replies:
-            return Verdict(judge_error=str(votes[0]), votes=len(votes), **reference_scores)
-        return combine_votes(replies, len(votes), reference_scores)
+            return Verdict(judge_error=str(votes[0].reply), votes=len(votes), **spent)
+        return combine_votes(replies, len(votes), spent)
+
+
+class EscalatingJudge:
+    """A cheap judge first; the verdicts it is unsure of (votes split, confidence under `min_confidence`, or a
+    judge error) go to a stronger judge, whose verdict replaces the first one and whose cost adds to it. When the
+    stronger judge fails too, the first verdict stands."""
+
+    def __init__(self, first: Judge, stronger: Judge, min_confidence: float) -> None:
+        self.first, self.stronger, self.min_confidence = first, stronger, min_confidence
+        self.version = f"{first.version}+{stronger.version}"
+
+    @property
+    def identity(self) -> str:
+        return f"{self.first.identity}|escalate<{self.min_confidence}:{self.stronger.identity}"
+
+    def unsure(self, verdict: Verdict) -> bool:
+        low = verdict.confidence is not None and verdict.confidence < self.min_confidence
+        return verdict.judge_error is not None or verdict.flaky or low
+
+    def judge(self, items: list[JudgeItem]) -> list[Verdict]:
+        verdicts = self.first.judge(items)
+        unsure = [i for i, v in enumerate(verdicts) if self.unsure(v)]
+        for i, second in zip(unsure, self.stronger.judge([items[i] for i in unsure]), strict=True):
+            first = verdicts[i]
+            spent = {"judge_tokens_in": first.judge_tokens_in + second.judge_tokens_in,
+                     "judge_tokens_out": first.judge_tokens_out + second.judge_tokens_out,
+                     "judge_cost_usd": first.judge_cost_usd + second.judge_cost_usd}
+            verdicts[i] = first.model_copy(update=spent) if second.judge_error is not None else \
+                second.model_copy(update={**spent, "escalated": True})
+        return verdicts
+
+
+@dataclass(frozen=True)
+class Asked(Generic[R]):
+    """A judge call's outcome: the validated reply, or why there is none; and the tokens it spent."""
+
+    reply: R | str
+    tokens_in: int = 0
+    tokens_out: int = 0
 
 
 async def ask_verdict(model: BaseChatModel, endpoint: Endpoint, prompt: PromptTemplate, values: dict[str, str],
-                      schema: type[R]) -> R | str:
+                      schema: type[R]) -> Asked[R]:
     """One judge call rendered from `values` (those the prompt declares) and validated as `schema`, with one repair
     request: the reply, or why there is none (the failed call, or the raw text of a reply unparseable twice)."""
+    spent = [0, 0]
+
+    async def call(messages: list[BaseMessage]) -> str:
+        result = await endpoint.call(model, messages)
+        spent[0] += result.tokens_in
+        spent[1] += result.tokens_out
+        return result.text
+
     try:
         messages = prompt.to_messages(**{k: values[k] for k in prompt.input_variables})
-        raw = (await endpoint.call(model, messages)).text
+        raw = await call(messages)
         reply = parse_reply(raw, schema)
         if isinstance(reply, str):
-            retry = [*messages, AIMessage(raw), HumanMessage(REPAIR_REQUEST)]
-            raw = (await endpoint.call(model, retry)).text
+            raw = await call([*messages, AIMessage(raw), HumanMessage(REPAIR_REQUEST)])
             reply = parse_reply(raw, schema)
     except Exception as exc:  # noqa: BLE001 - a failed judge call is data, recorded per question
-        return redact(describe(exc))
-    return f"unparseable verdict: {raw[:2000]}" if isinstance(reply, str) else reply
+        return Asked(redact(describe(exc)), *spent)
+    return Asked(f"unparseable verdict: {raw[:2000]}" if isinstance(reply, str) else reply, *spent)
 
 
-def combine_votes(replies: list[JudgeReply], asked: int, reference_scores: dict[str, Any]) -> Verdict:
+def combine_votes(replies: list[JudgeReply], asked: int, extra: dict[str, Any]) -> Verdict:
     """One verdict from the valid votes (see LLMJudge)."""
     n_correct = sum(r.correct for r in replies)
     correct = n_correct * 2 > len(replies)
@@ -203,7 +258,9 @@ def combine_votes(replies: list[JudgeReply], asked: int, reference_scores: dict[
     majority = max(n_correct, len(replies) - n_correct)
     rated = [r.reasoning for r in replies if r.reasoning is not None]
     quality = {k: mean([getattr(q, k) for q in rated]) for k in ReasoningScores.model_fields}
-    return Verdict(correct=correct, correctness=sum(scores) / len(scores),
+    score = sum(scores) / len(scores)
+    confidence = majority / len(replies) * min(1.0, abs(score - 0.5) * 2)  # split votes or a middling score: unsure
+    return Verdict(correct=correct, correctness=score, confidence=confidence,
                    grounded_fraction=sum(grounded) / len(grounded), hallucinated=len(hallucinating) * 2 > len(replies),
                    unsupported_claims=[c.claim for c in hallucinating[0].claims if not c.supported]
                    if len(hallucinating) * 2 > len(replies) else [],
@@ -211,4 +268,4 @@ def combine_votes(replies: list[JudgeReply], asked: int, reference_scores: dict[
                    agreement=majority / len(replies), score_spread=max(scores) - min(scores),
                    flaky=0 < n_correct < len(replies), relevance=mean([r.relevance for r in replies
                                                                       if r.relevance is not None]),
-                   **quality, **reference_scores)
+                   **quality, **extra)

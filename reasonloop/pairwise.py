@@ -57,7 +57,7 @@ class LLMPairwiseJudge:
             values = {"question": item.question.question, "reference": item.question.reference,
                       "context": format_chunks(item.context), "answer_a": quote_data(item.a.answer),
                       "answer_b": quote_data(item.b.answer)}
-            reply = await ask_verdict(self.model, endpoint, self.prompt, values, PairReply)
+            reply = (await ask_verdict(self.model, endpoint, self.prompt, values, PairReply)).reply
             return reply if isinstance(reply, str) else reply.winner
 
         return run_all([lambda item=item: ask(item) for item in items])

@@ -15,7 +15,7 @@ from langchain_core.language_models import BaseChatModel
 from reasonloop.embeddings import Embedder, load_embedder
 from reasonloop.errors import ProviderError
 from reasonloop.index_versions import IndexStore, Manifest
-from reasonloop.judges import HeuristicJudge, Judge, LLMJudge
+from reasonloop.judges import EscalatingJudge, HeuristicJudge, Judge, LLMJudge
 from reasonloop.pairwise import HeuristicPairwiseJudge, LLMPairwiseJudge, PairwiseJudge
 from reasonloop.prompts import PromptTemplate, load_prompt
 from reasonloop.retrieval import ChunkRetriever
@@ -91,11 +91,17 @@ def build_reasoner(settings: Settings, embedder: Embedder, index: ServingIndex |
 
 
 def build_judge(settings: Settings, embedder: Embedder) -> Judge:
+    """The configured judge; with `judge.escalate`, behind it the stronger judge its unsure verdicts go to."""
     cfg = settings.judge
-    if cfg.provider == "openai":
+    first: Judge = HeuristicJudge(embedder, cfg.correctness_threshold, cfg.grounding_threshold)
+    if cfg.provider == "openai" or cfg.escalate:
         prompt = resolve_prompt(settings, settings.prompts.judge)
-        return LLMJudge(build_openai_chat(cfg), prompt, cfg.limits(), cfg.votes)
-    return HeuristicJudge(embedder, cfg.correctness_threshold, cfg.grounding_threshold)
+        if cfg.provider == "openai":
+            first = LLMJudge(build_openai_chat(cfg), prompt, cfg.limits(), cfg.votes, settings.price_of(cfg.model))
+        if strong := cfg.escalate:
+            return EscalatingJudge(first, LLMJudge(build_openai_chat(strong), prompt, strong.limits(), strong.votes,
+                                                   settings.price_of(strong.model)), strong.min_confidence)
+    return first
 
 
 def build_pairwise_judge(settings: Settings, embedder: Embedder) -> PairwiseJudge:

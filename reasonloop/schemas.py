@@ -186,6 +186,14 @@ class Verdict(Record):
     agreement: float | None = Field(default=None, description="share of valid votes agreeing with the majority")
     score_spread: float | None = Field(default=None, description="max - min of the votes' scores")
     flaky: bool = Field(default=False, description="the votes split on correct/incorrect")
+    confidence: float | None = Field(default=None, ge=0.0, le=1.0, description="how sure the judge is of `correct`: "
+                                     "votes' agreement x distance of the score from undecided (heuristic: from "
+                                     "its threshold)")
+    escalated: bool = Field(default=False, description="re-judged by the stronger judge (judge.escalate)")
+    judge_tokens_in: int = 0
+    judge_tokens_out: int = 0
+    judge_cost_usd: float = 0.0
+    reused: bool = Field(default=False, description="taken from the verdict store: no judge call this run")
     relevance: float | None = Field(default=None, ge=0.0, le=1.0, description="does the answer address the question")
     consistency: float | None = Field(default=None, ge=0.0, le=1.0, description="reasoning: logical consistency")
     completeness: float | None = Field(default=None, ge=0.0, le=1.0, description="reasoning: every step present")
@@ -239,6 +247,9 @@ class EvalSummary(Record):
     judge_agreement: float | None = Field(default=None, description="mean share of judge votes with the majority")
     judge_score_spread: float | None = Field(default=None, description="mean max - min of the judge votes' scores")
     n_flaky: int = Field(default=0, description="verdicts whose judge votes split on correct/incorrect")
+    n_escalated: int = Field(default=0, description="verdicts the stronger judge re-made (judge.escalate)")
+    judge_tokens: int = Field(default=0, description="judge tokens (in + out) spent this run")
+    judge_cost_usd: float = Field(default=0.0, description="judge spend this run (reused verdicts cost nothing)")
     schema_validity: float | None = Field(default=None, description="share of answers whose every reply matched "
                                           "its prompt's output schema (prompt consistency)")
     efficiency_j: float | None = Field(default=None, description="J = (accuracy - alpha * error_rate) / C")

@@ -177,12 +177,22 @@ class LLMConfig(EndpointConfig):
     max_sentences: int = Field(default=1, gt=0, description="extractive: sentences quoted in the answer")
 
 
+class EscalationConfig(EndpointConfig):
+    """The stronger judge a verdict goes to when the first judge is unsure: its votes split, or its confidence is
+    under `min_confidence` (the same model with more votes is a valid choice)."""
+
+    provider: Literal["openai"] = "openai"
+    votes: int = Field(default=1, ge=1, le=9)
+    min_confidence: float = Field(default=0.5, ge=0.0, le=1.0)
+
+
 class JudgeConfig(EndpointConfig):
     provider: Literal["heuristic", "openai"] = "heuristic"
     model: str = "heuristic-minilm"
     correctness_threshold: float = Field(default=0.7, ge=0.0, le=1.0)
     grounding_threshold: float = Field(default=0.3, ge=0.0, le=1.0)
     votes: int = Field(default=1, ge=1, le=9, description="LLM judge: calls per answer, majority vote")
+    escalate: EscalationConfig | None = Field(default=None, description="None: every verdict is the first judge's")
     calibration_data: list[Path] = Field(default_factory=lambda: [Path("data/judge/summedits_sample.jsonl")],
                                          description="human-labeled pairs `reasonloop judge calibrate` scores on")
 
@@ -206,6 +216,9 @@ class PromptsConfig(Section):
 class Price(Section):
     input_per_1m: float = Field(ge=0.0)
     output_per_1m: float = Field(ge=0.0)
+
+    def cost_usd(self, tokens_in: int, tokens_out: int) -> float:
+        return (tokens_in * self.input_per_1m + tokens_out * self.output_per_1m) / 1_000_000
 
 
 class MlflowConfig(Section):

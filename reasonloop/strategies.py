@@ -99,10 +99,6 @@ class Reasoner:
         return Plan(strategy, model, prompts, route_, score, extra)
 
 
-def cost_usd(tokens_in: int, tokens_out: int, price: Price) -> float:
-    return (tokens_in * price.input_per_1m + tokens_out * price.output_per_1m) / 1_000_000
-
-
 @dataclass
 class Session:
     """One question being answered: its model calls go through the endpoint's limits and are recorded in order."""
@@ -167,7 +163,7 @@ class Session:
         made = {"question_id": self.question.id, "prompt": (source.prompt if source else self.plan.prompts[0].ref),
                 "model": str(self.plan.model._identifying_params.get("model_name", "")),
                 "tokens_in": tokens_in, "tokens_out": tokens_out,
-                "cost_usd": cost_usd(tokens_in, tokens_out, self.reasoner.price),
+                "cost_usd": self.reasoner.price.cost_usd(tokens_in, tokens_out),
                 "latency_s": (max(ends) - min(s.started_ns for s in self.steps)) / 1e9 if self.steps else 0.0,
                 "raw_output": source.output if source else "", "strategy": self.plan.strategy,
                 "route": self.plan.route, "complexity": self.plan.complexity, "n_calls": len(calls),

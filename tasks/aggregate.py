@@ -113,10 +113,18 @@ def summarize_results(results: list[QuestionResult], complex_calls: int | None =
         judge_agreement=mean([v.agreement for v in judged if v.agreement is not None]),
         judge_score_spread=mean([v.score_spread for v in judged if v.score_spread is not None]),
         n_flaky=sum(v.flaky for v in judged),
+        **judge_spend([r.verdict for r in answered if r.verdict is not None and not r.verdict.reused]),
         schema_validity=mean([float(v) for r in results if (v := r.answer.schema_valid) is not None
                               and not r.answer.cache_hit]),
         **(adaptive_fields(results, complex_calls) if complex_calls else {}),
     )
+
+
+def judge_spend(fresh: list[Verdict]) -> dict[str, float]:
+    """What judging cost this run (verdicts made now, judge errors included) and how many were escalated."""
+    return {"n_escalated": sum(v.escalated for v in fresh),
+            "judge_tokens": sum(v.judge_tokens_in + v.judge_tokens_out for v in fresh),
+            "judge_cost_usd": sum(v.judge_cost_usd for v in fresh)}
 
 
 def intervals(results: list[QuestionResult], alpha: float = 1.0,
@@ -175,7 +183,9 @@ def results_table(results: list[QuestionResult]) -> pd.DataFrame:
             "relevance": v.relevance if v else None, "reasoning_quality": v.reasoning_quality if v else None,
             "consistency": v.consistency if v else None, "completeness": v.completeness if v else None,
             "clarity": v.clarity if v else None,
-            "judge_reason": v.reason if v else "", "tokens_in": r.answer.tokens_in, "tokens_out": r.answer.tokens_out,
+            "judge_reason": v.reason if v else "", "judge_confidence": v.confidence if v else None,
+            "judge_escalated": v.escalated if v else None,
+            "tokens_in": r.answer.tokens_in, "tokens_out": r.answer.tokens_out,
             "latency_s": r.answer.latency_s, "cost_usd": r.answer.cost_usd, "cache_hit": r.answer.cache_hit,
             "strategy": r.answer.strategy, "route": r.answer.route or "", "complexity": r.answer.complexity,
             "n_calls": r.answer.n_calls, "verified": r.answer.verified, "revised": r.answer.revised,
@@ -207,6 +217,8 @@ def summary_rows(summary: EvalSummary) -> dict[str, str]:
         "cost": f"${summary.cost_usd:.4f} (${fmt(summary.cost_per_query_usd, '{:.5f}')} per query)",
         "answers reused (cache)": fmt(summary.cache_hit_rate, "{:.0%}"),
         "efficiency J": f"{fmt(summary.efficiency_j, '{:.3f}')} (C in {summary.efficiency_cost_unit or 'n/a'})",
+        "judge spend": f"{summary.judge_tokens} tokens, ${summary.judge_cost_usd:.4f} "
+                       f"({summary.n_escalated} escalated to the stronger judge)",
         **({"routes simple / moderate / complex":
             f"{summary.route_simple} / {summary.route_moderate} / {summary.route_complex} (saved "
             f"{summary.tokens_saved_vs_complex} tokens, ${summary.cost_saved_vs_complex_usd:.4f} vs always-complex)"}

@@ -32,4 +32,5 @@ def judge_answers(questions: list[Question], contexts: list[list[RetrievedChunk]
                     store.put(keys[i], verdict)
         except Exception as exc:  # noqa: BLE001 - a full disk must not lose the batch's verdicts
             logger.warning("could not save verdicts: %s", exc)
-    return [fresh.get(i) or stored.get(keys[i]) if i in items else None for i in range(len(answers))]
+    reused = {i: stored[keys[i]].model_copy(update={"reused": True}) for i in items if i not in fresh}
+    return [fresh.get(i) or reused.get(i) for i in range(len(answers))]

@@ -14,7 +14,6 @@ from reasonloop.prompts import load_prompt
 from reasonloop.providers import build_openai_chat
 from reasonloop.schemas import AnswerRecord, Question, RetrievedChunk
 from reasonloop.settings import CallLimits, JudgeConfig, LLMConfig, Price, load_settings
-from reasonloop.strategies import cost_usd
 from tasks.reason import answer_questions
 
 from .conftest import make_reasoner
@@ -87,7 +86,7 @@ def test_answer_task_over_http_records_usage_cost_and_failures() -> None:
     assert server.calls[0]["messages"][0]["role"] == "system"
     assert ok.answer == "Denver Broncos" and ok.citations == ["sb::0::aa"] and ok.error is None
     assert (ok.tokens_in, ok.tokens_out) == (1000, 200)
-    assert ok.cost_usd == pytest.approx(cost_usd(1000, 200, price)) == pytest.approx(0.004)
+    assert ok.cost_usd == pytest.approx(price.cost_usd(1000, 200)) == pytest.approx(0.004)
     assert broken.error is not None and broken.error.startswith("unparseable reply")
     assert broken.raw_output == "I cannot produce JSON today"
 
@@ -152,7 +151,9 @@ def test_llm_judge_parses_repairs_and_records_errors() -> None:
     assert good.correct and good.correctness == 1.0 and good.grounded_fraction == 0.5
     assert good.hallucinated and good.unsupported_claims == ["It snowed"]
     assert good.relevance == 0.9 and good.reasoning_quality == pytest.approx(0.7)
-    assert repaired == good
+    spent = {"judge_tokens_in", "judge_tokens_out"}
+    assert repaired.model_dump(exclude=spent) == good.model_dump(exclude=spent)
+    assert repaired.judge_tokens_in == 2 * good.judge_tokens_in > 0  # the repair request is paid for too
     assert broken.judge_error == "unparseable verdict: still no" and not broken.correct
     assert judge.version == "judge_answer@v2"
 
