@@ -1,15 +1,19 @@
-"""Judge calibration: the configured judge against human consistency labels -> agreement per domain -> MLflow."""
+"""Judge calibration: the configured judge against human consistency labels -> agreement per domain and the floor
+check -> MLflow. Judge promotion: a candidate judge model or rubric version is calibrated the same way and moved
+into production only when it reaches the floor."""
 
 from __future__ import annotations
 
 from prefect import flow
 
+from reasonloop.canary import parse_candidate
 from reasonloop.providers import build_embedder, build_judge
 from reasonloop.schemas import FlowReport
 from reasonloop.settings import Settings, load_settings
 from tasks.calibrate import calibrate_judge
+from tasks.canary import promote_candidate, stage_candidate
 from tasks.load import load_labeled_pairs
-from tasks.track import log_calibration_run, publish_summary
+from tasks.track import log_calibration_run, publish_summary, tag_run
 
 
 @flow(name="judge-calibration", validate_parameters=False)
@@ -22,3 +26,17 @@ def judge_calibration(settings: Settings | None = None) -> FlowReport:
     report = log_calibration_run(settings, embedder, judge, slices, pairs, verdicts)
     publish_summary(report)
     return report
+
+
+@flow(name="judge-promotion", validate_parameters=False)
+def promote_judge(candidate: str, settings: Settings | None = None) -> FlowReport:
+    settings = settings or load_settings()
+    spec = parse_candidate(candidate, settings, target="judge")
+    report = judge_calibration(stage_candidate(settings, spec))
+    promoted = promote_candidate(settings, spec) if report.metrics["floor_passed"] else ""
+    tag_run(settings, report.run_id, {"reasonloop.judge_promotion": "promoted" if promoted else "refused",
+                                      "candidate": spec.spec})
+    return report.model_copy(update={
+        "metrics": {**report.metrics, "promoted": float(bool(promoted))},
+        "rows": {**report.rows, "decision": f"promoted: {promoted}" if promoted else
+                 "refused: under its floor, the production judge is unchanged"}})

@@ -1,5 +1,6 @@
-"""Champion/challenger: what a canary candidate is, the settings it runs under, and the production pointer a
-promotion moves.
+"""Champion/challenger: what a candidate is, the settings it runs under, and the production pointer a promotion
+moves. Candidates replace the reasoner's model or prompts (`reasonloop canary`) or the judge's
+(`reasonloop judge promote`).
 
 A candidate is a model name (`gpt-4.1-mini`) or a prompt file version (`chain_of_thought@v2`). A prompt candidate
 runs under the registry alias `canary.candidate_alias`, and its promotion moves `canary.alias` ("production") to
@@ -28,8 +29,12 @@ MODEL_SPEC = re.compile(r"^[\w.:/-]+$")
 PROMPT_FIELDS = ("reasoning", "direct", "react", "verify", "revise", "synthesize")
 
 
+Target = Literal["llm", "judge"]
+
+
 class Candidate(Record):
     spec: str
+    target: Target = Field(default="llm", description="what it would replace: the reasoner's or the judge's")
     kind: Literal["model", "prompt"]
     model: str | None = None
     prompt: str | None = Field(default=None, description="prompt name")
@@ -41,21 +46,31 @@ def prompt_name(ref: str) -> str:
     return ref.split("@", 1)[0]
 
 
-def parse_candidate(spec: str, settings: Settings) -> Candidate:
-    """`name@vN` (or `name@N`): a prompt version, which must be used by some prompt role; anything else that looks
-    like a model name: a model for the reasoner."""
+def parse_candidate(spec: str, settings: Settings, target: Target = "llm") -> Candidate:
+    """`name@vN` (or `name@N`): a prompt version, which must be used by some prompt role of the target (the judge's
+    rubric for the judge); anything else that looks like a model name: a model for the target."""
     if match := PROMPT_SPEC.match(spec):
         name = match["name"]
-        roles = [role for role in PROMPT_FIELDS if prompt_name(getattr(settings.prompts, role)) == name]
-        roles += [f"paths.{i}" for i, ref in enumerate(settings.prompts.paths) if prompt_name(ref) == name]
+        fields = ("judge",) if target == "judge" else PROMPT_FIELDS
+        roles = [role for role in fields if prompt_name(getattr(settings.prompts, role)) == name]
+        if target == "llm":
+            roles += [f"paths.{i}" for i, ref in enumerate(settings.prompts.paths) if prompt_name(ref) == name]
         if not roles:
-            used = sorted({prompt_name(getattr(settings.prompts, r)) for r in PROMPT_FIELDS})
-            raise ConfigError(f"canary candidate {spec}: no reasoning prompt role uses '{name}' (roles use {used})")
-        return Candidate(spec=spec, kind="prompt", prompt=name, version=int(match["version"]), roles=roles)
+            used = sorted({prompt_name(getattr(settings.prompts, r)) for r in fields})
+            raise ConfigError(f"candidate {spec}: no {target} prompt role uses '{name}' (roles use {used})")
+        return Candidate(spec=spec, target=target, kind="prompt", prompt=name, version=int(match["version"]),
+                         roles=roles)
     if not MODEL_SPEC.match(spec):
-        raise ConfigError(f"canary candidate '{spec}': give a model name (e.g. gpt-4.1-mini) or a prompt version "
+        raise ConfigError(f"candidate '{spec}': give a model name (e.g. gpt-4.1-mini) or a prompt version "
                           "(e.g. chain_of_thought@v2)")
-    return Candidate(spec=spec, kind="model", model=spec)
+    return Candidate(spec=spec, target=target, kind="model", model=spec)
+
+
+def role_ref(settings: Settings, role: str) -> str:
+    """The prompt reference a role names (`paths.N`: the Nth parallel path)."""
+    if role.startswith("paths."):
+        return settings.prompts.paths[int(role.split(".")[1])]
+    return str(getattr(settings.prompts, role))
 
 
 def with_prompt_roles(settings: Settings, candidate: Candidate, ref: str) -> Settings:
@@ -69,7 +84,8 @@ def with_prompt_roles(settings: Settings, candidate: Candidate, ref: str) -> Set
 def candidate_settings(settings: Settings, candidate: Candidate) -> Settings:
     """Production's settings with the candidate swapped in (the prompt under the candidate alias)."""
     if candidate.kind == "model":
-        return settings.model_copy(update={"llm": settings.llm.model_copy(update={"model": candidate.model})})
+        section = getattr(settings, candidate.target)
+        return settings.model_copy(update={candidate.target: section.model_copy(update={"model": candidate.model})})
     return with_prompt_roles(settings, candidate, f"{candidate.prompt}@{settings.canary.candidate_alias}")
 
 
@@ -77,10 +93,10 @@ def pointer_update(settings: Settings, candidate: Candidate) -> dict[str, Any]:
     """What a promotion writes to the production pointer: the model, or the prompt roles that do not yet follow
     the production alias (empty when they all do: moving the alias is the whole promotion)."""
     if candidate.kind == "model":
-        return {"llm": {"model": candidate.model}}
+        return {candidate.target: {"model": candidate.model}}
     production = f"{candidate.prompt}@{settings.canary.alias}"
     moved = with_prompt_roles(settings, candidate, production).prompts
-    changed = {k: v for k, v in moved.model_dump(include={*PROMPT_FIELDS, "paths"}).items()
+    changed = {k: v for k, v in moved.model_dump(include={*PROMPT_FIELDS, "paths", "judge"}).items()
                if v != getattr(settings.prompts, k)}
     return {"prompts": changed} if changed else {}
 

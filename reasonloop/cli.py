@@ -320,6 +320,36 @@ def judge_calibrate(ctx: typer.Context,
     _print_table("judge calibration (consistent = no unsupported claim)", {**report.rows, "MLflow run": report.run_id})
 
 
+@judge_app.command("promote")
+def judge_promote(ctx: typer.Context,
+                  candidate: Annotated[str, typer.Option(help="a judge model, or a rubric version: judge_answer@v3")],
+                  ) -> None:
+    """Calibrate a candidate judge against the human labels and promote it (pointer / prompt alias) only when it
+    reaches judge.calibration_floor (exit 0); else the production judge stays (exit 1)."""
+    from flows.calibrate_judge import promote_judge
+
+    report = _guarded(lambda: promote_judge(candidate, _settings(ctx)))
+    _print_table("judge promotion", {**report.rows, "MLflow run": report.run_id})
+    if not report.metrics["promoted"]:
+        raise typer.Exit(1)
+
+
+@judge_app.command("history")
+def judge_history(ctx: typer.Context, limit: Annotated[int, typer.Option(min=1, help="how many runs")] = 20) -> None:
+    """Calibration runs, newest first: each judge model and rubric version's agreement with the human labels over
+    time, and whether it was over its floor."""
+    from reasonloop.tracking import recent_runs
+
+    frame = recent_runs(_settings(ctx), limit, kinds=("judge-calibration",), finished_only=True)
+    table = Table("started", "judge", "model", "balanced acc.", "kappa", "AUROC", "floor", title="judge calibrations",
+                  title_justify="left")
+    for _, row in frame.iterrows():
+        table.add_row(str(row["start_time"])[:19], _cell(row, "tags.judge.version"), _cell(row, "tags.judge.model"),
+                      _cell(row, "metrics.all.balanced_accuracy"), _cell(row, "metrics.all.cohen_kappa"),
+                      _cell(row, "metrics.all.auroc"), _cell(row, "tags.reasonloop.judge_floor"))
+    console.print(table if len(frame) else "no calibration runs yet: `reasonloop judge calibrate`")
+
+
 @baseline_app.command("set")
 def baseline_set(ctx: typer.Context,
                  run_id: Annotated[str, typer.Argument(help="a finished nightly-eval run")]) -> None:

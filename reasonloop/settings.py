@@ -193,6 +193,9 @@ class JudgeConfig(EndpointConfig):
     grounding_threshold: float = Field(default=0.3, ge=0.0, le=1.0)
     votes: int = Field(default=1, ge=1, le=9, description="LLM judge: calls per answer, majority vote")
     escalate: EscalationConfig | None = Field(default=None, description="None: every verdict is the first judge's")
+    calibration_floor: dict[Literal["balanced_accuracy", "cohen_kappa", "auroc"], float] = Field(
+        default_factory=lambda: {"balanced_accuracy": 0.6, "cohen_kappa": 0.2},
+        description="agreement with human labels (over all calibration pairs) a judge must reach to be promoted")
     calibration_data: list[Path] = Field(default_factory=lambda: [Path("data/judge/summedits_sample.jsonl")],
                                          description="human-labeled pairs `reasonloop judge calibrate` scores on")
 

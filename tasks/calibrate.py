@@ -63,3 +63,16 @@ def calibrate_judge(judge: Judge, pairs: list[LabeledPair]) -> tuple[list[Agreem
     if len(by_domain) > 1:
         slices.append(agreement("all", [p.label for p in pairs], verdicts))
     return slices, verdicts
+
+
+def floor_failures(slices: list[Agreement], floor: dict[str, float]) -> list[str]:
+    """Why the judge misses its floor over all pairs (the single slice when there is one domain); a measure the data
+    cannot define (one class only) misses it too. Empty: the judge reaches every floor."""
+    overall = next((a for a in slices if a.slice == "all"), slices[-1])
+    failures = []
+    for measure, minimum in sorted(floor.items()):
+        value = getattr(overall, measure)
+        if value is None or value < minimum:
+            shown = "undefined" if value is None else f"{value:.3f}"
+            failures.append(f"{measure} {shown} < {minimum} ({overall.slice}, {overall.n} pairs)")
+    return failures

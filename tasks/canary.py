@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from reasonloop.canary import Candidate, candidate_settings, pointer_update, write_pointer
+from reasonloop.canary import Candidate, candidate_settings, pointer_update, role_ref, write_pointer
 from reasonloop.errors import ConfigError
 from reasonloop.pairwise import PairOutcome, PairwiseJudge, compare_both_orders
 from reasonloop.prompts import load_prompt
-from reasonloop.providers import role_prompts
+from reasonloop.providers import resolve_prompt
 from reasonloop.schemas import EvalSummary, QuestionResult
 from reasonloop.settings import Settings
 from reasonloop.strategies import Reasoner
@@ -41,9 +41,13 @@ def stage_candidate(settings: Settings, candidate: Candidate) -> Settings:
             register_prompt(on_file)
         set_prompt_alias(candidate.prompt, settings.canary.candidate_alias, candidate.version)
     challenger = candidate_settings(settings, candidate)
-    if candidate.kind == "model" and challenger.llm.model == settings.llm.model or \
-            candidate.kind == "prompt" and role_prompts(challenger) == role_prompts(settings):
-        raise ConfigError(f"canary candidate {candidate.spec} is what production already runs: nothing to compare")
+    if candidate.kind == "model":
+        same = getattr(challenger, candidate.target).model == getattr(settings, candidate.target).model
+    else:
+        same = all(resolve_prompt(challenger, role_ref(challenger, role)) == resolve_prompt(settings, role_ref(
+            settings, role)) for role in candidate.roles)
+    if same:
+        raise ConfigError(f"candidate {candidate.spec} is what production already runs: nothing to compare")
     return challenger
 
 

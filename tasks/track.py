@@ -37,7 +37,7 @@ from reasonloop.strategies import Reasoner
 from reasonloop.traces import log_question_traces
 from reasonloop.tracking import ensure_experiment, git_commit, register_prompt
 from tasks.aggregate import interval_metrics, results_table, summary_rows
-from tasks.calibrate import Agreement
+from tasks.calibrate import Agreement, floor_failures
 from tasks.canary import Arm
 from tasks.index import IndexBuild
 from tasks.safety import SafetyReport
@@ -263,13 +263,16 @@ def log_eval_run(settings: Settings, embedder: Embedder, reasoner: Reasoner, jud
 @task(name="log-calibration-run", cache_policy=NO_CACHE)
 def log_calibration_run(settings: Settings, embedder: Embedder, judge: Judge, slices: list[Agreement],
                         pairs: list[LabeledPair], verdicts: list[Verdict]) -> FlowReport:
-    """One run per calibration in `<prefix>-judge-calibration`: the judge's version and identity, the data, agreement
-    per slice (`<slice>.balanced_accuracy|cohen_kappa|auroc|n`), and every pair's verdict as a table, so a judge's
-    agreement with humans can be followed across models and prompt versions."""
+    """One run per calibration in `<prefix>-judge-calibration`: the judge's version, model and identity, the data,
+    agreement per slice (`<slice>.balanced_accuracy|cohen_kappa|auroc|n`), the floor check (`floor_passed`, tag
+    `reasonloop.judge_floor`), and every pair's verdict as a table, so a judge's agreement with humans can be
+    followed across models and prompt versions, and a judge drifting under its floor is visible."""
     import mlflow
 
     experiment_id = ensure_experiment(settings, "judge-calibration")
+    failures = floor_failures(slices, settings.judge.calibration_floor)
     metrics = {f"{a.slice}.{k}": v for a in slices for k, v in _numeric(a.model_dump()).items()}
+    metrics["floor_passed"] = float(not failures)
     params = {**common_params(settings, embedder), "judge.provider": settings.judge.provider,
               "judge.model": settings.judge.model, "judge.version": judge.version, "judge.identity": judge.identity,
               "data": ",".join(settings.public_dict()["judge"]["calibration_data"]), "n_pairs": len(pairs)}
@@ -277,7 +280,8 @@ def log_calibration_run(settings: Settings, embedder: Embedder, judge: Judge, sl
                            "grounded_fraction": v.grounded_fraction, "judge_error": v.judge_error or "",
                            "unsupported": " | ".join(v.unsupported_claims)} for p, v in zip(pairs, verdicts,
                                                                                            strict=True)])
-    tags = {**_flow_run_tags("judge-calibration"), "judge.version": judge.version}
+    tags = {**_flow_run_tags("judge-calibration"), "judge.version": judge.version, "judge.model": settings.judge.model,
+            "reasonloop.judge_floor": "below: " + "; ".join(failures) if failures else "passed"}
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"calibrate {judge.version}", tags=tags) as run:
         mlflow.log_params(params)
         mlflow.log_metrics(metrics)
@@ -290,7 +294,9 @@ def log_calibration_run(settings: Settings, embedder: Embedder, judge: Judge, sl
                      f"{fmt(a.auroc)} ({a.n} pairs, {a.n_judge_errors} judge errors)" for a in slices}
     return FlowReport(flow="judge-calibration", run_id=run.info.run_id, experiment_id=experiment_id,
                       tracking_uri=settings.mlflow_tracking_uri, metrics=metrics,
-                      rows={"judge": judge.version, **rows})
+                      rows={"judge": f"{judge.version} ({settings.judge.model})", **rows,
+                            "floor": "below: " + "; ".join(failures) if failures else
+                            f"passed {settings.judge.calibration_floor}"})
 
 
 def summary_markdown(report: FlowReport) -> str:
@@ -357,3 +363,13 @@ def log_canary_run(settings: Settings, embedder: Embedder, candidate: Candidate,
                                                       f"ties {metrics['pairwise.tie_rate']:.0%}",
                             "gate": gate.summary(),
                             "decision": f"promoted: {promoted}" if promoted else "rejected: production unchanged"})
+
+
+@task(name="tag-run", cache_policy=NO_CACHE)
+def tag_run(settings: Settings, run_id: str, tags: dict[str, str]) -> None:
+    """Add tags to a finished run (a decision taken after it was logged)."""
+    import mlflow
+
+    client = mlflow.MlflowClient(settings.mlflow_tracking_uri)
+    for key, value in tags.items():
+        client.set_tag(run_id, key, value)

@@ -33,7 +33,7 @@ def test_candidates_are_models_or_prompt_versions_used_by_a_role(make_settings: 
                                                                           ["reasoning"])
     assert parse_candidate("path_analytical@3", settings).roles == ["paths.0"]
     assert parse_candidate("gpt-4.1-mini", settings).model == "gpt-4.1-mini"
-    with pytest.raises(ConfigError, match="no reasoning prompt role uses 'judge_answer'"):
+    with pytest.raises(ConfigError, match="no llm prompt role uses .judge_answer."):
         parse_candidate("judge_answer@v3", settings)
     with pytest.raises(ConfigError, match="give a model name"):
         parse_candidate("two words", settings)
