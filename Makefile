@@ -41,6 +41,7 @@ bench: install ## run the benchmarks (~25 min); writes bench-results.json and be
 	$(BIN)/python -m tests.benchmarks.memory
 	$(BIN)/python -m tests.benchmarks.reasoning
 	$(BIN)/python -m tests.benchmarks.strategies
+	$(BIN)/python -m tests.benchmarks.faithfulness
 
 ui: install ## MLflow UI on 127.0.0.1 against the local store
 	$(BIN)/reasonloop ui --port $(MLFLOW_PORT)

@@ -1,14 +1,19 @@
-"""Claim checks beyond similarity: the edits SummEdits makes (a changed name, number or negation) leave a claim
-as close to its source sentence as ever, so the heuristic judge checks them explicitly."""
+"""Claim checks beyond similarity: the edits SummEdits makes (a changed name, number, word or negation) leave a
+claim as close to its source sentence as ever, so the heuristic judge checks them explicitly. Each rule has a planted
+edit it must name and a faithful paraphrase it must pass; a sentence quoted verbatim (SQuAD extractive answers)
+passes every rule."""
 
 from __future__ import annotations
 
 from reasonloop.faithfulness import claim_problems
 from reasonloop.judges import HeuristicJudge, JudgeItem
+from reasonloop.metrics import split_sentences
 from reasonloop.schemas import AnswerRecord, Question, RetrievedChunk
 
 SOURCE = "The Denver Broncos defeated the Carolina Panthers 24-10 to win Super Bowl 50 in Santa Clara."
-EVIDENCE = f"{SOURCE} The Panthers did not score in the fourth quarter."
+NEGATED = "The Panthers did not score in the fourth quarter."
+CROWD = "Tickets for the game were expensive, and fans waited three hours to enter the stadium."
+EVIDENCE = f"{SOURCE} {NEGATED}"
 
 
 def test_a_faithful_paraphrase_has_no_problem() -> None:
@@ -20,9 +25,63 @@ def test_changed_numbers_names_and_negations_are_named() -> None:
     assert claim_problems("The Denver Broncos beat the Seattle Seahawks.", [SOURCE], EVIDENCE) == \
         ["'Seattle' is not in the evidence", "'Seahawks' is not in the evidence"]
     assert claim_problems("The Broncos did not win Super Bowl 50.", [SOURCE], EVIDENCE) == \
-        ["negated, but the closest evidence is not"]
-    negated = "The Panthers did not score in the fourth quarter."
-    assert claim_problems("The Panthers never scored in the fourth quarter.", [negated], EVIDENCE) == []
+        ["'not win Super Bowl' is negated, but no evidence sentence negates it"]
+    assert claim_problems("The Panthers never scored in the fourth quarter.", [NEGATED], EVIDENCE) == []
+
+
+def test_number_words_are_numbers() -> None:
+    evidence = f"{EVIDENCE} {CROWD}"
+    assert claim_problems("Fans waited four hours to get in.", [CROWD], evidence) == ["number 4 is not in the evidence"]
+    assert claim_problems("Fans waited 3 hours to get in.", [CROWD], evidence) == []
+
+
+def test_a_changed_time_unit_is_named() -> None:
+    evidence = f"{EVIDENCE} {CROWD}"
+    assert claim_problems("Fans waited three days to get in.", [CROWD], evidence) == ["'days' is not in the evidence"]
+    assert claim_problems("It took fans three hours to get into the stadium.", [CROWD], evidence) == []
+
+
+def test_a_word_swapped_for_its_opposite_is_named() -> None:
+    evidence = f"{EVIDENCE} {CROWD}"
+    assert claim_problems("Tickets for the game were cheap.", [CROWD], evidence) == \
+        ["'cheap' where the evidence says 'expensive'"]
+    assert claim_problems("Tickets for the game were costly.", [CROWD], evidence) == []  # a synonym is no opposite
+    satisfied = "The fans were satisfied with the stadium, and the coach informed the players."
+    assert claim_problems("The fans were dissatisfied with the stadium.", [satisfied], satisfied) == \
+        ["'dissatisfied' where the evidence says 'satisfied'"]
+    assert claim_problems("The coach misinformed the players.", [satisfied], satisfied) == \
+        ["'misinformed' where the evidence says 'informed'"]
+    assert claim_problems("The coach briefed the players, and the fans were content.", [satisfied], satisfied) == []
+
+
+def test_a_negation_is_aligned_by_what_it_negates() -> None:
+    # a long claim whose closest sentence is not negated, but whose negation the evidence states elsewhere
+    assert claim_problems("The Broncos won 24-10, and the Panthers did not score in the fourth quarter.", [SOURCE],
+                          EVIDENCE) == []
+    assert claim_problems("The Broncos won 24-10, but the Panthers did not reach Santa Clara.", [SOURCE],
+                          EVIDENCE) == ["'not reach Santa Clara' is negated, but no evidence sentence negates it"]
+    assert claim_problems("The Panthers failed to win Super Bowl 50.", [SOURCE], EVIDENCE) == \
+        ["'failed win Super Bowl' is negated, but no evidence sentence negates it"]
+
+
+def test_a_dropped_negation_is_named() -> None:
+    assert claim_problems("The Panthers scored in the fourth quarter.", [NEGATED], EVIDENCE) == \
+        ["the closest evidence says 'not score fourth quarter', the claim drops the negation"]
+    assert claim_problems("The Panthers were held scoreless in the fourth quarter.", [NEGATED], EVIDENCE) == []
+
+
+def test_a_restriction_needs_one_in_the_closest_evidence() -> None:
+    assert claim_problems("Only the Broncos played in Santa Clara.", [SOURCE], EVIDENCE) == \
+        ["restricted ('only', 'except'...), but the closest evidence is not"]
+    only = "Only the Broncos scored in the fourth quarter."
+    assert claim_problems("The Broncos were the only team to score in the fourth quarter.", [only], only) == []
+
+
+def test_a_sentence_quoted_verbatim_passes_every_rule() -> None:
+    evidence = (f"{EVIDENCE} {CROWD} The English name comes from Old Norse Norðmaðr, not from Latin. "
+                "Nor did the club sell more than twelve thousand tickets, except to members only.")
+    for sentence in split_sentences(evidence):
+        assert claim_problems(sentence, [sentence], evidence) == [], sentence
 
 
 def test_the_heuristic_judge_flags_an_edited_claim_that_is_still_similar(embedder) -> None:
