@@ -104,7 +104,8 @@ def test_verdicts_are_reused_until_the_judge_or_the_answer_changes(tmp_path: Pat
     judge = CountingJudge(0.7)
     first = judge_answers.fn(questions, contexts, answers, judge, store)
     again = judge_answers.fn(questions, contexts, answers, judge, store)
-    assert judge.judged == 3 and again == first
+    assert judge.judged == 3 and all(v.reused for v in again) and not any(v.reused for v in first)
+    assert [v.model_copy(update={"reused": False}) for v in again] == first
     changed = [answers[0].model_copy(update={"answer": "a new answer"}), *answers[1:]]
     judge_answers.fn(questions, contexts, changed, judge, store)
     assert judge.judged == 4  # only the changed answer
