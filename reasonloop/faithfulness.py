@@ -8,9 +8,12 @@ the heuristic judge also asks of every claim:
 - antonyms: no claim word is absent from the evidence while its opposite is present ("cheap" where the evidence
   says "expensive"), from a general-English list or a negating prefix ("unhappy"/"happy", "misinforms"/"informs");
 - negation: a negated claim ("not", "never", "fails to"...) has a negated sentence among its closest evidence
-  sentences, or one anywhere in the evidence about the same words; and a claim whose closest evidence sentence
-  negates words the claim repeats carries the negation too;
-- restriction: a claim saying "only", "solely", "except"... has such a word among its closest evidence sentences.
+  sentences, or one anywhere in the evidence that names what the claim denies ("does not discuss" needs a negated
+  sentence with "discuss", not just any negated sentence sharing a word: a transcript has plenty); and a claim
+  whose closest evidence sentence negates words the claim repeats carries the negation too. "No matter" negates
+  nothing;
+- restriction: a claim saying "only", "solely", "except"... has such a word among its closest evidence sentences;
+- error: a claim saying someone erred ("misinforms", "falsely", "wrongly"...) has such a word in the evidence.
 
 Plain novelty is no signal: a faithful paraphrase brings as many words the evidence lacks as an edit does, so
 every check needs a specific reason (a number, a name, an opposite, a lost or added negation).
@@ -27,6 +30,9 @@ NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)*%?")
 WORD = re.compile(r"[^\W\d_][\w'-]*")  # letters of any script: "Norðmaðr" is one word, not "Nor"
 NEGATION = re.compile(r"\b(not|no|never|none|nobody|nothing|neither|nor|without|cannot|\w+n't|unable|"
                       r"fail(?:s|ed|ing)?|refus(?:e|es|ed|ing)|lack(?:s|ed|ing)?)\b", re.I)
+NOT_A_NEGATION = re.compile(r"no matter\b", re.I)  # a negation word that negates nothing
+ERROR = re.compile(r"\b(mis(?:inform|lead|led|stat|represent|quot)\w*|falsely|wrong(?:ly)?|incorrect(?:ly)?|"
+                   r"mistaken(?:ly)?|erroneous(?:ly)?|inaccurate(?:ly)?)\b", re.I)
 RESTRICTION = re.compile(r"\b(only|solely|exclusively|merely|except)\b", re.I)
 COMMON = frozenset("a an the of in on at to for by with from and or is are was were be been it its as into than then "
                    "that this these those he she they we you i his her their our your who which what when where why "
@@ -63,6 +69,10 @@ static:dynamic discrete:continuous manual:automatic artificial:natural synthetic
 frequently:rarely many:few much:little most:few improve:worsen improve:degrade benefit:harm beneficial:harmful
 whole:partial full:partial complete:partial specific:vague clear:vague certain:doubtful accurate:wrong
 everyone:nobody everything:nothing all:none
+comprehensive:basic personalized:generic customized:generic tailored:generic good:poor excellent:poor flexible:rigid
+quick:time-consuming easy:time-consuming outperform:underperform overestimate:underestimate ascending:descending
+male:female men:women husband:wife father:mother son:daughter boy:girl north:south east:west inbound:outbound
+incoming:outgoing summer:winter
 """
 
 
@@ -133,6 +143,18 @@ def scope(words: list[str], cue: int) -> list[str]:
     return [w for w in words[cue + 1:] if w.lower() not in FUNCTION and not NEGATION.fullmatch(w)][:SCOPE]
 
 
+def negation_cues(words: list[str]) -> list[int]:
+    """Positions of the negation cues in `words` ("no matter" is none)."""
+    return [i for i, w in enumerate(words) if NEGATION.fullmatch(w)
+            and not NOT_A_NEGATION.match(" ".join(words[i:i + 2]))]
+
+
+def denied(scoped: list[str]) -> str:
+    """The key of what a negation denies: the first word of its scope that is not an adverb ("not currently
+    insured" denies "insured")."""
+    return next((stem(w)[:5] for w in scoped if not w.lower().endswith("ly")), stem(scoped[0])[:5])
+
+
 def keys(words: list[str]) -> set[str]:
     """Loose word keys for matching a negation's scope: "insured" and "insurance" share their first five letters."""
     return {stem(w)[:5] for w in words}
@@ -147,26 +169,27 @@ def evidence_index(evidence: str) -> tuple[frozenset[str], tuple[frozenset[str],
 
 
 def negation_problems(claim: str, closest: list[str], negated_evidence: tuple[frozenset[str], ...]) -> list[str]:
-    """A negation the evidence does not carry, added ("does not offer") or dropped (the closest sentence says
-    "did not score", the claim repeats "score" without a negation)."""
+    """A negation the evidence does not carry, added ("does not offer": no closest sentence is negated and no negated
+    evidence sentence has "offer") or dropped (the closest sentence says "did not score", the claim repeats "score"
+    without a negation)."""
     words = WORD.findall(claim)
-    cues = [i for i, w in enumerate(words) if NEGATION.fullmatch(w)]
+    cues = negation_cues(words)
     if not cues:
         top = WORD.findall(closest[0]) if closest else []
-        dropped = [[w, *scope(top, i)] for i, w in enumerate(top) if NEGATION.fullmatch(w)]
+        dropped = [[top[i], *scope(top, i)] for i in negation_cues(top)]
         return [f"the closest evidence says '{' '.join(d)}', the claim drops the negation" for d in dropped
                 if len(d) > 1 and keys(d[1:]) <= keys(words)][:1]
-    if any(NEGATION.search(s) for s in closest):
+    if any(negation_cues(WORD.findall(s)) for s in closest):
         return []
     added = [[words[i], *scope(words, i)] for i in cues]
     return [f"'{' '.join(a)}' is negated, but no evidence sentence negates it" for a in added
-            if len(a) > 1 and not any(keys(a[1:]) & sentence for sentence in negated_evidence)][:1]
+            if len(a) > 1 and not any(denied(a[1:]) in sentence for sentence in negated_evidence)][:1]
 
 
 def claim_problems(claim: str, closest: list[str], evidence: str) -> list[str]:
     """Why `claim` is not supported beyond similarity: numbers, time units or names absent from `evidence`, a word
-    whose opposite the evidence says instead, or a negation or restriction its `closest` evidence sentences do not
-    bear out. Empty: no such problem."""
+    whose opposite the evidence says instead, a negation or restriction the evidence does not bear out, or an error
+    it does not report. Empty: no such problem."""
     evidence_stems, negated_evidence = evidence_index(evidence)
     problems = [f"number {n} is not in the evidence" for n in sorted(numbers(claim) - numbers(evidence))]
     lowered = evidence.lower()
@@ -175,8 +198,12 @@ def claim_problems(claim: str, closest: list[str], evidence: str) -> list[str]:
     words = list(dict.fromkeys(WORD.findall(claim)))
     problems += [f"'{w}' is not in the evidence" for w in words
                  if stem(w) in TIME_UNITS and stem(w) not in evidence_stems]
-    problems += antonym_problems(words, evidence, evidence_stems)
+    swapped = antonym_problems(words, evidence, evidence_stems)
+    problems += swapped
     problems += negation_problems(claim, closest, negated_evidence)
+    error = ERROR.search(claim)
+    if error and not swapped and not ERROR.search(evidence):  # "misinformed" where it says "informed" is named once
+        problems.append(f"'{error.group()}' says someone erred, but the evidence does not")
     if RESTRICTION.search(claim) and not any(RESTRICTION.search(s) for s in closest):
         problems.append("restricted ('only', 'except'...), but the closest evidence is not")
     return problems

@@ -53,7 +53,7 @@ class HeuristicJudge:
     grounded (nothing was claimed). Relevance = cosine of answer and question (clipped at 0); reasoning quality by
     reasonloop/reasoning_quality.py."""
 
-    version = "heuristic-v4"
+    version = "heuristic-v5"
 
     def __init__(self, embedder: Embedder, correctness_threshold: float, grounding_threshold: float) -> None:
         self.embedder = embedder

@@ -56,12 +56,12 @@ def test_the_calibrate_command_scores_the_heuristic_judge_and_logs_it(tmp_path: 
     env = {"REASONLOOP_STATE_DIR": str(tmp_path / "state")}
     result = CliRunner().invoke(app, ["judge", "calibrate"], env=env)
     assert result.exit_code == 0, result.output
-    assert "heuristic-v4" in result.output and "sales_call" in result.output
+    assert "heuristic-v5" in result.output and "sales_call" in result.output
     client = MlflowClient(f"sqlite:///{tmp_path / 'state' / 'mlflow.db'}")
     [experiment] = [e for e in client.search_experiments() if e.name.endswith("judge-calibration")]
     [run] = client.search_runs([experiment.experiment_id])
     metrics = run.data.metrics
-    assert run.data.params["judge.version"] == "heuristic-v4" and metrics["all.n"] == 102
+    assert run.data.params["judge.version"] == "heuristic-v5" and metrics["all.n"] == 102
     assert 0.0 <= metrics["all.balanced_accuracy"] <= 1.0 and "all.auroc" in metrics
     table = json.loads(Path(client.download_artifacts(run.info.run_id, "calibration/pairs.json")).read_text())
     assert len(table["data"]) == 102

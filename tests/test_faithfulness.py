@@ -52,6 +52,9 @@ def test_a_word_swapped_for_its_opposite_is_named() -> None:
     assert claim_problems("The coach misinformed the players.", [satisfied], satisfied) == \
         ["'misinformed' where the evidence says 'informed'"]
     assert claim_problems("The coach briefed the players, and the fans were content.", [satisfied], satisfied) == []
+    plan = "The team offers a comprehensive training plan."
+    assert claim_problems("The team offers a basic training plan.", [plan], plan) == \
+        ["'basic' where the evidence says 'comprehensive'"]
 
 
 def test_a_negation_is_aligned_by_what_it_negates() -> None:
@@ -62,6 +65,27 @@ def test_a_negation_is_aligned_by_what_it_negates() -> None:
                           EVIDENCE) == ["'not reach Santa Clara' is negated, but no evidence sentence negates it"]
     assert claim_problems("The Panthers failed to win Super Bowl 50.", [SOURCE], EVIDENCE) == \
         ["'failed win Super Bowl' is negated, but no evidence sentence negates it"]
+
+
+def test_a_negation_needs_evidence_that_denies_the_same_thing() -> None:
+    # NEGATED shares "fourth quarter" with the claim, but denies scoring, not celebrating
+    assert claim_problems("The Broncos did not celebrate in the fourth quarter.", [SOURCE], EVIDENCE) == \
+        ["'not celebrate fourth quarter' is negated, but no evidence sentence negates it"]
+    # an adverb is not what is denied: "not really score" denies "score", which NEGATED denies too
+    assert claim_problems("The Panthers did not really score in the fourth quarter.", [SOURCE], EVIDENCE) == []
+
+
+def test_no_matter_is_no_negation() -> None:
+    assert claim_problems("The Broncos won in Santa Clara, no matter the weather.", [SOURCE], EVIDENCE) == []
+    rain = "The Broncos won in Santa Clara no matter how hard it rained."
+    assert claim_problems("The Broncos won in Santa Clara while it rained hard.", [rain], rain) == []
+
+
+def test_a_claimed_error_needs_one_in_the_evidence() -> None:
+    assert claim_problems("The Denver coach misled the players.", [SOURCE], EVIDENCE) == \
+        ["'misled' says someone erred, but the evidence does not"]
+    foul = "The referee wrongly disallowed a Panthers touchdown."
+    assert claim_problems("The referee incorrectly disallowed a Panthers touchdown.", [foul], foul) == []
 
 
 def test_a_dropped_negation_is_named() -> None:
@@ -79,7 +103,8 @@ def test_a_restriction_needs_one_in_the_closest_evidence() -> None:
 
 def test_a_sentence_quoted_verbatim_passes_every_rule() -> None:
     evidence = (f"{EVIDENCE} {CROWD} The English name comes from Old Norse Norðmaðr, not from Latin. "
-                "Nor did the club sell more than twelve thousand tickets, except to members only.")
+                "Nor did the club sell more than twelve thousand tickets, except to members only. "
+                "The referee wrongly disallowed a touchdown, no matter what the replay showed.")
     for sentence in split_sentences(evidence):
         assert claim_problems(sentence, [sentence], evidence) == [], sentence
 

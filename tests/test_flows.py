@@ -89,7 +89,7 @@ def test_reindex_then_eval_offline(make_settings: Callable[..., Settings]) -> No
 
     assert metrics["safety_pass_rate"] >= 0.9 and metrics["gate.passed"] == 1.0  # no baseline yet: the floor only
     page = Path(client.download_artifacts(report.run_id, "eval/report.html")).read_text()
-    assert "accuracy by strategy" in page and page.count("data:image/png;base64,") == 3 and "heuristic-v4" in page
+    assert "accuracy by strategy" in page and page.count("data:image/png;base64,") == 3 and "heuristic-v5" in page
     assert {a.path for a in client.list_artifacts(report.run_id, "eval/plots")} == {
         "eval/plots/score_distributions.png", "eval/plots/accuracy_by_strategy.png", "eval/plots/cost_vs_quality.png"}
     mlflow_traces = mlflow.search_traces(run_id=report.run_id, locations=[report.experiment_id], return_type="list")
