@@ -1,6 +1,6 @@
 """Nightly eval: questions -> retrieve -> reason (the configured strategies) -> judge -> aggregate -> gate against
-the baseline run, and the safety suite against its floor -> MLflow; a failed gate fails the flow after the run
-is logged.
+the baseline run, and the safety suite against its floor -> MLflow -> the drift flow on this run; a failed gate
+fails the flow after the run is logged.
 
 Work runs in batches of `eval.batch_size` questions per task (a task run costs 10-16 ms of overhead).
 """
@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import time
 
-from prefect import flow
+from prefect import flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.drift import drift
 from reasonloop.answer_store import open_record_store, run_identity
 from reasonloop.embeddings import Embedder
 from reasonloop.judges import Judge
@@ -75,5 +76,9 @@ def nightly_eval(settings: Settings | None = None) -> FlowReport:
     report = log_eval_run(settings, embedder, reasoner, judge.version, index.manifest, summary, quality, results,
                           gate, safety, time.perf_counter() - started)
     publish_summary(report)
+    if settings.drift.enabled:  # before the gate: a failed run still gets its drift report; drift never fails the eval
+        drift_state = drift(settings, run_id=report.run_id, return_state=True)
+        if drift_state.is_failed():
+            get_run_logger().warning("drift flow failed (%s); the eval run is logged", drift_state.message)
     enforce_gate(gate, report.run_id)  # after logging: a failed run is still inspectable in MLflow
     return report

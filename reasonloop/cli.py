@@ -158,6 +158,20 @@ def canary(ctx: typer.Context,
         raise typer.Exit(1)
 
 
+@app.command("drift")
+def drift_(ctx: typer.Context, run: Annotated[str | None, typer.Option(
+        "--run", help="a nightly-eval run id (default: the newest)")] = None) -> None:
+    """Compare a nightly eval with its reference (the baseline, else the previous drift.window runs): queries,
+    retrieval, answers, judge metrics, the index; logged to MLflow (<prefix>-drift), alerts on drift."""
+    from flows.drift import drift as drift_flow
+    from reasonloop.tracking import run_url
+
+    settings = _settings(ctx)
+    report = _guarded(lambda: drift_flow(settings, run))
+    _print_table("drift", {**report.rows, "MLflow run": report.run_id})
+    console.print(f"  {run_url(settings, report.experiment_id, report.run_id)}", highlight=False, soft_wrap=True)
+
+
 @app.command()
 def run(ctx: typer.Context) -> None:
     """The main job: reindex the corpus, then run the nightly eval and print its summary."""

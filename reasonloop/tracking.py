@@ -16,7 +16,7 @@ from reasonloop.settings import Settings
 if TYPE_CHECKING:
     import pandas as pd
 
-FLOW_KINDS = ("reindex", "nightly-eval", "judge-calibration", "canary")
+FLOW_KINDS = ("reindex", "nightly-eval", "judge-calibration", "canary", "drift")
 RESULTS_ARTIFACT = "eval/results.jsonl"
 
 

@@ -53,7 +53,7 @@ def common_params(settings: Settings, embedder: Embedder) -> dict[str, Any]:
     }
 
 
-def _flow_run_tags(kind: str) -> dict[str, str]:
+def flow_run_tags(kind: str) -> dict[str, str]:
     from prefect.runtime import flow_run
 
     return {"reasonloop.flow": kind, "prefect.flow_run_id": str(flow_run.id or ""),
@@ -121,7 +121,7 @@ def log_reindex_run(settings: Settings, embedder: Embedder, build: IndexBuild, s
     rejects = screened.rejects
     metrics = {**reindex_metrics(build, len(rejects), duration_s), **quality_metrics(quality),
                "n_injection_flagged": len(screened.flagged)}
-    with mlflow.start_run(experiment_id=experiment_id, run_name="reindex", tags=_flow_run_tags("reindex")) as run:
+    with mlflow.start_run(experiment_id=experiment_id, run_name="reindex", tags=flow_run_tags("reindex")) as run:
         corpus_path = settings.public_dict()["corpus"]["path"]
         mlflow.log_params({**common_params(settings, embedder), **index_params(build.manifest),
                            **retrieval_params(settings), "corpus.path": corpus_path,
@@ -220,7 +220,7 @@ def log_eval_run(settings: Settings, embedder: Embedder, reasoner: Reasoner, jud
         **retrieval_params(settings), "questions.path": settings.public_dict()["questions"]["path"],
         "questions.count": len(results), "gate.baseline_run_id": gate.baseline_run_id or "none",
     }
-    tags = {**_flow_run_tags("nightly-eval"), "reasonloop.gate": "passed" if gate.passed else "failed"}
+    tags = {**flow_run_tags("nightly-eval"), "reasonloop.gate": "passed" if gate.passed else "failed"}
     with mlflow.start_run(experiment_id=experiment_id, run_name="nightly-eval", tags=tags) as run:
         mlflow.log_params(params)
         mlflow.log_metrics(metrics)
@@ -280,7 +280,7 @@ def log_calibration_run(settings: Settings, embedder: Embedder, judge: Judge, sl
                            "grounded_fraction": v.grounded_fraction, "judge_error": v.judge_error or "",
                            "unsupported": " | ".join(v.unsupported_claims)} for p, v in zip(pairs, verdicts,
                                                                                            strict=True)])
-    tags = {**_flow_run_tags("judge-calibration"), "judge.version": judge.version, "judge.model": settings.judge.model,
+    tags = {**flow_run_tags("judge-calibration"), "judge.version": judge.version, "judge.model": settings.judge.model,
             "reasonloop.judge_floor": "below: " + "; ".join(failures) if failures else "passed"}
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"calibrate {judge.version}", tags=tags) as run:
         mlflow.log_params(params)
@@ -340,7 +340,7 @@ def log_canary_run(settings: Settings, embedder: Embedder, candidate: Candidate,
          "pairwise_winner": o.winner, "pairwise_consistent": o.consistent}
         for p, c, o in zip(production.results, challenger.results, pairs, strict=True)])
     decision = "promoted" if promoted else "rejected"
-    tags = {**_flow_run_tags("canary"), "reasonloop.canary": decision, "candidate": candidate.spec}
+    tags = {**flow_run_tags("canary"), "reasonloop.canary": decision, "candidate": candidate.spec}
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"canary {candidate.spec}", tags=tags) as run:
         mlflow.log_params(params)
         mlflow.log_metrics(metrics)

@@ -56,6 +56,8 @@ def test_reindex_then_eval_offline(make_settings: Callable[..., Settings]) -> No
     assert params["embedding.sha256"] == settings.embedding.sha256
     assert "chain_of_thought" in run.data.tags.get("mlflow.linkedPrompts", "")
     assert run.data.tags["reasonloop.flow"] == "nightly-eval" and run.data.tags["prefect.flow_run_id"]
+    drifted = client.get_run(run.data.tags["reasonloop.drift.run_id"])  # the drift flow ran on this eval
+    assert drifted.data.params["current.run_id"] == report.run_id and drifted.data.tags["drift"] == "false"
     assert params["index.version"] == "1" and params["index.content_hash"] == manifest.content_hash
 
     table = client.load_table(report.experiment_id, "eval/questions.json", run_ids=[report.run_id])
