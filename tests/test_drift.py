@@ -24,7 +24,7 @@ from reasonloop.drift import (
 )
 from reasonloop.schemas import Question
 
-from .conftest import ROOT, SAMPLE_QUESTIONS, read_jsonl
+from .conftest import ROOT, SAMPLE_CORPUS, SAMPLE_QUESTIONS, read_jsonl
 
 TRIALS = 100
 DIM = 384
@@ -279,3 +279,33 @@ def test_query_drift_is_quiet_on_halves_of_the_same_questions(question_vectors: 
                for seed, order in enumerate(splits)]
     assert all(r.status != "insufficient_data" for r in results)
     assert sum(r.drifted for r in results) <= 1
+
+
+@pytest.fixture(scope="module")
+def top_scores(embedder: Any, question_vectors: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Top-1 cosine of each SQuAD and PubMedQA question against the 48 SQuAD sample paragraphs (the demo corpus)."""
+    corpus = embedder.embed([r["text"] for r in read_jsonl(SAMPLE_CORPUS)])
+    squad, pubmed = question_vectors
+    return (squad @ corpus.T).max(axis=1), (pubmed @ corpus.T).max(axis=1)
+
+
+def halves(values: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    order = np.random.default_rng(seed).permutation(len(values))
+    return values[order[: len(values) // 2]], values[order[len(values) // 2:]]
+
+
+def test_retrieval_drift_on_real_questions(top_scores: tuple[np.ndarray, np.ndarray]) -> None:
+    """Biomedical questions find nothing close in a Wikipedia corpus: their top-1 cosine drops and drift fires;
+    random halves of the in-domain questions never fire."""
+    squad, pubmed = top_scores
+    shifted = detect_retrieval_drift(squad, pubmed)
+    assert shifted.status == "drift" and float(np.median(pubmed)) < float(np.median(squad)) - 0.2
+    assert sum(detect_retrieval_drift(*halves(squad, seed), min_samples=20).drifted for seed in range(20)) <= 1
+
+
+def test_output_length_drift_on_real_answers() -> None:
+    """SQuAD's short span answers vs PubMedQA's long answers (as a model moving to long-form answers would look)."""
+    squad = np.array([len(q["reference"].split()) for q in read_jsonl(SAMPLE_QUESTIONS)], dtype=float)
+    pubmed = np.array([len(q["metadata"]["long_answer"].split()) for q in read_jsonl(PUBMEDQA_QUESTIONS)], dtype=float)
+    assert detect_numeric_drift(squad, pubmed, signal="output.answer_length").status == "drift"
+    assert sum(detect_numeric_drift(*halves(squad, seed)).drifted for seed in range(20)) <= 1
