@@ -342,3 +342,20 @@ def test_strategy_mix_drift_on_real_questions(similarities: tuple[np.ndarray, np
     assert detect_categorical_drift(list(squad), list(pubmed), signal="output.strategy").status == "drift"
     quiet = [detect_categorical_drift(*(list(h) for h in halves(squad, seed))) for seed in range(20)]
     assert all(r.status != "insufficient_data" for r in quiet) and sum(r.drifted for r in quiet) <= 1
+
+
+@pytest.mark.parametrize("shift", [True, False])
+def test_quality_drift_on_real_verdicts(shift: bool) -> None:
+    """Nightly accuracy over 100 human-labeled model answers a night (TruthfulQA): 20 nights of Paranormal questions,
+    then 15 of Conspiracies ones (39.6% -> 48.8% true, about 1.9 nightly sds) fire; 35 nights of one category do not
+    (20 seeded series each)."""
+    rows = read_jsonl(ROOT / "data" / "drift" / "truthfulqa_labels.jsonl")
+    labels = {c: np.array([r["label"] for r in rows if r["category"] == c]) for c in ("Paranormal", "Conspiracies")}
+    fired = 0
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        later = labels["Conspiracies" if shift else "Paranormal"]
+        series = [rng.choice(labels["Paranormal"], 100).mean() for _ in range(20)] + \
+                 [rng.choice(later, 100).mean() for _ in range(15)]
+        fired += detect_quality_drift(np.array(series), n_reference=20).drifted
+    assert fired >= 19 if shift else fired <= 1
