@@ -312,27 +312,85 @@ def new_vocabulary_share(old_texts: Sequence[str], new_texts: Sequence[str]) -> 
     return _unseen_share(_words(old_texts), _words(new_texts))
 
 
-def detect_corpus_drift(old_embeddings: ArrayLike, new_embeddings: ArrayLike, old_texts: Sequence[str],
-                        new_texts: Sequence[str], *, max_centroid_shift: float = 0.03,
-                        max_new_vocab_share: float = 0.025, min_samples: int = 20) -> SignalResult:
-    """Old vs new chunks after a reindex: drift when the embedding centroid's cosine shift exceeds
-    `max_centroid_shift` or the new-vocabulary share exceeds `max_new_vocab_share`.
+def _chunks(embeddings: ArrayLike, texts: Sequence[str], name: str) -> tuple[np.ndarray, list[str]]:
+    """A corpus's embedding rows and their texts, rows that are not finite left out with their text."""
+    data = np.asarray(embeddings, dtype=float)
+    rows = _embeddings(data, name)  # checks the shape
+    if data.size and len(data) != len(texts):
+        raise ValueError(f"{name} must be a 2-D array with one row per text: {len(data)} rows, {len(texts)} texts")
+    keep = np.isfinite(data).all(axis=1) if data.size else np.zeros(0, dtype=bool)
+    return rows, [t for t, kept in zip(texts, keep, strict=False) if kept]
 
-    Effect-size thresholds, not a test: a reindex compares two whole corpora, not samples of one. For scale, with
-    all-MiniLM-L6-v2 on 400 SQuAD paragraphs of which 40 are replaced: by other SQuAD paragraphs, shift 0.010 and
-    new vocabulary 0.013; by PubMedQA abstracts, 0.045 and 0.032.
-    """
-    test = "centroid_shift+new_vocabulary"
-    old, new = _embeddings(old_embeddings, "old_embeddings"), _embeddings(new_embeddings, "new_embeddings")
-    old_words, new_words = _words(old_texts), _words(new_texts)
-    missing = _embedding_shortage(old, new, min_samples) or _shortage(
-        1, old_texts=len(old_words), new_texts=len(new_words))
+
+def _max_cosine(rows: np.ndarray, corpus: np.ndarray, skip_self: bool, block: int = 512) -> np.ndarray:
+    """Each row's highest cosine to the corpus (to the rest of it when the rows are its first rows)."""
+    best = np.empty(len(rows))
+    for start in range(0, len(rows), block):
+        sims = rows[start:start + block] @ corpus.T
+        if skip_self:
+            sims[np.arange(len(sims)), np.arange(start, start + len(sims))] = -np.inf
+        best[start:start + block] = sims.max(axis=1)
+    return best
+
+
+def chunk_novelty(old_embeddings: np.ndarray, old_texts: Sequence[str], new_embeddings: np.ndarray,
+                  new_texts: Sequence[str], n_old: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """How new each chunk is, two ways, for the new chunks against the old corpus and for the first `n_old` old
+    chunks against the rest of it (their own novelty: the no-change yardstick at this corpus's size): 1 - highest
+    cosine, and the share of its words no (other) old chunk uses. Returns (old distance, new distance, old unseen
+    share, new unseen share)."""
+    old_sets = [set(_words([t])) for t in old_texts]
+    frequency = Counter(w for words in old_sets for w in words)
+
+    def unseen(text: str, own: set[str] | None) -> float:
+        words = _words([text])
+        if not words:
+            return 0.0
+        return sum(frequency[w] - (w in own if own else 0) == 0 for w in words) / len(words)
+
+    old_distance = 1.0 - _max_cosine(old_embeddings[:n_old], old_embeddings, skip_self=True)
+    new_distance = 1.0 - _max_cosine(new_embeddings, old_embeddings, skip_self=False)
+    old_unseen = [unseen(t, words) for t, words in zip(old_texts[:n_old], old_sets, strict=False)]
+    return old_distance, new_distance, np.array(old_unseen), np.array([unseen(t, None) for t in new_texts])
+
+
+def detect_corpus_drift(old_embeddings: ArrayLike, new_embeddings: ArrayLike, old_texts: Sequence[str],
+                        new_texts: Sequence[str], *, alpha: float = 0.01, min_changed: int = 5,
+                        min_samples: int = 20, max_samples: int = 1000, seed: int = 0) -> SignalResult:
+    """Old vs new chunks after a reindex. Only the chunks the reindex added or changed can move the corpus; each is
+    scored by its novelty against the old corpus (embedding distance to its nearest old chunk, share of words no old
+    chunk uses), and compared with the old chunks' own novelty against the rest of the old corpus by one-sided
+    Mann-Whitney U tests: drift when either p-value < alpha / 2 (Bonferroni). Same-domain additions are as novel
+    as old chunks are to each other, whatever the corpus size; another domain's are more. At most `max_samples`
+    chunks per side are scored (seeded)."""
+    from scipy.stats import mannwhitneyu
+
+    test = "mann_whitney_novelty"
+    old, old_texts = _chunks(old_embeddings, old_texts, "old_embeddings")
+    new, new_texts = _chunks(new_embeddings, new_texts, "new_embeddings")
+    known = set(old_texts)
+    changed = [i for i, t in enumerate(new_texts) if t not in known]
+    missing = _embedding_shortage(old, new, min_samples) or _shortage(min_changed, changed_chunks=len(changed))
     if missing:
-        return _insufficient("corpus", test, max_centroid_shift, len(old), len(new), missing)
-    shift, vocab_share = centroid_shift(old, new), _unseen_share(old_words, new_words)
-    drifted = shift > max_centroid_shift or vocab_share > max_new_vocab_share
-    return _verdict(drifted, signal="corpus", test=test, statistic=shift, threshold=max_centroid_shift,
-                    n_reference=len(old), n_current=len(new),
-                    detail=f"centroid shift {shift:.4f} (max {max_centroid_shift}), new-vocabulary share "
-                           f"{vocab_share:.3f} (max {max_new_vocab_share})",
-                    extra={"new_vocab_share": vocab_share, "max_new_vocab_share": max_new_vocab_share})
+        return _insufficient("corpus", test, alpha, len(old), len(changed), missing)
+    rng = np.random.default_rng(seed)
+    picked = np.sort(rng.permutation(len(old))[:max_samples])
+    order = np.concatenate([picked, np.setdiff1d(np.arange(len(old)), picked)])  # the scored old chunks first
+    changed = sorted(rng.permutation(changed)[:max_samples].tolist())
+    old_distance, new_distance, old_unseen, new_unseen = chunk_novelty(
+        old[order], [old_texts[i] for i in order], new[changed], [new_texts[i] for i in changed], len(picked))
+    p_distance = float(mannwhitneyu(new_distance, old_distance, alternative="greater").pvalue)
+    p_words = float(mannwhitneyu(new_unseen, old_unseen, alternative="greater").pvalue)
+    p_value = min(1.0, 2 * min(p_distance, p_words))
+    lift = float(np.median(new_distance) - np.median(old_distance))
+    return _verdict(p_value < alpha, signal="corpus", test=test, statistic=lift, p_value=p_value, threshold=alpha,
+                    n_reference=len(old), n_current=len(changed),
+                    detail=f"{len(changed)} added or changed chunks vs the old corpus: median distance to the nearest "
+                           f"old chunk {np.median(new_distance):.3f} (old chunks to each other "
+                           f"{np.median(old_distance):.3f}, p {p_distance:.2g}), unseen words "
+                           f"{np.mean(new_unseen):.3f} ({np.mean(old_unseen):.3f}, p {p_words:.2g})",
+                    extra={"p_distance": p_distance, "p_words": p_words,
+                           "centroid_shift": centroid_shift(old, new),
+                           "new_vocab_share": new_vocabulary_share(old_texts, new_texts),
+                           "changed_unseen_share": float(np.mean(new_unseen)),
+                           "old_unseen_share": float(np.mean(old_unseen))})

@@ -414,10 +414,12 @@ class QualityDriftConfig(Section):
 
 
 class CorpusDriftConfig(Section):
-    """Chunks of the reference run's index version vs the current run's: centroid shift and new vocabulary."""
+    """The chunks a reindex added or changed vs the old corpus: their novelty (distance to the nearest old chunk,
+    unseen words) against the old chunks' own, one-sided Mann-Whitney U tests."""
 
-    max_centroid_shift: float = Field(default=0.03, ge=0.0, le=2.0)
-    max_new_vocab_share: float = Field(default=0.025, ge=0.0, le=1.0)
+    alpha: float = Field(default=0.01, gt=0.0, lt=1.0, description="drift when the smaller p-value, doubled, is below")
+    min_changed: int = Field(default=5, ge=2, description="fewer added or changed chunks: insufficient data")
+    max_samples: int = Field(default=1000, ge=10, description="chunks scored per side (seeded subsample beyond)")
 
 
 class DriftConfig(Section):

@@ -317,18 +317,18 @@ def quality_signals(series: QualitySeries, cfg: QualityDriftConfig) -> list[Sign
 def corpus_signal(pair: IndexPair | None, config: DriftConfig) -> SignalResult:
     """Old vs new chunks when the current run read another index version than the reference; no change when both
     read the same one."""
-    cfg, test = config.corpus, "centroid_shift+new_vocabulary"
+    cfg, test = config.corpus, "mann_whitney_novelty"
     if pair is None or pair.missing:
-        return SignalResult(signal="corpus", test=test, threshold=cfg.max_centroid_shift, status="insufficient_data",
+        return SignalResult(signal="corpus", test=test, threshold=cfg.alpha, status="insufficient_data",
                             n_reference=0, n_current=0,
                             detail=f"{pair.old} -> {pair.new}: {pair.missing}" if pair else "no reference run")
     if pair.same:
-        return SignalResult(signal="corpus", test=test, statistic=0.0, threshold=cfg.max_centroid_shift, status="ok",
+        return SignalResult(signal="corpus", test=test, statistic=0.0, threshold=cfg.alpha, status="ok",
                             n_reference=0, n_current=0, extra={"new_vocab_share": 0.0},
                             detail=f"both windows read index {pair.new}: no reindex in between")
     result = stats.detect_corpus_drift(pair.old_vectors, pair.new_vectors, pair.old_texts, pair.new_texts,
-                                       max_centroid_shift=cfg.max_centroid_shift,
-                                       max_new_vocab_share=cfg.max_new_vocab_share, min_samples=config.min_samples)
+                                       alpha=cfg.alpha, min_changed=cfg.min_changed, min_samples=config.min_samples,
+                                       max_samples=cfg.max_samples, seed=config.seed)
     return result.model_copy(update={"detail": f"{pair.old} -> {pair.new}: {result.detail}"})
 
 

@@ -13,6 +13,7 @@ import pytest
 from reasonloop.drift import (
     SignalResult,
     centroid_shift,
+    chunk_novelty,
     detect_categorical_drift,
     detect_corpus_drift,
     detect_numeric_drift,
@@ -134,11 +135,11 @@ def test_quality_drift_accuracy_drop() -> None:
     assert abs(np.median([e["change_index"] for e in found]) - 35) <= 2
 
 
-@pytest.mark.parametrize(("replaced", "new_words"), [(30, True), (90, False)])
+@pytest.mark.parametrize(("replaced", "new_words"), [(30, True), (15, False)])
 def test_corpus_drift_new_topic(replaced: int, new_words: bool) -> None:
     """300 old chunks; a reindex replaces some of them. No shift: by chunks like the old ones. Shift: by chunks of a
-    new topic (its own embedding cluster), either 10% of the corpus with half their words from a vocabulary the old
-    corpus never used (the vocabulary share fires) or 30% in the old vocabulary (the centroid shift fires)."""
+    new topic (its own embedding cluster), 10% of the corpus with half their words from a vocabulary the old corpus
+    never used, or 5% in the old vocabulary (the embedding distance alone must tell)."""
     def reindex(r: np.random.Generator, new_topic: bool) -> SignalResult:
         old_vectors, old_texts = embeddings(r, 300), texts(r, 300)
         kept = 300 - replaced
@@ -159,6 +160,10 @@ def test_effect_sizes_are_zero_without_change_and_grow_with_it() -> None:
     assert centroid_shift(vectors, vectors) == pytest.approx(0.0, abs=1e-9)
     assert centroid_shift(vectors, -vectors) == pytest.approx(2.0)
     assert new_vocabulary_share(["the cat sat"], ["the dog sat 1999"]) == pytest.approx(1 / 3)  # numbers not words
+    old_distance, new_distance, old_unseen, new_unseen = chunk_novelty(
+        vectors[:3], ["a b", "b c", "c d"], vectors[3:4], ["a x"], n_old=3)
+    assert old_unseen.tolist() == [0.5, 0.0, 0.5] and new_unseen.tolist() == [0.5]  # "a" and "d" occur once; "x" new
+    assert old_distance.shape == (3,) and new_distance.shape == (1,) and (old_distance > 0).all()
 
 
 def test_results_explain_themselves() -> None:
@@ -218,8 +223,8 @@ THIN: dict[str, tuple[Callable[[], SignalResult], str]] = {  # case: (call, what
                                 "dimensions differ"),
     "corpus: all NaN": (lambda: detect_corpus_drift(VECTORS, np.full((50, DIM), np.nan), WORDS, WORDS),
                         "current has 0 usable"),
-    "corpus: no words": (lambda: detect_corpus_drift(VECTORS, -VECTORS, WORDS, ["1999 2024"] * 50),
-                         "new_texts has 0 usable"),
+    "corpus: few changed chunks": (lambda: detect_corpus_drift(VECTORS, VECTORS, WORDS, [*WORDS[:47], "a", "b", "c"]),
+                                   "changed_chunks has 3 usable values (need 5)"),
 }
 
 
@@ -359,3 +364,24 @@ def test_quality_drift_on_real_verdicts(shift: bool) -> None:
                  [rng.choice(later, 100).mean() for _ in range(15)]
         fired += detect_quality_drift(np.array(series), n_reference=20).drifted
     assert fired >= 19 if shift else fired <= 1
+
+
+def test_corpus_drift_on_real_paragraphs(embedder: Any) -> None:
+    """A reindex of 40 SQuAD paragraphs replacing 6: by 6 others drawn from the same 48 (exchangeable: 20 seeded
+    draws, at most one alarm), or by 6 PubMedQA answers (fires every time)."""
+    paragraphs = [r["text"] for r in read_jsonl(SAMPLE_CORPUS)]
+    biomedical = [q["metadata"]["long_answer"] for q in read_jsonl(PUBMEDQA_QUESTIONS)][:6]
+    vectors, other = embedder.embed(paragraphs), embedder.embed(biomedical)
+    quiet, fired = 0, 0
+    for seed in range(20):
+        order = np.random.default_rng(seed).permutation(len(paragraphs))
+        old, spare = order[:40], order[40:46]
+        kept = old[6:]
+        same = detect_corpus_drift(vectors[old], vectors[np.concatenate([kept, spare])],
+                                   [paragraphs[i] for i in old], [paragraphs[i] for i in (*kept, *spare)])
+        shifted = detect_corpus_drift(vectors[old], np.vstack([vectors[kept], other]), [paragraphs[i] for i in old],
+                                      [paragraphs[i] for i in kept] + biomedical)
+        assert same.status != "insufficient_data"
+        quiet += not same.drifted
+        fired += shifted.drifted
+    assert quiet >= 19 and fired == 20, (quiet, fired)

@@ -155,7 +155,7 @@ def test_drift_flow_end_to_end(make_settings: Callable[..., Settings], tiny_data
     assert metrics["query.drifted"] == 1 and metrics["query.p_value"] < metrics["query.threshold"] == 0.01
     assert metrics["query.statistic"] > 0 and metrics["query.centroid_shift"] > 0.5
     assert metrics["query.n_reference"] == 18 and metrics["query.n_current"] == 40
-    assert metrics["corpus.drifted"] == 1 and metrics["corpus.new_vocab_share"] > 0.025
+    assert metrics["corpus.drifted"] == 1 and metrics["corpus.p_value"] < 0.01 and metrics["corpus.n_current"] == 30
     assert metrics["drift"] == 1 and metrics["n_drifted"] == len(fired)
     for name in SIGNALS:
         assert {f"{name}.threshold", f"{name}.drifted", f"{name}.insufficient_data"} <= metrics.keys()
@@ -255,8 +255,8 @@ def test_config_defaults_are_the_statistics_defaults() -> None:
     assert cfg.output.min_count == default(stats.detect_categorical_drift, "min_count")
     assert (cfg.quality.k, cfg.quality.h, cfg.quality.min_samples) == tuple(
         default(stats.detect_quality_drift, n) for n in ("k", "h", "min_samples"))
-    assert (cfg.corpus.max_centroid_shift, cfg.corpus.max_new_vocab_share) == tuple(
-        default(stats.detect_corpus_drift, n) for n in ("max_centroid_shift", "max_new_vocab_share"))
+    assert (cfg.corpus.alpha, cfg.corpus.min_changed, cfg.corpus.max_samples) == tuple(
+        default(stats.detect_corpus_drift, n) for n in ("alpha", "min_changed", "max_samples"))
     assert cfg.window == 5 and cfg.enabled and cfg.webhook() is None
 
 
