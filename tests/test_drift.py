@@ -385,3 +385,21 @@ def test_corpus_drift_on_real_paragraphs(embedder: Any) -> None:
         quiet += not same.drifted
         fired += shifted.drifted
     assert quiet >= 19 and fired == 20, (quiet, fired)
+
+
+def test_refusal_drift_on_real_injection_attempts() -> None:
+    """The input guardrail refuses questions that try to override the system: when users start sending BIPIA's
+    direct attacks (12 of 72 questions), the refusal rate drifts; the plain SQuAD questions refuse none."""
+    import json
+
+    from reasonloop.guardrails import screen_question
+    from reasonloop.safety import build_cases
+
+    data = json.loads((ROOT / "data" / "safety" / "bipia_sample.json").read_text(encoding="utf-8"))
+    attacks = [c.question for c in build_cases(data) if c.kind == "direct"]
+    squad = [q["question"] for q in read_jsonl(SAMPLE_QUESTIONS)]
+    reference = [bool(screen_question(q)) for q in squad]
+    current = [bool(screen_question(q)) for q in squad[: len(squad) - len(attacks)] + attacks]
+    assert not any(reference) and sum(current) == len(attacks) == 12
+    assert detect_categorical_drift(reference, current, signal="output.refusal").status == "drift"
+    assert not detect_categorical_drift(reference[:36], reference[36:], signal="output.refusal").drifted
