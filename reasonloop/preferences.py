@@ -1,0 +1,457 @@
+"""Preference pairs for DPO: built from feedback (corrections, thumbs) or judge-scored samples (RLAIF), cleaned by
+a hygiene pipeline that counts what every step removed, split by a hash of the prompt, exported in TRL's format.
+
+    build: pairs_from_corrections | pairs_from_thumbs | pairs_from_scores  ->  list[PreferencePair]
+    clean: redact PII -> length limits -> chosen != rejected -> exact duplicate prompts -> eval leakage (exact, then
+           near by cosine) -> near-duplicate prompts -> balance caps per source     (clean_pairs, FilterReport)
+    split: split_pairs (sha256 of seed + normalised prompt: a pair's split never changes when others are added)
+    export: export_dataset (train/test .jsonl + .parquet, lineage.jsonl, dataset_card.md, manifest.json; atomic,
+            byte-identical for the same dataset)
+
+Everything is a pure function except `export_dataset`; the embedder is passed in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+import unicodedata
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+from pydantic import Field
+
+from reasonloop import guardrails
+from reasonloop.feedback import FeedbackRecord
+from reasonloop.redact import redact
+from reasonloop.schemas import MetadataValue, Record
+
+Source = Literal["correction", "thumbs", "rlaif"]
+SOURCES: tuple[Source, ...] = ("correction", "thumbs", "rlaif")  # also the priority when prompts collide
+_HAS_PYARROW = importlib.util.find_spec("pyarrow") is not None  # Parquet copies are written when it is installed
+FILTER_STEPS = ("too_long", "chosen_equals_rejected", "exact_duplicate_prompt", "eval_leak_exact", "eval_leak_near",
+                "near_duplicate_prompt", "balance_cap")
+
+
+class TextEmbedder(Protocol):
+    def embed(self, texts: list[str]) -> np.ndarray: ...
+
+
+class PreferencePair(Record):
+    prompt: str
+    chosen: str
+    rejected: str
+    source: Source
+    question_id: str
+    source_run_ids: list[str] = Field(default_factory=list, description="runs that produced the answers (lineage)")
+    margin: float | None = Field(default=None, description="how much better chosen is, on the source's own scale")
+    meta: dict[str, MetadataValue] = Field(default_factory=dict)
+
+
+class HygieneConfig(Record):
+    """The knobs of `clean_pairs` and `split_pairs` (belongs in configs/default.yaml as `preferences:`)."""
+
+    near_duplicate_threshold: float = Field(default=0.95, ge=0.0, le=1.0,
+                                            description="prompts at or above this cosine to a kept one are dropped")
+    leak_threshold: float = Field(default=0.85, ge=0.0, le=1.0,
+                                  description="prompts at or above this cosine to an eval question are dropped")
+    max_prompt_chars: int = Field(default=4000, ge=1)
+    max_response_chars: int = Field(default=8000, ge=1)
+    max_per_source: dict[Source, int] = Field(default_factory=dict, description="caps per source; absent: no cap")
+    test_fraction: float = Field(default=0.1, ge=0.0, le=1.0)
+    seed: int = 0
+
+
+class LeakedPrompt(Record):
+    prompt: str
+    eval_set: str
+    eval_question: str
+    kind: Literal["exact", "near"]
+    cosine: float
+
+
+class FilterReport(Record):
+    """What each step did: `removed` maps every step (in pipeline order) to the pairs it dropped."""
+
+    n_in: int
+    n_out: int
+    removed: dict[str, int]
+    redacted: int = Field(description="pairs whose prompt, chosen or rejected had PII or secrets replaced")
+    leaked: list[LeakedPrompt] = Field(default_factory=list)
+    per_source_in: dict[str, int] = Field(default_factory=dict)
+    per_source_out: dict[str, int] = Field(default_factory=dict)
+
+
+class PreferenceDataset(Record):
+    train: list[PreferencePair]
+    test: list[PreferencePair]
+    report: FilterReport
+    config: HygieneConfig
+
+
+# ---------------------------------------------------------------- text helpers
+
+def normalize_text(text: str) -> str:
+    """The comparison form: NFKC, case-folded, whitespace collapsed, outer punctuation stripped."""
+    folded = " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+    return folded.strip(" .,;:!?\"'()[]")
+
+
+def redact_pii(text: str) -> str:
+    """Secrets (`redact`: keys, bearer tokens, URL passwords) and personal data (the output guardrail's: e-mail
+    addresses, phone, card and social security numbers)."""
+    return guardrails.redact_pii(redact(text))[0]
+
+
+def _hash_unit(seed: int, text: str) -> float:
+    """A uniform number in [0, 1) fixed by the seed and the normalised text."""
+    digest = hashlib.sha256(f"{seed}\x00{normalize_text(text)}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def _priority(pair: PreferencePair) -> tuple[object, ...]:
+    """The order in which colliding pairs are kept: corrections first, then larger margins, then stable text."""
+    return (SOURCES.index(pair.source), -(pair.margin or 0.0), pair.question_id, pair.prompt, pair.chosen,
+            pair.rejected)
+
+
+# ---------------------------------------------------------------- builders
+
+def pairs_from_corrections(records: Iterable[FeedbackRecord]) -> list[PreferencePair]:
+    """One pair per record with a corrected answer: chosen = the correction, rejected = the original answer."""
+    pairs = [PreferencePair(prompt=r.question, chosen=r.corrected_answer, rejected=r.answer, source="correction",
+                            question_id=r.question_id, source_run_ids=[r.source_run_id] if r.source_run_id else [],
+                            meta={"rating": r.rating, **({"segment": r.segment} if r.segment else {})})
+             for r in records if r.corrected_answer is not None]
+    return sorted(pairs, key=_priority)
+
+
+def pairs_from_thumbs(records: Iterable[FeedbackRecord]) -> list[PreferencePair]:
+    """Pairs of a liked and a disliked answer to the same prompt (normalised question text).
+
+    Votes on the same (normalised) answer are pooled into a mean score (up +1, down -1, 1..5 -> -1..+1); an answer
+    is liked with a mean above 0 (so at least one up or >= 4) and disliked below 0 (at least one down or <= 2).
+    Liked answers, best first, are zipped with disliked ones, worst first (ties: earliest vote, then text), so each
+    answer is used once and the result does not depend on the order of the records. margin = the score gap."""
+    by_prompt: dict[str, dict[str, list[FeedbackRecord]]] = defaultdict(lambda: defaultdict(list))
+    for r in records:
+        by_prompt[normalize_text(r.question)][normalize_text(r.answer)].append(r)
+    pairs: list[PreferencePair] = []
+    for prompt_key in sorted(by_prompt):
+        answers = []
+        for votes in by_prompt[prompt_key].values():
+            votes.sort(key=lambda r: (r.timestamp, r.answer, r.question_id))
+            answers.append((sum(v.score for v in votes) / len(votes), votes))
+        liked = sorted((a for a in answers if a[0] > 0), key=lambda a: (-a[0], a[1][0].timestamp, a[1][0].answer))
+        disliked = sorted((a for a in answers if a[0] < 0), key=lambda a: (a[0], a[1][0].timestamp, a[1][0].answer))
+        for (good, good_votes), (bad, bad_votes) in zip(liked, disliked, strict=False):
+            first = min(good_votes[0], bad_votes[0], key=lambda r: (r.timestamp, r.question_id))
+            runs = sorted({v.source_run_id for v in good_votes + bad_votes if v.source_run_id})
+            pairs.append(PreferencePair(prompt=first.question, chosen=good_votes[0].answer,
+                                        rejected=bad_votes[0].answer, source="thumbs", question_id=first.question_id,
+                                        source_run_ids=runs, margin=round(good - bad, 6),
+                                        meta={"votes_chosen": len(good_votes), "votes_rejected": len(bad_votes)}))
+    return pairs
+
+
+def pairs_from_scores(prompt_answers_scores: Mapping[str, Sequence[tuple[str, float]]], min_margin: float,
+                      question_ids: Mapping[str, str] | None = None,
+                      source_run_ids: Sequence[str] = ()) -> list[PreferencePair]:
+    """RLAIF: for each prompt, its sampled answers with a judge score; chosen = the best, rejected = the worst,
+    kept when best - worst >= `min_margin` and the two differ after normalisation. Ties are broken by the answer
+    text, prompts are visited in sorted order. `question_ids` maps a prompt to its id (default: the prompt's
+    sha256 prefix); `source_run_ids` records the sampling and judging runs."""
+    pairs: list[PreferencePair] = []
+    for prompt in sorted(prompt_answers_scores):
+        samples = [(a, float(s)) for a, s in prompt_answers_scores[prompt] if a.strip()]
+        if len(samples) < 2:
+            continue
+        best = min(samples, key=lambda s: (-s[1], s[0]))
+        worst = min(samples, key=lambda s: (s[1], s[0]))
+        margin = best[1] - worst[1]
+        if margin < min_margin - 1e-9 or normalize_text(best[0]) == normalize_text(worst[0]):
+            continue
+        qid = (question_ids or {}).get(prompt) or hashlib.sha256(prompt.encode()).hexdigest()[:16]
+        pairs.append(PreferencePair(prompt=prompt, chosen=best[0], rejected=worst[0], source="rlaif", question_id=qid,
+                                    source_run_ids=sorted(set(source_run_ids)), margin=round(margin, 6),
+                                    meta={"n_samples": len(samples)}))
+    return pairs
+
+
+# ---------------------------------------------------------------- hygiene steps (each: pairs -> kept, removed)
+
+def redact_pairs(pairs: Sequence[PreferencePair]) -> tuple[list[PreferencePair], int]:
+    """PII and secrets replaced in prompt, chosen and rejected; returns the pairs and how many changed."""
+    out, changed = [], 0
+    for p in pairs:
+        update = {k: redact_pii(getattr(p, k)) for k in ("prompt", "chosen", "rejected")}
+        changed += any(update[k] != getattr(p, k) for k in update)
+        out.append(p.model_copy(update=update))
+    return out, changed
+
+
+def drop_too_long(pairs: Sequence[PreferencePair], max_prompt_chars: int,
+                  max_response_chars: int) -> list[PreferencePair]:
+    return [p for p in pairs if len(p.prompt) <= max_prompt_chars
+            and max(len(p.chosen), len(p.rejected)) <= max_response_chars]
+
+
+def drop_identical(pairs: Sequence[PreferencePair]) -> list[PreferencePair]:
+    """Pairs whose chosen and rejected are the same text after normalisation teach nothing."""
+    return [p for p in pairs if normalize_text(p.chosen) != normalize_text(p.rejected)]
+
+
+def drop_duplicate_prompts(pairs: Sequence[PreferencePair]) -> list[PreferencePair]:
+    """One pair per normalised prompt: the first in `_priority` order."""
+    seen: set[str] = set()
+    kept = []
+    for p in sorted(pairs, key=_priority):
+        key = normalize_text(p.prompt)
+        if key not in seen:
+            seen.add(key)
+            kept.append(p)
+    return kept
+
+
+def find_leaks(prompts: Sequence[str], prompt_vectors: np.ndarray, eval_questions: Mapping[str, Sequence[str]],
+               embedder: TextEmbedder, threshold: float) -> dict[int, LeakedPrompt]:
+    """Prompt index -> the eval question it leaks: equal after normalisation, else cosine >= `threshold`."""
+    names = [(name, q) for name in sorted(eval_questions) for q in eval_questions[name]]
+    if not names or not prompts:
+        return {}
+    exact = {}
+    for name, question in names:
+        exact.setdefault(normalize_text(question), (name, question))
+    leaks: dict[int, LeakedPrompt] = {}
+    for i, prompt in enumerate(prompts):
+        if (hit := exact.get(normalize_text(prompt))) is not None:
+            leaks[i] = LeakedPrompt(prompt=prompt, eval_set=hit[0], eval_question=hit[1], kind="exact", cosine=1.0)
+    rest = [i for i in range(len(prompts)) if i not in leaks]
+    if rest:
+        sims = prompt_vectors[rest] @ embedder.embed([q for _, q in names]).T
+        best = sims.argmax(axis=1)
+        for row, i in enumerate(rest):
+            cosine = float(sims[row, best[row]])
+            if cosine >= threshold:
+                name, question = names[best[row]]
+                leaks[i] = LeakedPrompt(prompt=prompts[i], eval_set=name, eval_question=question, kind="near",
+                                        cosine=round(cosine, 4))
+    return leaks
+
+
+def near_duplicate_mask(vectors: np.ndarray, threshold: float, block: int = 512) -> np.ndarray:
+    """Greedy in row order: a row is kept unless its cosine to an already kept row is >= `threshold`."""
+    keep = np.zeros(len(vectors), dtype=bool)
+    kept_vectors = np.zeros((0, vectors.shape[1] if vectors.ndim == 2 else 0), dtype=np.float32)
+    for start in range(0, len(vectors), block):
+        chunk = vectors[start:start + block]
+        to_kept = (chunk @ kept_vectors.T).max(axis=1) if len(kept_vectors) else np.full(len(chunk), -1.0)
+        inner = chunk @ chunk.T
+        chosen: list[int] = []
+        for j in range(len(chunk)):
+            if to_kept[j] < threshold and (not chosen or inner[j, chosen].max() < threshold):
+                chosen.append(j)
+                keep[start + j] = True
+        kept_vectors = np.vstack([kept_vectors, chunk[chosen]])
+    return keep
+
+
+def cap_per_source(pairs: Sequence[PreferencePair], caps: Mapping[str, int], seed: int) -> list[PreferencePair]:
+    """At most caps[source] pairs per source: those with the smallest prompt hash, so adding pairs rarely changes
+    which old ones stay. Order of the survivors is unchanged."""
+    allowed: set[int] = set()
+    for source in SOURCES:
+        members = [i for i, p in enumerate(pairs) if p.source == source]
+        members.sort(key=lambda i: (_hash_unit(seed, pairs[i].prompt), _priority(pairs[i])))
+        allowed.update(members[:caps[source]] if source in caps else members)
+    return [p for i, p in enumerate(pairs) if i in allowed]
+
+
+def clean_pairs(pairs: Sequence[PreferencePair], embedder: TextEmbedder,
+                eval_questions: Mapping[str, Sequence[str]], cfg: HygieneConfig) -> tuple[list[PreferencePair],
+                                                                                          FilterReport]:
+    """The hygiene pipeline (see the module docstring for the order); prompts are embedded once."""
+    removed: dict[str, int] = {}
+    current, redacted = redact_pairs(sorted(pairs, key=_priority))
+
+    def step(name: str, kept: list[PreferencePair]) -> None:
+        nonlocal current
+        removed[name] = len(current) - len(kept)
+        current = kept
+
+    step("too_long", drop_too_long(current, cfg.max_prompt_chars, cfg.max_response_chars))
+    step("chosen_equals_rejected", drop_identical(current))
+    step("exact_duplicate_prompt", drop_duplicate_prompts(current))
+    vectors = embedder.embed([p.prompt for p in current]) if current else np.zeros((0, 0), dtype=np.float32)
+    leaks = find_leaks([p.prompt for p in current], vectors, eval_questions, embedder, cfg.leak_threshold)
+    before = current
+    for kind in ("exact", "near"):  # leaks are keyed by position in `before`
+        step(f"eval_leak_{kind}", [p for i, p in enumerate(before)
+                                   if i not in leaks or (kind == "exact" and leaks[i].kind == "near")])
+    vectors = vectors[[i for i in range(len(before)) if i not in leaks]]
+    keep_mask = near_duplicate_mask(vectors, cfg.near_duplicate_threshold) if len(current) else np.zeros(0, bool)
+    step("near_duplicate_prompt", [p for p, k in zip(current, keep_mask, strict=True) if k])
+    step("balance_cap", cap_per_source(current, cfg.max_per_source, cfg.seed))
+    report = FilterReport(n_in=len(pairs), n_out=len(current), removed=removed, redacted=redacted,
+                          leaked=[leaks[i] for i in sorted(leaks)], per_source_in=_count(pairs),
+                          per_source_out=_count(current))
+    return current, report
+
+
+def split_pairs(pairs: Sequence[PreferencePair], test_fraction: float,
+                seed: int) -> tuple[list[PreferencePair], list[PreferencePair]]:
+    """(train, test) by a seeded hash of the normalised prompt: a pair's side never depends on the other pairs."""
+    test = [p for p in pairs if _hash_unit(seed, p.prompt) < test_fraction]
+    train = [p for p in pairs if _hash_unit(seed, p.prompt) >= test_fraction]
+    return train, test
+
+
+def build_dataset(pairs: Sequence[PreferencePair], embedder: TextEmbedder,
+                  eval_questions: Mapping[str, Sequence[str]], cfg: HygieneConfig) -> PreferenceDataset:
+    """clean_pairs, then split_pairs: what `export_dataset` writes."""
+    kept, report = clean_pairs(pairs, embedder, eval_questions, cfg)
+    train, test = split_pairs(kept, cfg.test_fraction, cfg.seed)
+    return PreferenceDataset(train=train, test=test, report=report, config=cfg)
+
+
+def unpaired_rows(records: Iterable[FeedbackRecord]) -> list[dict[str, object]]:
+    """KTO-style rows (`prompt`, `completion`, `label`) from single ratings: liked -> True, disliked -> False,
+    neutral (3) left out; a correction adds a True row of its own. PII redacted; sorted; duplicates dropped."""
+    rows: set[tuple[str, str, bool]] = set()
+    for r in records:
+        if r.polarity != "neutral":
+            rows.add((redact_pii(r.question), redact_pii(r.answer), r.polarity == "positive"))
+        if r.corrected_answer is not None:
+            rows.add((redact_pii(r.question), redact_pii(r.corrected_answer), True))
+    return [{"prompt": p, "completion": c, "label": label} for p, c, label in sorted(rows)]
+
+
+def _count(pairs: Iterable[PreferencePair]) -> dict[str, int]:
+    counts = dict.fromkeys(SOURCES, 0)
+    for p in pairs:
+        counts[p.source] += 1
+    return counts
+
+
+def canonical_json(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
+# ---------------------------------------------------------------- export
+
+def trl_row(pair: PreferencePair, conversational: bool) -> dict[str, Any]:
+    """A row in TRL's preference format, standard (strings) or conversational (message lists, explicit prompt)."""
+    if not conversational:
+        return {"prompt": pair.prompt, "chosen": pair.chosen, "rejected": pair.rejected}
+    return {"prompt": [{"role": "user", "content": pair.prompt}],
+            "chosen": [{"role": "assistant", "content": pair.chosen}],
+            "rejected": [{"role": "assistant", "content": pair.rejected}]}
+
+
+def export_dataset(dataset: PreferenceDataset, out_dir: Path, conversational: bool = False) -> dict[str, Any]:
+    """Write `train.jsonl`, `test.jsonl` (TRL preference rows), the same rows as `.parquet` when pyarrow is
+    installed, `lineage.jsonl` (each row's source, question id, runs and margin), `dataset_card.md` and
+    `manifest.json` (sha256 of every other file), and return the manifest.
+
+    The files are written in a temporary folder next to `out_dir`, which then replaces `out_dir` by rename, so a
+    reader never sees half a dataset. Same dataset + flags -> byte-identical files (sorted keys, fixed order, no
+    timestamps)."""
+    splits = {"train": sorted(dataset.train, key=_priority), "test": sorted(dataset.test, key=_priority)}
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
+    try:
+        files: dict[str, bytes] = {}
+        for name, pairs in splits.items():
+            rows = [trl_row(p, conversational) for p in pairs]
+            files[f"{name}.jsonl"] = "".join(canonical_json(r) + "\n" for r in rows).encode("utf-8")
+            if _HAS_PYARROW:
+                files[f"{name}.parquet"] = _parquet_bytes(rows, conversational)
+        files["lineage.jsonl"] = "".join(
+            canonical_json({"split": name, "row": i, "source": p.source, "question_id": p.question_id,
+                            "source_run_ids": p.source_run_ids, "margin": p.margin, "meta": p.meta}) + "\n"
+            for name, pairs in splits.items() for i, p in enumerate(pairs)).encode("utf-8")
+        hashes = {name: hashlib.sha256(data).hexdigest() for name, data in sorted(files.items())}
+        files["dataset_card.md"] = dataset_card(dataset, conversational, hashes).encode("utf-8")
+        hashes["dataset_card.md"] = hashlib.sha256(files["dataset_card.md"]).hexdigest()
+        manifest = {"format": "conversational" if conversational else "standard", "type": "preference",
+                    "rows": {name: len(pairs) for name, pairs in splits.items()}, "parquet": _HAS_PYARROW,
+                    "files": dict(sorted(hashes.items())),
+                    "dataset_sha256": hashlib.sha256(canonical_json(hashes).encode()).hexdigest()}
+        files["manifest.json"] = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode("utf-8")
+        for name, data in files.items():
+            with open(tmp / name, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+        tmp.chmod(0o755)
+        _swap_into_place(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest
+
+
+
+def _parquet_bytes(rows: list[dict[str, Any]], conversational: bool) -> bytes:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    text = pa.string()
+    column = pa.list_(pa.struct([("role", text), ("content", text)])) if conversational else text
+    table = pa.Table.from_pylist(rows, schema=pa.schema([("prompt", column), ("chosen", column), ("rejected", column)]))
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    return bytes(sink.getvalue().to_pybytes())
+
+
+def _swap_into_place(tmp: Path, out_dir: Path) -> None:
+    """Rename `tmp` to `out_dir`; an existing `out_dir` is moved aside first and removed after."""
+    if not out_dir.exists():
+        os.rename(tmp, out_dir)
+        return
+    old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+    os.rename(out_dir, old)
+    try:
+        os.rename(tmp, out_dir)
+    except BaseException:
+        os.rename(old, out_dir)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def dataset_card(dataset: PreferenceDataset, conversational: bool, hashes: Mapping[str, str]) -> str:
+    """The dataset's card: format, rows per split and source, what each hygiene step removed, leaked prompts, the
+    configuration and the runs the answers came from. Deterministic (no dates)."""
+    report = dataset.report
+    train, test = _count(dataset.train), _count(dataset.test)
+    runs = sorted({r for p in [*dataset.train, *dataset.test] for r in p.source_run_ids})
+    lines = ["# Preference dataset", "",
+             f"TRL preference format, {'conversational' if conversational else 'standard'}: columns `prompt`, "
+             "`chosen`, `rejected` (`train.jsonl`, `test.jsonl`" + (", and the same rows as Parquet" if
+                                                                   "train.parquet" in hashes else "") + ").",
+             "Each row's source, question id, runs and margin are in `lineage.jsonl`.", "",
+             "## Rows", "", "| source | built | kept | train | test |", "|---|---|---|---|---|"]
+    lines += [f"| {s} | {report.per_source_in.get(s, 0)} | {report.per_source_out.get(s, 0)} | {train[s]} | "
+              f"{test[s]} |" for s in SOURCES]
+    lines += [f"| **all** | {report.n_in} | {report.n_out} | {len(dataset.train)} | {len(dataset.test)} |", "",
+              "## Hygiene", "", f"PII or secrets redacted in {report.redacted} pair(s).", "",
+              "| step | removed |", "|---|---|"]
+    lines += [f"| {step} | {n} |" for step, n in report.removed.items()]
+    lines += ["", "## Eval leakage", "",
+              f"{len(report.leaked)} prompt(s) matched an evaluation question and were removed."]
+    lines += [f"- {canonical_json(leak.prompt)} ~ {leak.eval_set}: {canonical_json(leak.eval_question)} "
+              f"({leak.kind}, cosine {leak.cosine:.4f})" for leak in report.leaked]
+    lines += ["", "## Configuration", "", "```json", json.dumps(dataset.config.model_dump(mode="json"), indent=2,
+                                                                 sort_keys=True), "```", "",
+              "## Lineage", "", f"Answers from {len(runs)} run(s):"]
+    lines += [f"- `{run}`" for run in runs] or ["- (none recorded)"]
+    lines += ["", "## Files", "", "| file | sha256 |", "|---|---|"]
+    lines += [f"| `{name}` | `{digest}` |" for name, digest in sorted(hashes.items())]
+    return "\n".join(lines) + "\n"
