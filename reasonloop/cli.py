@@ -38,6 +38,8 @@ app.add_typer(judge_app, name="judge")
 prompt_app = typer.Typer(help="Prompt templates in MLflow's prompt registry: register versions, move aliases.",
                          no_args_is_help=True)
 app.add_typer(prompt_app, name="prompt")
+feedback_app = typer.Typer(help="Feedback on answers: the input of DPO dataset builds.", no_args_is_help=True)
+app.add_typer(feedback_app, name="feedback")
 console = Console()
 err_console = Console(stderr=True)
 T = TypeVar("T")
@@ -170,6 +172,53 @@ def drift_(ctx: typer.Context, run: Annotated[str | None, typer.Option(
     report = _guarded(lambda: drift_flow(settings, run))
     _print_table("drift", {**report.rows, "MLflow run": report.run_id})
     console.print(f"  {run_url(settings, report.experiment_id, report.run_id)}", highlight=False, soft_wrap=True)
+
+
+@app.command("build-dpo")
+def build_dpo(ctx: typer.Context) -> None:
+    """Build a DPO preference dataset from the feedback folder (TRL format, under <out_dir>/<sha256[:12]>), logged
+    to MLflow (<prefix>-dpo-build) with its lineage."""
+    from flows.build_dpo import build_dpo as build_flow
+
+    report = _guarded(lambda: build_flow(_settings(ctx)))
+    _print_table("DPO dataset", {**report.rows, "MLflow run": report.run_id})
+
+
+@feedback_app.command("add")
+def feedback_add(ctx: typer.Context,
+                 question_id: Annotated[str, typer.Option(help="the question's id")],
+                 question: Annotated[str, typer.Option(help="the question as asked")],
+                 answer: Annotated[str, typer.Option(help="the answer that was given")],
+                 rating: Annotated[str, typer.Option(help="up | down | 1-5")],
+                 correct: Annotated[str | None, typer.Option(help="the corrected answer")] = None,
+                 comment: Annotated[str | None, typer.Option(help="free text")] = None,
+                 segment: Annotated[str | None, typer.Option(help="user segment")] = None,
+                 run: Annotated[str | None, typer.Option(help="the MLflow run that produced the answer")] = None,
+                 ) -> None:
+    """Record one piece of feedback in the feedback folder (validated; appended atomically)."""
+    from datetime import UTC, datetime
+
+    from pydantic import ValidationError
+
+    from reasonloop.feedback import FeedbackRecord, append_feedback
+    from reasonloop.tracking import run_ids
+
+    settings = _settings(ctx)
+    if run and settings.preferences.known_runs_only and run not in run_ids(settings, ("nightly-eval", "canary")):
+        err_console.print(f"[red]error:[/red] --run {run}: no nightly-eval or canary run has this id "
+                          "(`reasonloop runs` lists them)", highlight=False)
+        raise typer.Exit(2)
+    try:
+        record = FeedbackRecord(question_id=question_id, question=question, answer=answer,
+                                rating=int(rating) if rating.isdigit() else rating, corrected_answer=correct,
+                                comment=comment, segment=segment, timestamp=datetime.now(UTC), source_run_id=run)
+    except ValidationError as exc:
+        problems = "; ".join(f"--{'.'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in exc.errors())
+        err_console.print(f"[red]error:[/red] {problems}", highlight=False)
+        raise typer.Exit(2) from None
+    assert settings.preferences.feedback_dir is not None
+    path = append_feedback(settings.preferences.feedback_dir, record)
+    console.print(f"feedback recorded in {path}")
 
 
 @app.command()

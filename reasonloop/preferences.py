@@ -32,8 +32,9 @@ from reasonloop import guardrails
 from reasonloop.feedback import FeedbackRecord
 from reasonloop.redact import redact
 from reasonloop.schemas import MetadataValue, Record
+from reasonloop.settings import PairSource, PreferencesConfig
 
-Source = Literal["correction", "thumbs", "rlaif"]
+Source = PairSource
 SOURCES: tuple[Source, ...] = ("correction", "thumbs", "rlaif")  # also the priority when prompts collide
 _HAS_PYARROW = importlib.util.find_spec("pyarrow") is not None  # Parquet copies are written when it is installed
 FILTER_STEPS = ("too_long", "chosen_equals_rejected", "exact_duplicate_prompt", "eval_leak_exact", "eval_leak_near",
@@ -53,20 +54,6 @@ class PreferencePair(Record):
     source_run_ids: list[str] = Field(default_factory=list, description="runs that produced the answers (lineage)")
     margin: float | None = Field(default=None, description="how much better chosen is, on the source's own scale")
     meta: dict[str, MetadataValue] = Field(default_factory=dict)
-
-
-class HygieneConfig(Record):
-    """The knobs of `clean_pairs` and `split_pairs` (belongs in configs/default.yaml as `preferences:`)."""
-
-    near_duplicate_threshold: float = Field(default=0.95, ge=0.0, le=1.0,
-                                            description="prompts at or above this cosine to a kept one are dropped")
-    leak_threshold: float = Field(default=0.85, ge=0.0, le=1.0,
-                                  description="prompts at or above this cosine to an eval question are dropped")
-    max_prompt_chars: int = Field(default=4000, ge=1)
-    max_response_chars: int = Field(default=8000, ge=1)
-    max_per_source: dict[Source, int] = Field(default_factory=dict, description="caps per source; absent: no cap")
-    test_fraction: float = Field(default=0.1, ge=0.0, le=1.0)
-    seed: int = 0
 
 
 class LeakedPrompt(Record):
@@ -93,7 +80,7 @@ class PreferenceDataset(Record):
     train: list[PreferencePair]
     test: list[PreferencePair]
     report: FilterReport
-    config: HygieneConfig
+    config: PreferencesConfig
 
 
 # ---------------------------------------------------------------- text helpers
@@ -275,7 +262,7 @@ def cap_per_source(pairs: Sequence[PreferencePair], caps: Mapping[str, int], see
 
 
 def clean_pairs(pairs: Sequence[PreferencePair], embedder: TextEmbedder,
-                eval_questions: Mapping[str, Sequence[str]], cfg: HygieneConfig) -> tuple[list[PreferencePair],
+                eval_questions: Mapping[str, Sequence[str]], cfg: PreferencesConfig) -> tuple[list[PreferencePair],
                                                                                           FilterReport]:
     """The hygiene pipeline (see the module docstring for the order); prompts are embedded once."""
     removed: dict[str, int] = {}
@@ -314,7 +301,7 @@ def split_pairs(pairs: Sequence[PreferencePair], test_fraction: float,
 
 
 def build_dataset(pairs: Sequence[PreferencePair], embedder: TextEmbedder,
-                  eval_questions: Mapping[str, Sequence[str]], cfg: HygieneConfig) -> PreferenceDataset:
+                  eval_questions: Mapping[str, Sequence[str]], cfg: PreferencesConfig) -> PreferenceDataset:
     """clean_pairs, then split_pairs: what `export_dataset` writes."""
     kept, report = clean_pairs(pairs, embedder, eval_questions, cfg)
     train, test = split_pairs(kept, cfg.test_fraction, cfg.seed)
@@ -448,8 +435,9 @@ def dataset_card(dataset: PreferenceDataset, conversational: bool, hashes: Mappi
               f"{len(report.leaked)} prompt(s) matched an evaluation question and were removed."]
     lines += [f"- {canonical_json(leak.prompt)} ~ {leak.eval_set}: {canonical_json(leak.eval_question)} "
               f"({leak.kind}, cosine {leak.cosine:.4f})" for leak in report.leaked]
-    lines += ["", "## Configuration", "", "```json", json.dumps(dataset.config.model_dump(mode="json"), indent=2,
-                                                                 sort_keys=True), "```", "",
+    lines += ["", "## Configuration", "", "```json", json.dumps(dataset.config.model_dump(
+                  mode="json", exclude={"feedback_dir", "out_dir"}),
+                  indent=2, sort_keys=True), "```", "",
               "## Lineage", "", f"Answers from {len(runs)} run(s):"]
     lines += [f"- `{run}`" for run in runs] or ["- (none recorded)"]
     lines += ["", "## Files", "", "| file | sha256 |", "|---|---|"]

@@ -22,7 +22,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from reasonloop.errors import ConfigError
 
 ENV_PREFIX = "REASONLOOP_"
-INFRASTRUCTURE_KEYS = {"profile", "state_dir", "prefect", "mlflow", "chroma", "drift"}  # none changes eval results
+INFRASTRUCTURE_KEYS = {"profile", "state_dir", "prefect", "mlflow", "chroma", "drift", "preferences"}  # no eval result
 _SECRET_WORDS = ("key", "secret", "token", "password")
 MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 
@@ -452,6 +452,33 @@ class DriftConfig(Section):
         return self.webhook_url
 
 
+PairSource = Literal["correction", "thumbs", "rlaif"]
+
+
+class PreferencesConfig(Section):
+    """`reasonloop build-dpo`: feedback -> preference pairs -> hygiene -> a TRL-format dataset."""
+
+    feedback_dir: Path | None = Field(default=None, description="JSONL/CSV feedback files; None: <state_dir>/feedback")
+    out_dir: Path | None = Field(default=None, description="exports go to <out_dir>/<dataset sha256[:12]>; None: "
+                                 "<state_dir>/datasets")
+    max_bad_fraction: float = Field(default=0.2, ge=0.0, le=1.0, description="rejected feedback rows above this "
+                                    "share fail the build (nothing is written)")
+    known_runs_only: bool = Field(default=True, description="a row's source_run_id must be a run in the MLflow "
+                                  "store (nightly eval or canary)")
+    corrections: bool = True
+    thumbs: bool = True
+    conversational: bool = Field(default=False, description="TRL's conversational preference format")
+    near_duplicate_threshold: float = Field(default=0.95, ge=0.0, le=1.0,
+                                            description="prompts at or above this cosine to a kept one are dropped")
+    leak_threshold: float = Field(default=0.85, ge=0.0, le=1.0,
+                                  description="prompts at or above this cosine to an eval question are dropped")
+    max_prompt_chars: int = Field(default=4000, ge=1)
+    max_response_chars: int = Field(default=8000, ge=1)
+    max_per_source: dict[PairSource, int] = Field(default_factory=dict, description="caps per source; absent: none")
+    test_fraction: float = Field(default=0.1, ge=0.0, le=1.0)
+    seed: int = 0
+
+
 class EvalConfig(Section):
     batch_size: int = Field(default=32, gt=0, description="questions per Prefect task run")
 
@@ -538,6 +565,7 @@ class Settings(BaseSettings):
     safety: SafetyConfig = Field(default_factory=SafetyConfig)
     canary: CanaryConfig = Field(default_factory=CanaryConfig)
     drift: DriftConfig = Field(default_factory=DriftConfig)
+    preferences: PreferencesConfig = Field(default_factory=PreferencesConfig)
 
     @classmethod
     def settings_customise_sources(
@@ -564,6 +592,9 @@ class Settings(BaseSettings):
             dataset.questions = root / dataset.questions
         self.judge.calibration_data = [root / path for path in self.judge.calibration_data]
         self.safety.data = root / self.safety.data
+        prefs = self.preferences
+        prefs.feedback_dir = root / (prefs.feedback_dir or self.state_dir / "feedback")
+        prefs.out_dir = root / (prefs.out_dir or self.state_dir / "datasets")
         return self
 
     # Where state lives: one folder, git-ignored.

@@ -16,7 +16,7 @@ from reasonloop.settings import Settings
 if TYPE_CHECKING:
     import pandas as pd
 
-FLOW_KINDS = ("reindex", "nightly-eval", "judge-calibration", "canary", "drift")
+FLOW_KINDS = ("reindex", "nightly-eval", "judge-calibration", "canary", "drift", "dpo-build")
 RESULTS_ARTIFACT = "eval/results.jsonl"
 
 
@@ -186,6 +186,18 @@ def recent_runs(settings: Settings, limit: int = 10, kinds: tuple[str, ...] = FL
         return pd.DataFrame()
     return mlflow.search_runs(experiment_ids=ids, max_results=limit, order_by=["attributes.start_time DESC"],
                               filter_string="attributes.status = 'FINISHED'" if finished_only else "")
+
+
+def run_ids(settings: Settings, kinds: tuple[str, ...]) -> set[str]:
+    """Every run id of the given flow kinds in the MLflow store (feedback may only name these)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    found = [mlflow.get_experiment_by_name(experiment_name(settings, k)) for k in kinds]
+    ids = [e.experiment_id for e in found if e is not None]
+    if not ids:
+        return set()
+    return {run.info.run_id for run in mlflow.MlflowClient().search_runs(ids, max_results=50000)}
 
 
 def review_queue_of(settings: Settings, run_id: str | None = None) -> tuple[str, list[dict[str, Any]]]:

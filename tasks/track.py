@@ -14,10 +14,12 @@ from prefect.cache_policies import NO_CACHE
 
 from reasonloop.canary import Candidate
 from reasonloop.embeddings import Embedder
+from reasonloop.feedback import FeedbackLoad
 from reasonloop.gate import GateReport
 from reasonloop.index_versions import Manifest
 from reasonloop.judges import Judge
 from reasonloop.pairwise import PairOutcome, pairwise_metrics
+from reasonloop.preferences import PreferenceDataset, trl_row
 from reasonloop.redact import redact_url
 from reasonloop.report import close_figures, plots, render_html
 from reasonloop.review import QUEUE_ARTIFACT, review_queue
@@ -373,3 +375,48 @@ def tag_run(settings: Settings, run_id: str, tags: dict[str, str]) -> None:
     client = mlflow.MlflowClient(settings.mlflow_tracking_uri)
     for key, value in tags.items():
         client.set_tag(run_id, key, value)
+
+
+@task(name="log-dpo-build", cache_policy=NO_CACHE)
+def log_dpo_build(settings: Settings, embedder: Embedder, loaded: FeedbackLoad, dataset: PreferenceDataset,
+                  folder: Path, manifest: dict[str, Any]) -> FlowReport:
+    """One run per build in `<prefix>-dpo-build`: the config, counts per source and per hygiene step, the dataset
+    as an MLflow dataset input (the training split, its content hash as digest) with the export folder as
+    artifacts, the quarantined feedback rows, and the lineage (source runs of the answers)."""
+    import mlflow
+
+    cfg, report = settings.preferences, dataset.report
+    experiment_id = ensure_experiment(settings, "dpo-build")
+    runs = sorted({r for p in [*dataset.train, *dataset.test] for r in p.source_run_ids})
+    metrics = {"n_feedback": len(loaded.records), "n_feedback_rejected": len(loaded.rejects),
+               "n_pairs_built": report.n_in, "n_pairs_kept": report.n_out, "n_train": len(dataset.train),
+               "n_test": len(dataset.test), "n_leaked": len(report.leaked), "n_redacted": report.redacted,
+               **{f"removed.{step}": n for step, n in report.removed.items()},
+               **{f"pairs_in.{s}": n for s, n in report.per_source_in.items()},
+               **{f"pairs_out.{s}": n for s, n in report.per_source_out.items()}}
+    params = {**common_params(settings, embedder),
+              **{f"preferences.{k}": v for k, v in cfg.model_dump(mode="json", exclude={"feedback_dir", "out_dir"})
+                 .items()},
+              "source_run_ids": ",".join(runs)[:6000] or "none", "dataset_sha256": manifest["dataset_sha256"],
+              "judge.version": "none (feedback pairs)"}
+    train = pd.DataFrame([trl_row(p, cfg.conversational) for p in dataset.train], columns=["prompt", "chosen",
+                                                                                            "rejected"])
+    tags = {**flow_run_tags("dpo-build"), "dataset_sha256": manifest["dataset_sha256"]}
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"dpo {manifest['dataset_sha256'][:12]}",
+                          tags=tags) as run:
+        mlflow.log_params(params)
+        mlflow.log_metrics(metrics)
+        source = mlflow.data.from_pandas(train, source=str(folder / "train.jsonl"),
+                                         name=f"dpo-{manifest['dataset_sha256'][:12]}")
+        mlflow.log_input(source, context="training")
+        mlflow.log_artifacts(str(folder), artifact_path="dataset")
+        if loaded.rejects:
+            mlflow.log_table(quarantine_table(loaded.rejects), artifact_file="feedback/rejected.json")
+    removed = ", ".join(f"{step} {n}" for step, n in report.removed.items() if n)
+    return FlowReport(flow="dpo-build", run_id=run.info.run_id, experiment_id=experiment_id,
+                      tracking_uri=settings.mlflow_tracking_uri, metrics=metrics,
+                      rows={"feedback": f"{len(loaded.records)} rows ({len(loaded.rejects)} rejected)",
+                            "pairs": f"{report.n_in} built, {report.n_out} kept ({removed or 'nothing removed'})",
+                            "eval leakage": f"{len(report.leaked)} prompt(s) removed",
+                            "split": f"{len(dataset.train)} train / {len(dataset.test)} test",
+                            "dataset": str(folder), "sha256": manifest["dataset_sha256"]})

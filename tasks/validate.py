@@ -98,17 +98,25 @@ def _line_of(source: str) -> int | None:
     return int(tail[1]) if len(tail) == 2 and tail[1].isdigit() else None
 
 
+def check_bad_fraction(n_good: int, rejects: list[Reject], max_bad_fraction: float, setting: str,
+                       consequence: str) -> float:
+    """The share of rejected inputs; an InputError listing them (before any write) when it is over
+    `max_bad_fraction` or nothing good is left."""
+    seen = n_good + len(rejects)
+    fraction = len(rejects) / seen if seen else 0.0
+    if fraction > max_bad_fraction or not n_good:
+        listing = "\n  ".join(f"{r.where()}: {r.reason}" for r in rejects[:20])
+        more = f"\n  ... and {len(rejects) - 20} more" if len(rejects) > 20 else ""
+        raise InputError(f"{len(rejects)} of {seen} inputs are bad ({fraction:.1%}, over {setting} = "
+                         f"{max_bad_fraction:.1%}); {consequence}:\n  {listing}{more}")
+    return fraction
+
+
 @task(name="enforce-bad-fraction", cache_policy=NO_CACHE)
 def enforce_bad_fraction(screened: LoadedCorpus, max_bad_fraction: float) -> float:
     """Fail (before any write) when more than `max_bad_fraction` of the inputs were rejected."""
-    seen = len(screened.documents) + len(screened.rejects)
-    fraction = len(screened.rejects) / seen if seen else 0.0
-    if fraction > max_bad_fraction or not screened.documents:
-        listing = "\n  ".join(f"{r.where()}: {r.reason}" for r in screened.rejects[:20])
-        more = f"\n  ... and {len(screened.rejects) - 20} more" if len(screened.rejects) > 20 else ""
-        raise InputError(f"{len(screened.rejects)} of {seen} inputs are bad ({fraction:.1%}, over "
-                         f"corpus.max_bad_fraction = {max_bad_fraction:.1%}); nothing was indexed:\n  {listing}{more}")
-    return fraction
+    return check_bad_fraction(len(screened.documents), screened.rejects, max_bad_fraction,
+                              "corpus.max_bad_fraction", "nothing was indexed")
 
 
 @task(name="scan-for-injection", cache_policy=NO_CACHE)

@@ -13,7 +13,6 @@ import pytest
 from reasonloop.feedback import FeedbackRecord, load_feedback
 from reasonloop.preferences import (
     FILTER_STEPS,
-    HygieneConfig,
     PreferenceDataset,
     PreferencePair,
     build_dataset,
@@ -27,6 +26,7 @@ from reasonloop.preferences import (
     split_pairs,
     unpaired_rows,
 )
+from reasonloop.settings import PreferencesConfig
 
 from .conftest import ROOT, SAMPLE_QUESTIONS, read_jsonl
 
@@ -130,7 +130,7 @@ def test_hygiene_removes_planted_cases_and_counts_each_step(embedder: Any) -> No
         pair("Email me: who proved air is needed for fire? a@b.io", "thumbs", chosen="Boyle", rejected="Mayow"),
         pair("What is a composite number?", "rlaif", chosen="Not prime", rejected="Prime", margin=0.6),
     ]
-    cfg = HygieneConfig(max_response_chars=40, max_per_source={"rlaif": 1})
+    cfg = PreferencesConfig(max_response_chars=40, max_per_source={"rlaif": 1})
     kept, report = clean_pairs(pairs, embedder, evals, cfg)
     assert list(report.removed) == list(FILTER_STEPS)
     assert report.removed == {"too_long": 1, "chosen_equals_rejected": 1, "exact_duplicate_prompt": 1,
@@ -174,7 +174,7 @@ def sample_dataset(embedder: Any) -> PreferenceDataset:
          "Name a prime between 10 and 15.": [("11 or 13", 0.95), ("12", 0.05)]}, min_margin=0.5,
         source_run_ids=["judge-run"])
     evals = {"squad_sample": [q["question"] for q in read_jsonl(SAMPLE_QUESTIONS)]}
-    return build_dataset(pairs, embedder, evals, HygieneConfig(test_fraction=0.3, seed=1))
+    return build_dataset(pairs, embedder, evals, PreferencesConfig(test_fraction=0.3, seed=1))
 
 
 def test_the_sample_feedback_builds_and_the_eval_question_leaks(sample_dataset: PreferenceDataset) -> None:
@@ -247,7 +247,7 @@ def test_datasets_loads_the_export_in_trls_preference_format(sample_dataset: Pre
 
 
 def test_empty_input_gives_an_empty_dataset(embedder: Any, tmp_path: Path) -> None:
-    dataset = build_dataset([], embedder, {"squad": ["Who?"]}, HygieneConfig())
+    dataset = build_dataset([], embedder, {"squad": ["Who?"]}, PreferencesConfig())
     assert dataset.train == dataset.test == [] and dataset.report.n_out == 0
     assert set(dataset.report.removed.values()) == {0}
     manifest = export_dataset(dataset, tmp_path / "empty")

@@ -1,0 +1,114 @@
+"""The DPO dataset build end to end: feedback with good, malformed and unknown-run rows -> pairs -> hygiene ->
+export -> MLflow lineage; a second build is byte-identical; too many bad rows write nothing; `feedback add`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import mlflow
+import pytest
+from typer.testing import CliRunner
+
+from reasonloop.errors import InputError
+from reasonloop.settings import Settings
+from reasonloop.tracking import ensure_experiment
+
+from .conftest import ROOT
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+SAMPLE = ROOT / "data" / "feedback"
+
+
+def nightly_run(settings: Settings) -> str:
+    """A run in the nightly-eval experiment, as the answers' source."""
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    with mlflow.start_run(experiment_id=ensure_experiment(settings, "nightly-eval")) as run:
+        return run.info.run_id
+
+
+def feedback_folder(tmp_path: Path, run_id: str, extra: list[str]) -> Path:
+    """The sample feedback with its made-up run ids replaced by a real one, plus `extra` JSONL lines."""
+    folder = tmp_path / "feedback"
+    shutil.copytree(SAMPLE, folder, ignore=shutil.ignore_patterns("*.md"))
+    for path in folder.iterdir():
+        text = path.read_text(encoding="utf-8")
+        for fake in ("3f1c0a9e5b7d4c2a8e6f1b0d9c7a5e31", "8d2e4f6a1c3b5d7e9f0a2b4c6d8e0f12"):
+            text = text.replace(fake, run_id)
+        path.write_text(text, encoding="utf-8")
+    (folder / "extra.jsonl").write_text("".join(line + "\n" for line in extra), encoding="utf-8")
+    return folder
+
+
+BAD_ROWS = [json.dumps({"question_id": "x1", "question": "Q?", "answer": "A", "rating": 9,
+                        "timestamp": "2025-11-22T10:00:00Z"}),
+            json.dumps({"question_id": "x2", "question": "Q?", "answer": "A", "rating": "up",
+                        "timestamp": "2025-11-22T10:00:00Z", "source_run_id": "0" * 32})]
+
+
+def test_a_build_exports_trl_pairs_with_lineage_and_is_reproducible(make_settings: Callable[..., Settings],
+                                                                   tmp_path: Path) -> None:
+    import datasets
+
+    from flows.build_dpo import build_dpo
+
+    first_settings = make_settings()
+    run_id = nightly_run(first_settings)
+    settings = make_settings(preferences={"feedback_dir": feedback_folder(tmp_path, run_id, BAD_ROWS),
+                                          "test_fraction": 0.3})
+    report = build_dpo(settings)
+    again = build_dpo(settings)
+    m = report.metrics
+    assert m["n_feedback"] == 10 and m["n_feedback_rejected"] == 2
+    assert m["n_leaked"] == 1 and m["removed.eval_leak_exact"] == 1  # the Super Bowl MVP, a question of the set
+    assert m["pairs_out.correction"] == 2 and m["n_train"] + m["n_test"] == m["n_pairs_kept"] >= 4
+    folders = [p for p in settings.preferences.out_dir.iterdir() if not p.name.startswith(".")]
+    assert len(folders) == 1 and again.rows["sha256"] == report.rows["sha256"]  # same inputs, same bytes
+    manifest = json.loads((folders[0] / "manifest.json").read_text())
+    assert folders[0].name == manifest["dataset_sha256"][:12]
+
+    client = mlflow.MlflowClient(settings.mlflow_tracking_uri)
+    run = client.get_run(report.run_id)
+    assert run.data.params["source_run_ids"] == run_id and run.data.tags["dataset_sha256"] == manifest["dataset_sha256"]
+    [used] = run.inputs.dataset_inputs
+    assert used.dataset.name == f"dpo-{manifest['dataset_sha256'][:12]}" and used.tags[0].value == "training"
+    artifacts = {a.path for a in client.list_artifacts(report.run_id, "dataset")}
+    assert {"dataset/train.jsonl", "dataset/dataset_card.md", "dataset/manifest.json"} <= artifacts
+    rejected = client.load_table(report.experiment_id, "feedback/rejected.json", run_ids=[report.run_id])
+    assert sorted(rejected["line"]) == [1, 2] and "rating" in rejected["reason"][0]
+    assert "unknown" in " ".join(rejected["reason"]) or "no run" in " ".join(rejected["reason"])
+
+    loaded = datasets.load_dataset("json", data_files=str(folders[0] / "train.jsonl"), cache_dir=str(tmp_path / "c"))
+    assert sorted(loaded["train"].column_names) == ["chosen", "prompt", "rejected"]
+
+
+def test_too_many_bad_rows_write_nothing(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    from flows.build_dpo import build_dpo
+
+    folder = tmp_path / "feedback"
+    folder.mkdir()
+    (folder / "bad.jsonl").write_text("\n".join([*BAD_ROWS, "{not json"]) + "\n", encoding="utf-8")
+    settings = make_settings(preferences={"feedback_dir": folder, "known_runs_only": False})
+    with pytest.raises(InputError, match=r"(?s)2 of 3 inputs are bad .*bad.jsonl:1: field .rating.*:3: malformed"):
+        build_dpo(settings)
+    assert not settings.preferences.out_dir.exists()
+
+
+def test_feedback_add_validates_and_appends(make_settings: Callable[..., Settings]) -> None:
+    from reasonloop.cli import app
+
+    settings = make_settings()
+    run_id = nightly_run(settings)
+    base = ["feedback", "add", "--question-id", "q1", "--question", "Who won?", "--answer", "Denver"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("reasonloop.cli.load_settings", lambda *a, **k: settings)
+        ok = CliRunner().invoke(app, [*base, "--rating", "up", "--run", run_id, "--correct", "The Broncos"])
+        bad_rating = CliRunner().invoke(app, [*base, "--rating", "7"])
+        unknown_run = CliRunner().invoke(app, [*base, "--rating", "down", "--run", "f" * 32])
+    assert ok.exit_code == 0, ok.output
+    [row] = [json.loads(line) for line in (settings.preferences.feedback_dir / "cli.jsonl").read_text().splitlines()]
+    assert row["corrected_answer"] == "The Broncos" and row["source_run_id"] == run_id
+    assert bad_rating.exit_code == 2 and "rating" in bad_rating.output
+    assert unknown_run.exit_code == 2 and "no nightly-eval or canary run" in unknown_run.output
