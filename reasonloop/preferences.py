@@ -14,7 +14,6 @@ Everything is a pure function except `export_dataset`; the embedder is passed in
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import shutil
@@ -36,7 +35,6 @@ from reasonloop.settings import PairSource, PreferencesConfig
 
 Source = PairSource
 SOURCES: tuple[Source, ...] = ("correction", "thumbs", "rlaif")  # also the priority when prompts collide
-_HAS_PYARROW = importlib.util.find_spec("pyarrow") is not None  # Parquet copies are written when it is installed
 FILTER_STEPS = ("too_long", "chosen_equals_rejected", "exact_duplicate_prompt", "eval_leak_exact", "eval_leak_near",
                 "near_duplicate_prompt", "balance_cap")
 
@@ -343,8 +341,8 @@ def trl_row(pair: PreferencePair, conversational: bool) -> dict[str, Any]:
 
 
 def export_dataset(dataset: PreferenceDataset, out_dir: Path, conversational: bool = False) -> dict[str, Any]:
-    """Write `train.jsonl`, `test.jsonl` (TRL preference rows), the same rows as `.parquet` when pyarrow is
-    installed, `lineage.jsonl` (each row's source, question id, runs and margin), `dataset_card.md` and
+    """Write `train.jsonl`, `test.jsonl` (TRL preference rows), the same rows as `.parquet`, `lineage.jsonl` (each
+    row's source, question id, runs and margin), `dataset_card.md` and
     `manifest.json` (sha256 of every other file), and return the manifest.
 
     The files are written in a temporary folder next to `out_dir`, which then replaces `out_dir` by rename, so a
@@ -358,8 +356,7 @@ def export_dataset(dataset: PreferenceDataset, out_dir: Path, conversational: bo
         for name, pairs in splits.items():
             rows = [trl_row(p, conversational) for p in pairs]
             files[f"{name}.jsonl"] = "".join(canonical_json(r) + "\n" for r in rows).encode("utf-8")
-            if _HAS_PYARROW:
-                files[f"{name}.parquet"] = _parquet_bytes(rows, conversational)
+            files[f"{name}.parquet"] = _parquet_bytes(rows, conversational)
         files["lineage.jsonl"] = "".join(
             canonical_json({"split": name, "row": i, "source": p.source, "question_id": p.question_id,
                             "source_run_ids": p.source_run_ids, "margin": p.margin, "meta": p.meta}) + "\n"
@@ -368,7 +365,7 @@ def export_dataset(dataset: PreferenceDataset, out_dir: Path, conversational: bo
         files["dataset_card.md"] = dataset_card(dataset, conversational, hashes).encode("utf-8")
         hashes["dataset_card.md"] = hashlib.sha256(files["dataset_card.md"]).hexdigest()
         manifest = {"format": "conversational" if conversational else "standard", "type": "preference",
-                    "rows": {name: len(pairs) for name, pairs in splits.items()}, "parquet": _HAS_PYARROW,
+                    "rows": {name: len(pairs) for name, pairs in splits.items()},
                     "files": dict(sorted(hashes.items())),
                     "dataset_sha256": hashlib.sha256(canonical_json(hashes).encode()).hexdigest()}
         files["manifest.json"] = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode("utf-8")

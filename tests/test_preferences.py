@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import random
 from datetime import UTC, datetime, timedelta
@@ -195,9 +194,8 @@ def test_export_is_atomic_and_byte_identical(sample_dataset: PreferenceDataset, 
     first = export_dataset(sample_dataset, tmp_path / "a", conversational=False)
     second = export_dataset(sample_dataset, tmp_path / "b" / "nested", conversational=False)
     assert first == second and tree_hashes(tmp_path / "a") == tree_hashes(tmp_path / "b" / "nested")
-    names = {"train.jsonl", "test.jsonl", "lineage.jsonl", "dataset_card.md", "manifest.json"}
-    if importlib.util.find_spec("pyarrow"):
-        names |= {"train.parquet", "test.parquet"}
+    names = {"train.jsonl", "test.jsonl", "train.parquet", "test.parquet", "lineage.jsonl", "dataset_card.md",
+             "manifest.json"}
     assert set(tree_hashes(tmp_path / "a")) == names and set(first["files"]) == names - {"manifest.json"}
     for name, digest in first["files"].items():
         assert hashlib.sha256((tmp_path / "a" / name).read_bytes()).hexdigest() == digest
