@@ -19,7 +19,7 @@ import os
 import shutil
 import tempfile
 import unicodedata
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -170,6 +170,13 @@ def pairs_from_scores(prompt_answers_scores: Mapping[str, Sequence[tuple[str, fl
     return pairs
 
 
+def vote_entropy(samples: Sequence[str]) -> float:
+    """Entropy (bits) of the normalised answers of one question's samples: 0 when they all agree."""
+    counts = np.array(list(Counter(normalize_text(s) for s in samples).values()), dtype=float)
+    shares = counts / counts.sum() if counts.size else counts
+    return float(-(shares * np.log2(shares)).sum()) if counts.size else 0.0
+
+
 # ---------------------------------------------------------------- hygiene steps (each: pairs -> kept, removed)
 
 def redact_pairs(pairs: Sequence[PreferencePair]) -> tuple[list[PreferencePair], int]:
@@ -249,12 +256,14 @@ def near_duplicate_mask(vectors: np.ndarray, threshold: float, block: int = 512)
 
 
 def cap_per_source(pairs: Sequence[PreferencePair], caps: Mapping[str, int], seed: int) -> list[PreferencePair]:
-    """At most caps[source] pairs per source: those with the smallest prompt hash, so adding pairs rarely changes
-    which old ones stay. Order of the survivors is unchanged."""
+    """At most caps[source] pairs per source: the most informative first (AI-feedback pairs whose samples disagreed
+    most, `vote_entropy`), then those with the smallest prompt hash, so adding pairs rarely changes which old ones
+    stay. Order of the survivors is unchanged."""
     allowed: set[int] = set()
     for source in SOURCES:
         members = [i for i, p in enumerate(pairs) if p.source == source]
-        members.sort(key=lambda i: (_hash_unit(seed, pairs[i].prompt), _priority(pairs[i])))
+        members.sort(key=lambda i: (-float(pairs[i].meta.get("vote_entropy") or 0.0),  # informative first
+                                    _hash_unit(seed, pairs[i].prompt), _priority(pairs[i])))
         allowed.update(members[:caps[source]] if source in caps else members)
     return [p for i, p in enumerate(pairs) if i in allowed]
 
@@ -433,7 +442,7 @@ def dataset_card(dataset: PreferenceDataset, conversational: bool, hashes: Mappi
     lines += [f"- {canonical_json(leak.prompt)} ~ {leak.eval_set}: {canonical_json(leak.eval_question)} "
               f"({leak.kind}, cosine {leak.cosine:.4f})" for leak in report.leaked]
     lines += ["", "## Configuration", "", "```json", json.dumps(dataset.config.model_dump(
-                  mode="json", exclude={"feedback_dir", "out_dir"}),
+                  mode="json", exclude={"feedback_dir": True, "out_dir": True, "rlaif": {"questions"}}),
                   indent=2, sort_keys=True), "```", "",
               "## Lineage", "", f"Answers from {len(runs)} run(s):"]
     lines += [f"- `{run}`" for run in runs] or ["- (none recorded)"]

@@ -455,6 +455,25 @@ class DriftConfig(Section):
 PairSource = Literal["correction", "thumbs", "rlaif"]
 
 
+class RlaifConfig(Section):
+    """AI-feedback pairs: the reasoner samples answers (self-consistency), the judge scores each against the
+    reference; chosen = the best, rejected = the worst when the gap is wide enough."""
+
+    enabled: bool = False
+    questions: Path | None = Field(default=None, description="a question set with references to sample on (not an "
+                                   "eval set: the leakage guard would drop every pair)")
+    samples: int = Field(default=4, ge=2, le=16, description="answers sampled per question")
+    temperature: float = Field(default=0.8, ge=0.0, le=2.0)
+    min_margin: float = Field(default=0.3, ge=0.0, le=1.0, description="judge-score gap chosen - rejected at least")
+
+    @model_validator(mode="after")
+    def _questions_when_enabled(self) -> RlaifConfig:
+        if self.enabled and self.questions is None:
+            raise ValueError("preferences.rlaif.enabled needs preferences.rlaif.questions (a question set with "
+                             "references)")
+        return self
+
+
 class PreferencesConfig(Section):
     """`reasonloop build-dpo`: feedback -> preference pairs -> hygiene -> a TRL-format dataset."""
 
@@ -467,6 +486,7 @@ class PreferencesConfig(Section):
                                   "store (nightly eval or canary)")
     corrections: bool = True
     thumbs: bool = True
+    rlaif: RlaifConfig = Field(default_factory=RlaifConfig)
     conversational: bool = Field(default=False, description="TRL's conversational preference format")
     near_duplicate_threshold: float = Field(default=0.95, ge=0.0, le=1.0,
                                             description="prompts at or above this cosine to a kept one are dropped")
@@ -595,6 +615,8 @@ class Settings(BaseSettings):
         prefs = self.preferences
         prefs.feedback_dir = root / (prefs.feedback_dir or self.state_dir / "feedback")
         prefs.out_dir = root / (prefs.out_dir or self.state_dir / "datasets")
+        if prefs.rlaif.questions is not None:
+            prefs.rlaif.questions = root / prefs.rlaif.questions
         return self
 
     # Where state lives: one folder, git-ignored.

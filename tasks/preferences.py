@@ -11,17 +11,24 @@ from prefect.cache_policies import NO_CACHE
 
 from reasonloop.embeddings import Embedder
 from reasonloop.feedback import FeedbackLoad, load_feedback
+from reasonloop.judges import JudgeItem
 from reasonloop.preferences import (
     PreferenceDataset,
     PreferencePair,
     build_dataset,
     export_dataset,
     pairs_from_corrections,
+    pairs_from_scores,
     pairs_from_thumbs,
+    vote_entropy,
 )
-from reasonloop.settings import PreferencesConfig, Settings
+from reasonloop.providers import build_judge, build_reasoner, open_serving_index
+from reasonloop.schemas import AnswerRecord
+from reasonloop.settings import PreferencesConfig, SelfConsistencyConfig, Settings
 from tasks.feedback import screen_feedback
 from tasks.load import load_questions
+from tasks.reason import answer_questions
+from tasks.retrieve import retrieve_chunks
 from tasks.validate import check_bad_fraction
 
 
@@ -30,9 +37,12 @@ def read_feedback(cfg: PreferencesConfig, known_run_ids: set[str] | None) -> Fee
     """Every feedback file, row by row (pydantic) then as a table (great-expectations); fails, writing nothing,
     when more than `preferences.max_bad_fraction` of the rows were rejected."""
     assert cfg.feedback_dir is not None  # resolved by the settings
+    if cfg.rlaif.enabled and not cfg.feedback_dir.exists():
+        return FeedbackLoad(records=[], origins=[], rejects=[])  # AI feedback alone
     loaded = screen_feedback(load_feedback(cfg.feedback_dir, known_run_ids))
-    check_bad_fraction(len(loaded.records), loaded.rejects, cfg.max_bad_fraction, "preferences.max_bad_fraction",
-                       "no dataset was built")
+    if loaded.records or loaded.rejects or not cfg.rlaif.enabled:
+        check_bad_fraction(len(loaded.records), loaded.rejects, cfg.max_bad_fraction, "preferences.max_bad_fraction",
+                           "no dataset was built")
     return loaded
 
 
@@ -41,6 +51,36 @@ def feedback_pairs(loaded: FeedbackLoad, cfg: PreferencesConfig) -> list[Prefere
     """The pairs of each builder switched on in the config."""
     return [*(pairs_from_corrections(loaded.records) if cfg.corrections else []),
             *(pairs_from_thumbs(loaded.records) if cfg.thumbs else [])]
+
+
+@task(name="rlaif-pairs", cache_policy=NO_CACHE)
+def rlaif_pairs(settings: Settings, embedder: Embedder, run_id: str) -> list[PreferencePair]:
+    """AI feedback: every question of `preferences.rlaif.questions` answered `samples` times by the reasoner
+    (self-consistency at the configured temperature, over the serving index), each sample scored by the judge
+    against the reference; best vs worst per question when the gap reaches `min_margin`. Each pair records the
+    samples' vote entropy (how much they disagreed) and this build's run as its source."""
+    cfg = settings.preferences.rlaif
+    assert cfg.questions is not None  # the config requires it when enabled
+    questions = load_questions.fn(cfg.questions)
+    sampling = settings.model_copy(update={"reasoning": settings.reasoning.model_copy(update={
+        "strategy": "self_consistency",
+        "self_consistency": SelfConsistencyConfig(samples=cfg.samples, temperature=cfg.temperature)})})
+    index = open_serving_index(settings, embedder)
+    contexts = retrieve_chunks.fn(questions, index.retriever, sampling.reasoning, sampling.optimize)
+    answers = answer_questions.fn(questions, contexts, build_reasoner(sampling, embedder, index),
+                                  sampling.llm.limits())
+    judge = build_judge(settings, embedder)
+    items = [(q.question, JudgeItem(q, AnswerRecord(question_id=q.id, answer=sample), c))
+             for q, c, a in zip(questions, contexts, answers, strict=True) for sample in a.samples if sample.strip()]
+    verdicts = judge.judge([item for _, item in items])
+    scored: dict[str, list[tuple[str, float]]] = {}
+    for (prompt, item), verdict in zip(items, verdicts, strict=True):
+        if verdict.judge_error is None:
+            scored.setdefault(prompt, []).append((item.answer.answer, verdict.correctness))
+    entropy = {q.question: vote_entropy(a.samples) for q, a in zip(questions, answers, strict=True)}
+    pairs = pairs_from_scores(scored, cfg.min_margin, {q.question: q.id for q in questions}, [run_id])
+    return [p.model_copy(update={"meta": {**p.meta, "vote_entropy": round(entropy[p.prompt], 6),
+                                          "judge": judge.version}}) for p in pairs]
 
 
 def eval_question_sets(settings: Settings) -> dict[str, list[str]]:

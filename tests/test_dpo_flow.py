@@ -112,3 +112,44 @@ def test_feedback_add_validates_and_appends(make_settings: Callable[..., Setting
     assert row["corrected_answer"] == "The Broncos" and row["source_run_id"] == run_id
     assert bad_rating.exit_code == 2 and "rating" in bad_rating.output
     assert unknown_run.exit_code == 2 and "no nightly-eval or canary run" in unknown_run.output
+
+
+def test_ai_feedback_pairs_come_from_judged_samples(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    """RLAIF: a scripted model answers each question right on every other sample; the heuristic judge scores the
+    samples against the reference; chosen = a right answer, rejected = a wrong one, vote entropy 1 bit. Questions
+    the samples agree on give no pair."""
+    from flows.build_dpo import build_dpo
+    from flows.reindex import reindex
+
+    from .conftest import read_jsonl, write_jsonl
+    from .support.openai_server import OpenAIServer, Reply, user_text
+
+    eval_ids = {q["id"] for q in read_jsonl(make_settings().questions.path)}
+    others = [q for q in read_jsonl(ROOT / "data" / "questions" / "squad_sample.jsonl") if q["id"] not in eval_ids][:6]
+    agreed = others[0]["question"]  # answered right every time: no pair
+    calls: dict[str, int] = {}
+
+    def responder(request: dict) -> Reply:
+        text = user_text(request)
+        question = next(q for q in others if f"<question>{q['question']}</question>" in text)
+        calls[question["id"]] = calls.get(question["id"], 0) + 1
+        right = question["question"] == agreed or calls[question["id"]] % 2 == 1
+        chunk = text.split('<chunk id="')[1].split('"')[0]
+        return Reply(content=json.dumps({"answer": question["reference"] if right else "I do not know",
+                                         "citations": [chunk], "confidence": 0.6}))
+
+    with OpenAIServer(responder) as server:
+        settings = make_settings(
+            llm={"provider": "openai", "model": "m", "base_url": server.base_url, "max_retries": 0},
+            preferences={"feedback_dir": tmp_path / "none", "test_fraction": 0.0,
+                         "rlaif": {"enabled": True, "questions": write_jsonl(tmp_path / "train_q.jsonl", others),
+                                   "samples": 4, "min_margin": 0.3}})
+        reindex(settings)
+        report = build_dpo(settings)
+    assert report.metrics["pairs_in.rlaif"] == len(others) - 1 and report.metrics["n_leaked"] == 0
+    folder = next(p for p in settings.preferences.out_dir.iterdir() if not p.name.startswith("."))
+    rows = [json.loads(line) for line in (folder / "train.jsonl").read_text().splitlines()]
+    lineage = [json.loads(line) for line in (folder / "lineage.jsonl").read_text().splitlines()]
+    assert all(r["rejected"] == "I do not know" and r["chosen"] != r["rejected"] for r in rows)
+    assert all(entry["source"] == "rlaif" and entry["meta"]["vote_entropy"] == 1.0 for entry in lineage)
+    assert agreed not in {r["prompt"] for r in rows}
