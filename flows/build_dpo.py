@@ -33,7 +33,7 @@ def build_dpo(settings: Settings | None = None) -> FlowReport:
     pairs = feedback_pairs(loaded, cfg)
     if cfg.rlaif.enabled:
         pairs += rlaif_pairs(settings, embedder, str(flow_run.id or "local"))
-    dataset = clean_and_split(pairs, embedder, eval_question_sets(settings), cfg)
+    dataset = clean_and_split(pairs, embedder, eval_question_sets(settings), cfg, loaded)
     folder, manifest = export_preferences(dataset, cfg)
     report = log_dpo_build(settings, embedder, loaded, dataset, folder, manifest)
     publish_summary(report)

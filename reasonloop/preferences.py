@@ -79,6 +79,9 @@ class PreferenceDataset(Record):
     test: list[PreferencePair]
     report: FilterReport
     config: PreferencesConfig
+    unpaired: list[dict[str, MetadataValue]] = Field(default_factory=list, description="KTO rows (prompt, "
+                                                     "completion, label), when `kto` is on")
+    unpaired_leaked: int = Field(default=0, description="KTO rows dropped by the leakage guard or the length limits")
 
 
 # ---------------------------------------------------------------- text helpers
@@ -308,11 +311,20 @@ def split_pairs(pairs: Sequence[PreferencePair], test_fraction: float,
 
 
 def build_dataset(pairs: Sequence[PreferencePair], embedder: TextEmbedder,
-                  eval_questions: Mapping[str, Sequence[str]], cfg: PreferencesConfig) -> PreferenceDataset:
-    """clean_pairs, then split_pairs: what `export_dataset` writes."""
+                  eval_questions: Mapping[str, Sequence[str]], cfg: PreferencesConfig,
+                  records: Sequence[FeedbackRecord] = ()) -> PreferenceDataset:
+    """clean_pairs, then split_pairs: what `export_dataset` writes; with `cfg.kto`, also the KTO rows of the
+    feedback `records`, through the same leakage guard and length limits."""
     kept, report = clean_pairs(pairs, embedder, eval_questions, cfg)
     train, test = split_pairs(kept, cfg.test_fraction, cfg.seed)
-    return PreferenceDataset(train=train, test=test, report=report, config=cfg)
+    rows = unpaired_rows(records) if cfg.kto else []
+    prompts = [str(r["prompt"]) for r in rows]
+    vectors = embedder.embed(prompts) if prompts else np.zeros((0, 0), dtype=np.float32)
+    leaks = find_leaks(prompts, vectors, eval_questions, embedder, cfg.leak_threshold)
+    clean = [r for i, r in enumerate(rows) if i not in leaks and len(prompts[i]) <= cfg.max_prompt_chars
+             and len(str(r["completion"])) <= cfg.max_response_chars]
+    return PreferenceDataset(train=train, test=test, report=report, config=cfg, unpaired=clean,
+                             unpaired_leaked=len(rows) - len(clean))
 
 
 def unpaired_rows(records: Iterable[FeedbackRecord]) -> list[dict[str, object]]:
@@ -366,6 +378,8 @@ def export_dataset(dataset: PreferenceDataset, out_dir: Path, conversational: bo
             rows = [trl_row(p, conversational) for p in pairs]
             files[f"{name}.jsonl"] = "".join(canonical_json(r) + "\n" for r in rows).encode("utf-8")
             files[f"{name}.parquet"] = _parquet_bytes(rows, conversational)
+        if dataset.config.kto:
+            files["kto.jsonl"] = "".join(canonical_json(r) + "\n" for r in dataset.unpaired).encode("utf-8")
         files["lineage.jsonl"] = "".join(
             canonical_json({"split": name, "row": i, "source": p.source, "question_id": p.question_id,
                             "source_run_ids": p.source_run_ids, "margin": p.margin, "meta": p.meta}) + "\n"
@@ -429,7 +443,11 @@ def dataset_card(dataset: PreferenceDataset, conversational: bool, hashes: Mappi
              f"TRL preference format, {'conversational' if conversational else 'standard'}: columns `prompt`, "
              "`chosen`, `rejected` (`train.jsonl`, `test.jsonl`" + (", and the same rows as Parquet" if
                                                                    "train.parquet" in hashes else "") + ").",
-             "Each row's source, question id, runs and margin are in `lineage.jsonl`.", "",
+             "Each row's source, question id, runs and margin are in `lineage.jsonl`.",
+             *([f"`kto.jsonl`: {len(dataset.unpaired)} unpaired rows (`prompt`, `completion`, `label`) for KTO from "
+                "single ratings (liked or corrected: true, disliked: false); "
+                f"{dataset.unpaired_leaked} dropped by the leakage guard or the length limits."]
+               if dataset.config.kto else []), "",
              "## Rows", "", "| source | built | kept | train | test |", "|---|---|---|---|---|"]
     lines += [f"| {s} | {report.per_source_in.get(s, 0)} | {report.per_source_out.get(s, 0)} | {train[s]} | "
               f"{test[s]} |" for s in SOURCES]

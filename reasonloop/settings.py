@@ -487,6 +487,7 @@ class PreferencesConfig(Section):
     corrections: bool = True
     thumbs: bool = True
     rlaif: RlaifConfig = Field(default_factory=RlaifConfig)
+    kto: bool = Field(default=False, description="also export kto.jsonl: unpaired (prompt, completion, label) rows")
     conversational: bool = Field(default=False, description="TRL's conversational preference format")
     near_duplicate_threshold: float = Field(default=0.95, ge=0.0, le=1.0,
                                             description="prompts at or above this cosine to a kept one are dropped")

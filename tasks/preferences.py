@@ -93,8 +93,8 @@ def eval_question_sets(settings: Settings) -> dict[str, list[str]]:
 
 @task(name="clean-and-split", cache_policy=NO_CACHE)
 def clean_and_split(pairs: list[PreferencePair], embedder: Embedder, evals: dict[str, list[str]],
-                    cfg: PreferencesConfig) -> PreferenceDataset:
-    return build_dataset(pairs, embedder, evals, cfg)
+                    cfg: PreferencesConfig, loaded: FeedbackLoad) -> PreferenceDataset:
+    return build_dataset(pairs, embedder, evals, cfg, loaded.records)
 
 
 @task(name="export-dataset", cache_policy=NO_CACHE)

@@ -391,6 +391,7 @@ def log_dpo_build(settings: Settings, embedder: Embedder, loaded: FeedbackLoad, 
     metrics = {"n_feedback": len(loaded.records), "n_feedback_rejected": len(loaded.rejects),
                "n_pairs_built": report.n_in, "n_pairs_kept": report.n_out, "n_train": len(dataset.train),
                "n_test": len(dataset.test), "n_leaked": len(report.leaked), "n_redacted": report.redacted,
+               "n_kto_rows": len(dataset.unpaired),
                **{f"removed.{step}": n for step, n in report.removed.items()},
                **{f"pairs_in.{s}": n for s, n in report.per_source_in.items()},
                **{f"pairs_out.{s}": n for s, n in report.per_source_out.items()}}

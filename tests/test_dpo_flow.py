@@ -57,7 +57,7 @@ def test_a_build_exports_trl_pairs_with_lineage_and_is_reproducible(make_setting
     first_settings = make_settings()
     run_id = nightly_run(first_settings)
     settings = make_settings(preferences={"feedback_dir": feedback_folder(tmp_path, run_id, BAD_ROWS),
-                                          "test_fraction": 0.3})
+                                          "test_fraction": 0.3, "kto": True})
     report = build_dpo(settings)
     again = build_dpo(settings)
     m = report.metrics
@@ -82,6 +82,10 @@ def test_a_build_exports_trl_pairs_with_lineage_and_is_reproducible(make_setting
 
     loaded = datasets.load_dataset("json", data_files=str(folders[0] / "train.jsonl"), cache_dir=str(tmp_path / "c"))
     assert sorted(loaded["train"].column_names) == ["chosen", "prompt", "rejected"]
+    kto = [json.loads(line) for line in (folders[0] / "kto.jsonl").read_text().splitlines()]
+    assert {True, False} == {r["label"] for r in kto} and m["n_kto_rows"] == len(kto)
+    assert "Who was the Super Bowl 50 MVP?" not in {r["prompt"] for r in kto}  # the leakage guard holds here too
+    assert "O" in {r["completion"] for r in kto if r["label"]}  # a correction is a liked row
 
 
 def test_too_many_bad_rows_write_nothing(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
