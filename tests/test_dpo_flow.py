@@ -157,3 +157,43 @@ def test_ai_feedback_pairs_come_from_judged_samples(make_settings: Callable[...,
     assert all(r["rejected"] == "I do not know" and r["chosen"] != r["rejected"] for r in rows)
     assert all(entry["source"] == "rlaif" and entry["meta"]["vote_entropy"] == 1.0 for entry in lineage)
     assert agreed not in {r["prompt"] for r in rows}
+
+
+@pytest.mark.slow
+def test_trls_dpo_trainer_takes_a_step_on_the_export(embedder: object, tmp_path: Path) -> None:
+    """The real consumer: TRL's DPOTrainer trains one step on the exported pairs, with a tiny randomly initialised
+    Llama built here (no download) and the bundled MiniLM WordPiece tokenizer."""
+    import datasets
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from trl import DPOConfig, DPOTrainer
+
+    from reasonloop.embeddings import bundled_model_path
+    from reasonloop.feedback import load_feedback
+    from reasonloop.preferences import build_dataset, export_dataset, pairs_from_corrections, pairs_from_thumbs
+    from reasonloop.settings import PreferencesConfig
+
+    records = load_feedback(SAMPLE).records
+    dataset = build_dataset([*pairs_from_corrections(records), *pairs_from_thumbs(records)], embedder,  # type: ignore[arg-type]
+                            {}, PreferencesConfig(test_fraction=0.0))
+    export_dataset(dataset, tmp_path / "dpo")
+    train = datasets.load_dataset("json", data_files=str(tmp_path / "dpo" / "train.jsonl"),
+                                  cache_dir=str(tmp_path / "cache"))["train"]
+    tokenizer = AutoTokenizer.from_pretrained(str(bundled_model_path()))
+    tokenizer.eos_token, tokenizer.bos_token = tokenizer.sep_token, tokenizer.cls_token
+    config = LlamaConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256,
+                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                         bos_token_id=tokenizer.bos_token_id)
+    torch.manual_seed(0)
+    model, reference = LlamaForCausalLM(config), LlamaForCausalLM(config)
+    reference.load_state_dict(model.state_dict())
+    before = [p.detach().clone() for p in model.parameters()]
+    args = DPOConfig(output_dir=str(tmp_path / "out"), max_steps=1, per_device_train_batch_size=2, report_to=[],
+                     use_cpu=True, save_strategy="no", max_length=128, logging_steps=1)
+    trainer = DPOTrainer(model=model, ref_model=reference, args=args, train_dataset=train,
+                         processing_class=tokenizer)
+    result = trainer.train()
+    assert train.num_rows == len(dataset.train) >= 4
+    assert result.global_step == 1 and abs(result.training_loss - 0.6931) < 1e-3  # policy == reference: log 2
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
