@@ -27,7 +27,7 @@ from tasks.track import log_dpo_build, publish_summary
 def build_dpo(settings: Settings | None = None) -> FlowReport:
     settings = settings or load_settings()
     cfg = settings.preferences
-    known = run_ids(settings, ("nightly-eval", "canary")) if cfg.known_runs_only else None
+    known = run_ids(settings) if cfg.known_runs_only else None
     loaded = read_feedback(cfg, known)
     embedder = build_embedder(settings)
     pairs = feedback_pairs(loaded, cfg)

@@ -22,11 +22,10 @@ from pydantic import Field
 
 from reasonloop.errors import ConfigError
 from reasonloop.schemas import Question, Record
-from reasonloop.settings import Settings, deep_merge, read_yaml
+from reasonloop.settings import PROMPT_ROLES, Settings, deep_merge, read_yaml
 
 PROMPT_SPEC = re.compile(r"^(?P<name>[a-z][a-z0-9_]*)@v?(?P<version>\d+)$")
 MODEL_SPEC = re.compile(r"^[\w.:/-]+$")
-PROMPT_FIELDS = ("reasoning", "direct", "react", "verify", "revise", "synthesize")
 
 
 Target = Literal["llm", "judge"]
@@ -51,7 +50,7 @@ def parse_candidate(spec: str, settings: Settings, target: Target = "llm") -> Ca
     rubric for the judge); anything else that looks like a model name: a model for the target."""
     if match := PROMPT_SPEC.match(spec):
         name = match["name"]
-        fields = ("judge",) if target == "judge" else PROMPT_FIELDS
+        fields = ("judge",) if target == "judge" else PROMPT_ROLES
         roles = [role for role in fields if prompt_name(getattr(settings.prompts, role)) == name]
         if target == "llm":
             roles += [f"paths.{i}" for i, ref in enumerate(settings.prompts.paths) if prompt_name(ref) == name]
@@ -96,7 +95,7 @@ def pointer_update(settings: Settings, candidate: Candidate) -> dict[str, Any]:
         return {candidate.target: {"model": candidate.model}}
     production = f"{candidate.prompt}@{settings.canary.alias}"
     moved = with_prompt_roles(settings, candidate, production).prompts
-    changed = {k: v for k, v in moved.model_dump(include={*PROMPT_FIELDS, "paths", "judge"}).items()
+    changed = {k: v for k, v in moved.model_dump(include={*PROMPT_ROLES, "paths", "judge"}).items()
                if v != getattr(settings.prompts, k)}
     return {"prompts": changed} if changed else {}
 

@@ -204,13 +204,13 @@ def feedback_add(ctx: typer.Context,
     from reasonloop.tracking import run_ids
 
     settings = _settings(ctx)
-    if run and settings.preferences.known_runs_only and run not in run_ids(settings, ("nightly-eval", "canary")):
+    if run and settings.preferences.known_runs_only and run not in run_ids(settings):
         err_console.print(f"[red]error:[/red] --run {run}: no nightly-eval or canary run has this id "
                           "(`reasonloop runs` lists them)", highlight=False)
         raise typer.Exit(2)
     try:
         record = FeedbackRecord(question_id=question_id, question=question, answer=answer,
-                                rating=int(rating) if rating.isdigit() else rating, corrected_answer=correct,
+                                rating=rating, corrected_answer=correct,
                                 comment=comment, segment=segment, timestamp=datetime.now(UTC), source_run_id=run)
     except ValidationError as exc:
         problems = "; ".join(f"--{'.'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in exc.errors())

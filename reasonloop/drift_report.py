@@ -7,9 +7,7 @@ Pure functions over signal results and plain arrays; the caller writes them to M
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import math
 import re
 from collections import Counter
@@ -19,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from reasonloop.drift import SignalResult
+from reasonloop.report import inline_figures
 
 _METRIC_KEY = re.compile(r"[^\w\-. :/]")  # what MLflow accepts in a metric name
 REFERENCE, CURRENT = "#8c8c8c", "#c0392b"
@@ -179,12 +178,6 @@ def drift_plots(signals: list[SignalResult], *, numeric: dict[str, tuple[np.ndar
     return figures
 
 
-def _png(figure: Any) -> str:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    return base64.b64encode(buffer.getvalue()).decode()
-
-
 def _number(value: float | None) -> str:
     return "" if value is None else f"{value:.4g}"
 
@@ -198,11 +191,9 @@ def render_drift_html(signals: list[SignalResult], rows: dict[str, str], figures
         f"<tr class='{s.status}'>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in (
             s.signal, s.status.replace("_", " "), s.test, _number(s.statistic), _number(s.p_value),
             _number(s.threshold), s.n_reference, s.n_current, s.detail)) + "</tr>" for s in signals)
-    images = "".join(f'<h2>{html.escape(name.replace("_", " "))}</h2><img alt="{html.escape(name)}" '
-                     f'src="data:image/png;base64,{_png(fig)}">' for name, fig in figures.items())
     return ("<!doctype html><html><head><meta charset='utf-8'><title>drift report</title><style>"
             "body{font-family:sans-serif;margin:2em}th{text-align:left;padding-right:2em}"
             "td{padding:2px 8px;vertical-align:top}.drift{background:#fbe3e0}.insufficient_data{color:#777}"
             "</style></head><body><h1>drift report</h1>"
             f"<table>{head}</table><h2>signals</h2><table><tr>{''.join(f'<th>{c}</th>' for c in columns)}</tr>"
-            f"{body}</table>{images}</body></html>")
+            f"{body}</table>{inline_figures(figures)}</body></html>")

@@ -19,7 +19,7 @@ from reasonloop.judges import EscalatingJudge, HeuristicJudge, Judge, LLMJudge
 from reasonloop.pairwise import HeuristicPairwiseJudge, LLMPairwiseJudge, PairwiseJudge
 from reasonloop.prompts import PromptTemplate, load_prompt
 from reasonloop.retrieval import ChunkRetriever
-from reasonloop.settings import EndpointConfig, Settings
+from reasonloop.settings import PROMPT_ROLES, EndpointConfig, Settings
 from reasonloop.strategies import Reasoner
 
 if TYPE_CHECKING:
@@ -52,9 +52,6 @@ def build_chat_model(settings: Settings, embedder: Embedder) -> BaseChatModel:
 
     return ExtractiveChatModel(embedder=embedder, model_name=settings.llm.model,
                                max_sentences=settings.llm.max_sentences)
-
-
-PROMPT_ROLES = ("reasoning", "direct", "react", "verify", "revise", "synthesize")
 
 
 def resolve_prompt(settings: Settings, ref: str) -> PromptTemplate:

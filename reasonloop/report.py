@@ -14,10 +14,15 @@ from reasonloop.gate import GateReport
 from reasonloop.schemas import EvalSummary, QuestionResult
 
 
-def _png(figure: Any) -> str:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    return base64.b64encode(buffer.getvalue()).decode()
+def inline_figures(figures: dict[str, Any]) -> str:
+    """Each figure as a heading and an inline PNG, so an HTML report is one self-contained file."""
+    def png(figure: Any) -> str:
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+        return base64.b64encode(buffer.getvalue()).decode()
+
+    return "".join(f'<h2>{html.escape(name.replace("_", " "))}</h2><img alt="{html.escape(name)}" '
+                   f'src="data:image/png;base64,{png(fig)}">' for name, fig in figures.items())
 
 
 def plots(results: list[QuestionResult]) -> dict[str, Any]:
@@ -80,11 +85,9 @@ def render_html(summary: EvalSummary, gate: GateReport, judge_version: str, figu
             ("efficiency J", cell("efficiency_j", summary.efficiency_j) + f" (C in {summary.efficiency_cost_unit})"),
             ("judge", judge_version), ("regression gate", gate.summary())]
     table = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
-    images = "".join(f'<h2>{html.escape(name.replace("_", " "))}</h2><img alt="{name}" '
-                     f'src="data:image/png;base64,{_png(fig)}">' for name, fig in figures.items())
     return ("<!doctype html><html><head><meta charset='utf-8'><title>nightly eval</title><style>"
             "body{font-family:sans-serif;margin:2em}th{text-align:left;padding-right:2em}</style></head><body>"
-            f"<h1>nightly eval</h1><table>{table}</table>{images}</body></html>")
+            f"<h1>nightly eval</h1><table>{table}</table>{inline_figures(figures)}</body></html>")
 
 
 def close_figures(figures: dict[str, Any]) -> None:

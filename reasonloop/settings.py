@@ -200,6 +200,9 @@ class JudgeConfig(EndpointConfig):
                                          description="human-labeled pairs `reasonloop judge calibrate` scores on")
 
 
+PROMPT_ROLES = ("reasoning", "direct", "react", "verify", "revise", "synthesize")  # the reasoner's single-prompt roles
+
+
 class PromptsConfig(Section):
     """The template of each role, the strategies say which roles they use: `name` is the file `dir/<name>.yaml`,
     `name@alias` the version an alias points at in MLflow's prompt registry (`reasonloop prompt alias`)."""

@@ -188,7 +188,10 @@ def recent_runs(settings: Settings, limit: int = 10, kinds: tuple[str, ...] = FL
                               filter_string="attributes.status = 'FINISHED'" if finished_only else "")
 
 
-def run_ids(settings: Settings, kinds: tuple[str, ...]) -> set[str]:
+ANSWER_RUN_KINDS = ("nightly-eval", "canary")  # the runs whose answers feedback can be about
+
+
+def run_ids(settings: Settings, kinds: tuple[str, ...] = ANSWER_RUN_KINDS) -> set[str]:
     """Every run id of the given flow kinds in the MLflow store (feedback may only name these)."""
     import mlflow
 

@@ -387,7 +387,9 @@ def log_dpo_build(settings: Settings, embedder: Embedder, loaded: FeedbackLoad, 
 
     cfg, report = settings.preferences, dataset.report
     experiment_id = ensure_experiment(settings, "dpo-build")
-    runs = sorted({r for p in [*dataset.train, *dataset.test] for r in p.source_run_ids})
+    pairs = [*dataset.train, *dataset.test]
+    runs = sorted({r for p in pairs for r in p.source_run_ids})
+    judges = sorted({str(p.meta["judge"]) for p in pairs if "judge" in p.meta})  # AI-feedback pairs' judge
     metrics = {"n_feedback": len(loaded.records), "n_feedback_rejected": len(loaded.rejects),
                "n_pairs_built": report.n_in, "n_pairs_kept": report.n_out, "n_train": len(dataset.train),
                "n_test": len(dataset.test), "n_leaked": len(report.leaked), "n_redacted": report.redacted,
@@ -399,7 +401,7 @@ def log_dpo_build(settings: Settings, embedder: Embedder, loaded: FeedbackLoad, 
               **{f"preferences.{k}": v for k, v in cfg.model_dump(mode="json", exclude={"feedback_dir", "out_dir"})
                  .items()},
               "source_run_ids": ",".join(runs)[:6000] or "none", "dataset_sha256": manifest["dataset_sha256"],
-              "judge.version": "none (feedback pairs)"}
+              "judge.version": ",".join(judges) or "none (feedback pairs only)"}
     train = pd.DataFrame([trl_row(p, cfg.conversational) for p in dataset.train], columns=["prompt", "chosen",
                                                                                             "rejected"])
     tags = {**flow_run_tags("dpo-build"), "dataset_sha256": manifest["dataset_sha256"]}

@@ -157,6 +157,8 @@ def test_ai_feedback_pairs_come_from_judged_samples(make_settings: Callable[...,
     assert all(r["rejected"] == "I do not know" and r["chosen"] != r["rejected"] for r in rows)
     assert all(entry["source"] == "rlaif" and entry["meta"]["vote_entropy"] == 1.0 for entry in lineage)
     assert agreed not in {r["prompt"] for r in rows}
+    params = mlflow.MlflowClient(settings.mlflow_tracking_uri).get_run(report.run_id).data.params
+    assert params["judge.version"] == "heuristic-v5"  # the judge that scored the samples, in the lineage
 
 
 @pytest.mark.slow
