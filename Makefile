@@ -11,7 +11,7 @@ MLFLOW_PORT ?= 5000
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: help install run test test-fast bench ui lint clean
+.PHONY: help install run test test-fast bench ui prefect-ui serve lint clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -45,6 +45,12 @@ bench: install ## run the benchmarks (~25 min); writes bench-results.json and be
 
 ui: install ## MLflow UI on 127.0.0.1 against the local store
 	$(BIN)/reasonloop ui --port $(MLFLOW_PORT)
+
+prefect-ui: install ## Prefect server + UI on 127.0.0.1:4200, its database in the state folder
+	$(BIN)/reasonloop prefect-ui
+
+serve: install ## serve every flow as a Prefect deployment (crons, triggers, corpus watch)
+	$(BIN)/reasonloop serve
 
 lint: install ## ruff over the code
 	$(BIN)/ruff check reasonloop tasks flows tests

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -45,6 +45,12 @@ err_console = Console(stderr=True)
 T = TypeVar("T")
 
 
+def _fail(message: object, code: int = 1) -> NoReturn:
+    """One clear line on stderr, then exit non-zero (no traceback)."""
+    err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
 @app.callback()
 def main(ctx: typer.Context,
          profile: Annotated[str | None, typer.Option(help="configs/profiles/<NAME>.yaml merged over default.yaml",
@@ -57,8 +63,7 @@ def _settings(ctx: typer.Context) -> Settings:
     try:
         settings = load_settings(ctx.obj["profile"])
     except ReasonloopError as exc:
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+        _fail(exc, 2)
     apply_environment(settings)
     if not ctx.obj["verbose"]:
         # The terminal gets progress bars, the summary and one-line errors; -v shows library logs too.
@@ -94,8 +99,7 @@ def _guarded(work: Callable[[], T]) -> T:
         with _progress():
             return work()
     except ReasonloopError as exc:
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
+        _fail(exc)
 
 
 def _print_table(title: str, rows: dict[str, str]) -> None:
@@ -205,17 +209,14 @@ def feedback_add(ctx: typer.Context,
 
     settings = _settings(ctx)
     if run and settings.preferences.known_runs_only and run not in run_ids(settings):
-        err_console.print(f"[red]error:[/red] --run {run}: no nightly-eval or canary run has this id "
-                          "(`reasonloop runs` lists them)", highlight=False)
-        raise typer.Exit(2)
+        _fail(f"--run {run}: no nightly-eval or canary run has this id (`reasonloop runs` lists them)", 2)
     try:
         record = FeedbackRecord(question_id=question_id, question=question, answer=answer,
                                 rating=rating, corrected_answer=correct,
                                 comment=comment, segment=segment, timestamp=datetime.now(UTC), source_run_id=run)
     except ValidationError as exc:
         problems = "; ".join(f"--{'.'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in exc.errors())
-        err_console.print(f"[red]error:[/red] {problems}", highlight=False)
-        raise typer.Exit(2) from None
+        _fail(problems, 2)
     assert settings.preferences.feedback_dir is not None
     path = append_feedback(settings.preferences.feedback_dir, record)
     console.print(f"feedback recorded in {path}")
@@ -310,8 +311,7 @@ def index_rollback(ctx: typer.Context,
         with store.lock(0.0):
             pointer = store.rollback(to)
     except ReasonloopError as exc:
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
+        _fail(exc)
     console.print(f"serving index version {pointer.current} (kept: {pointer.kept})")
 
 
@@ -324,8 +324,7 @@ def _review_rows(ctx: typer.Context, run: str | None) -> tuple[str, list[dict[st
     try:
         return review_queue_of(_settings(ctx), run)
     except ReasonloopError as exc:
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
+        _fail(exc)
 
 
 @review_app.command("list")
@@ -350,8 +349,7 @@ def review_export(ctx: typer.Context, out: Annotated[Path, typer.Argument(help="
                   run: RunOption = None) -> None:
     """Write the review queue to a file for annotators (JSON lines, or CSV by the file's suffix)."""
     if out.suffix not in {".jsonl", ".csv"}:
-        err_console.print(f"[red]error:[/red] {out}: use a .jsonl or .csv file name")
-        raise typer.Exit(2)
+        _fail(f"{out}: use a .jsonl or .csv file name", 2)
     run_id, rows = _review_rows(ctx, run)
     import pandas as pd
 
@@ -465,6 +463,121 @@ def prompt_alias(ctx: typer.Context, name: Annotated[str, typer.Argument(help="p
     _registry(ctx)
     registry_version = _guarded(lambda: set_prompt_alias(name, alias, version))
     console.print(f"{name}@{alias} -> {name}@v{version} (prompts:/{name}/{registry_version})")
+
+
+def _serving_environment(ctx: typer.Context, settings: Settings) -> None:
+    """What a deployed run's own process needs to load the same settings: the profile and the project root."""
+    from reasonloop.settings import project_root
+
+    if ctx.obj["profile"]:
+        os.environ["REASONLOOP_PROFILE"] = ctx.obj["profile"]
+    os.environ["REASONLOOP_ROOT"] = str(project_root())
+    os.environ["REASONLOOP_STATE_DIR"] = str(settings.state_dir)
+
+
+@contextmanager
+def _prefect_api(settings: Settings) -> Iterator[str]:
+    """The configured Prefect API, else a local server under the state folder for as long as the block runs."""
+    from reasonloop.prefect_server import local_server
+
+    configured = settings.prefect.api_url or os.environ.get("PREFECT_API_URL")
+    if configured:
+        yield configured
+        return
+    err_console.print(f"starting a local Prefect server on 127.0.0.1:{settings.deployments.server_port} "
+                      f"(its database: {settings.prefect_home}) ...")
+    with local_server(settings, settings.deployments.server_port) as api_url:
+        yield api_url
+
+
+@app.command()
+def serve(ctx: typer.Context) -> None:
+    """Serve every flow as a Prefect deployment from this process: the crons in `deployments:`, on-demand runs
+    (`reasonloop trigger`), and a reindex whenever the corpus folder changes. Starts a local Prefect server under
+    the state folder unless prefect.api_url / PREFECT_API_URL names one. Ctrl-C stops it."""
+    settings = _settings(ctx)
+    _serving_environment(ctx, settings)
+    os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = "INFO" if ctx.obj["verbose"] else "WARNING"
+    try:
+        with _prefect_api(settings) as api_url:
+            os.environ["PREFECT_API_URL"] = api_url  # before Prefect is imported: it reads this once
+            from reasonloop.deployments import deployment_specs, serve_deployments
+            from reasonloop.settings import project_root
+            from reasonloop.tracking import git_commit
+
+            table = Table("deployment", "schedule", "trigger", title=f"serving on {api_url}", title_justify="left")
+            for spec in deployment_specs(settings):
+                table.add_row(spec.full_name, f"{spec.cron} ({spec.timezone})" if spec.cron else "on demand",
+                              f"reasonloop trigger {spec.command}")
+            console.print(table)
+            watch = settings.deployments.watch_corpus
+            if watch.enabled:
+                console.print(f"watching {settings.corpus.path} every {watch.interval_s:g} s: a change starts a "
+                              "reindex run")
+            console.print(f"Prefect UI: {api_url.removesuffix('/api')}   (Ctrl-C stops serving)")
+            serve_deployments(settings, version=git_commit(project_root())[:12])
+    except ReasonloopError as exc:
+        _fail(exc)
+
+
+@app.command()
+def trigger(ctx: typer.Context,
+            flow: Annotated[str, typer.Argument(help="reindex | eval | drift | build-dpo")],
+            wait: Annotated[bool, typer.Option("--wait/--no-wait", help="follow the run to its end")] = True) -> None:
+    """Start a run of a served deployment and follow it (exit 0 when it completes, 1 otherwise)."""
+    from reasonloop.prefect_server import configured_api_url
+
+    settings = _settings(ctx)
+    api_url = configured_api_url(settings)
+    if api_url is None:
+        _fail("no Prefect server to start the run on: start `reasonloop serve` (or set prefect.api_url / "
+              "PREFECT_API_URL)")
+    os.environ["PREFECT_API_URL"] = api_url
+    from reasonloop.deployments import follow_run, spec_for, start_run
+    from reasonloop.tracking import run_url, runs_of_flow_run
+
+    try:
+        spec = spec_for(settings, flow)
+        run = start_run(spec, tags=["manual"])
+    except ReasonloopError as exc:
+        _fail(exc)
+    console.print(f"started {spec.full_name}: flow run '{run.name}'  "
+                  f"{api_url.removesuffix('/api')}/runs/flow-run/{run.id}", highlight=False, soft_wrap=True)
+    if not wait:
+        return
+    with err_console.status(f"{spec.full_name}: scheduled") as status:
+        final = follow_run(run.id, lambda p: status.update(
+            f"{spec.full_name}: {p.state.lower()} ({p.tasks_done}/{p.tasks_seen} task runs finished)"))
+    rows = {"flow run": f"{run.name} ({run.id})", "state": final.state + (f": {final.message}" if final.message
+                                                                          else "")}
+    for kind, experiment_id, run_id in runs_of_flow_run(settings, str(run.id)):
+        rows[f"MLflow {kind} run"] = run_url(settings, experiment_id, run_id)
+    _print_table(f"trigger {flow}", rows)
+    if final.state != "COMPLETED":
+        raise typer.Exit(1)
+
+
+@app.command("prefect-ui")
+def prefect_ui(ctx: typer.Context) -> None:
+    """The Prefect server and its UI on 127.0.0.1 (deployments.server_port), its database in the state folder;
+    `reasonloop serve` started elsewhere uses it. Ctrl-C stops it."""
+    import time
+
+    from reasonloop.prefect_server import configured_api_url
+
+    settings = _settings(ctx)
+    if running := configured_api_url(settings):
+        console.print(f"a Prefect server already answers: open {running.removesuffix('/api')}")
+        return
+    try:
+        with _prefect_api(settings) as api_url:
+            console.print(f"Prefect UI on {api_url.removesuffix('/api')} (Ctrl-C stops it)")
+            while True:
+                time.sleep(3600)
+    except ReasonloopError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        pass
 
 
 @app.command()

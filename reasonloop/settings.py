@@ -22,7 +22,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from reasonloop.errors import ConfigError
 
 ENV_PREFIX = "REASONLOOP_"
-INFRASTRUCTURE_KEYS = {"profile", "state_dir", "prefect", "mlflow", "chroma", "drift", "preferences"}  # no eval result
+INFRASTRUCTURE_KEYS = {"profile", "state_dir", "prefect", "mlflow", "chroma", "drift", "preferences",
+                       "deployments"}  # no eval result
 _SECRET_WORDS = ("key", "secret", "token", "password")
 MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 
@@ -503,6 +504,55 @@ class PreferencesConfig(Section):
     seed: int = 0
 
 
+_CRON_FIELD = r"[\w*/,\-?#LW]+"
+
+
+class ScheduleConfig(Section):
+    """One deployment: on demand always; also on a cron schedule when `cron` is set."""
+
+    cron: str | None = Field(default=None, pattern=rf"^{_CRON_FIELD}( {_CRON_FIELD}){{4}}$",
+                             description="five-field cron read in `timezone`; None: on demand only")
+    timezone: str | None = Field(default=None, description="IANA zone of this cron; None: deployments.timezone")
+
+
+class CorpusWatchConfig(Section):
+    enabled: bool = Field(default=True, description="a change under corpus.path starts a reindex run")
+    interval_s: float = Field(default=30.0, gt=0.0, description="how often the corpus folder is looked at")
+    settle_s: float = Field(default=10.0, ge=0.0, description="a change must hold this long (copies finish)")
+
+
+class DeploymentsConfig(Section):
+    """`reasonloop serve`: every flow as a Prefect deployment, served from one process (or `prefect.yaml`)."""
+
+    timezone: str = Field(default="UTC", description="IANA zone the crons are read in")
+    nightly_eval: ScheduleConfig = Field(default_factory=lambda: ScheduleConfig(cron="0 2 * * *"))
+    reindex: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    drift: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    build_dpo: ScheduleConfig = Field(default_factory=lambda: ScheduleConfig(cron="0 4 * * 0"))
+    watch_corpus: CorpusWatchConfig = Field(default_factory=CorpusWatchConfig)
+    limit: int = Field(default=2, ge=1, description="flow runs at once in the serve process")
+    server_port: int = Field(default=4200, gt=0, lt=65536, description="port of the local Prefect server that "
+                             "`reasonloop serve` starts when no Prefect API is configured")
+
+    @model_validator(mode="after")
+    def _known_zones(self) -> DeploymentsConfig:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        names = {"timezone": self.timezone} | {f"{name}.timezone": cfg.timezone for name, cfg in self.schedules()
+                                               if cfg.timezone}
+        for key, zone in names.items():
+            try:
+                ZoneInfo(zone)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"{key}: unknown time zone {zone!r} (use an IANA name such as Europe/Berlin)"
+                                 ) from None
+        return self
+
+    def schedules(self) -> list[tuple[str, ScheduleConfig]]:
+        return [("nightly_eval", self.nightly_eval), ("reindex", self.reindex), ("drift", self.drift),
+                ("build_dpo", self.build_dpo)]
+
+
 class EvalConfig(Section):
     batch_size: int = Field(default=32, gt=0, description="questions per Prefect task run")
 
@@ -590,6 +640,7 @@ class Settings(BaseSettings):
     canary: CanaryConfig = Field(default_factory=CanaryConfig)
     drift: DriftConfig = Field(default_factory=DriftConfig)
     preferences: PreferencesConfig = Field(default_factory=PreferencesConfig)
+    deployments: DeploymentsConfig = Field(default_factory=DeploymentsConfig)
 
     @classmethod
     def settings_customise_sources(
@@ -709,6 +760,7 @@ def apply_environment(settings: Settings) -> None:
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",  # served runs' logs, not a terminal
     }
     if settings.prefect.api_url:
         env["PREFECT_API_URL"] = settings.prefect.api_url

@@ -159,6 +159,11 @@ def _record_document(record: Any, rel: str, line: int | None, cfg: CorpusConfig,
                     metadata=metadata, content_hash=content_hash(text))
 
 
+def corpus_files(root: Path, include: list[str]) -> list[Path]:
+    """The files under `root` matching any `corpus.include` pattern, in sorted path order (reproducible ids)."""
+    return sorted({p for pattern in include for p in root.rglob(pattern) if p.is_file()})
+
+
 def read_file(path: Path, root: Path, cfg: CorpusConfig) -> Iterator[Document | Reject]:
     """Documents of one corpus file; every problem comes out as a Reject instead of an exception."""
     rel = path.relative_to(root).as_posix()

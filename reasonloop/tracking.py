@@ -224,3 +224,15 @@ def review_queue_of(settings: Settings, run_id: str | None = None) -> tuple[str,
                               f"of this version? ({type(exc).__name__})") from None
     lines = Path(path).read_text(encoding="utf-8").splitlines()
     return run_id, [json.loads(line) for line in lines if line.strip()]
+
+
+def runs_of_flow_run(settings: Settings, flow_run_id: str) -> list[tuple[str, str, str]]:
+    """(flow kind, experiment id, run id) of the MLflow runs a Prefect flow run wrote (tag prefect.flow_run_id)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    ids = [e.experiment_id for k in FLOW_KINDS if (e := mlflow.get_experiment_by_name(experiment_name(settings, k)))]
+    if not ids:
+        return []
+    found = mlflow.MlflowClient().search_runs(ids, filter_string=f"tags.`prefect.flow_run_id` = '{flow_run_id}'")
+    return [(r.data.tags.get("reasonloop.flow", ""), r.info.experiment_id, r.info.run_id) for r in found]

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 from reasonloop.errors import EmptyInputError, InputError
 from reasonloop.schemas import Document, LabeledPair, LoadedCorpus, Question, Reject
 from reasonloop.settings import CorpusConfig, QualityConfig
-from reasonloop.sources import SourceProblem, iter_records, read_file
+from reasonloop.sources import SourceProblem, corpus_files, iter_records, read_file
 
 R = TypeVar("R", bound=BaseModel)
 
@@ -29,10 +29,9 @@ def load_documents(root: Path, cfg: CorpusConfig) -> LoadedCorpus:
     if not root.is_dir():
         raise InputError("corpus folder not found: create it or set corpus.path in configs/default.yaml",
                          path=root)
-    files = sorted({p for pattern in cfg.include for p in root.rglob(pattern) if p.is_file()})
     documents: list[Document] = []
     rejects: list[Reject] = []
-    for path in files:
+    for path in corpus_files(root, cfg.include):
         for item in read_file(path, root, cfg):
             (rejects if isinstance(item, Reject) else documents).append(item)  # type: ignore[arg-type]
     if not documents and not rejects:

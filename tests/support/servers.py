@@ -48,3 +48,41 @@ def chroma_server(data_dir: Path, bin_dir: Path) -> Iterator[int]:
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+@contextmanager
+def background(cmd: list[str], log: Path, env: dict[str, str], cwd: Path | None = None) -> Iterator[subprocess.Popen]:
+    """A long-running command in its own process group, stopped with all its children on exit."""
+    import os
+    import signal
+
+    out = log.open("ab")
+    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True)
+    try:
+        yield proc
+    finally:
+        for sig, wait_s in ((signal.SIGINT, 20), (signal.SIGKILL, 10)):
+            if proc.poll() is not None:
+                break
+            try:
+                os.killpg(proc.pid, sig)
+                proc.wait(wait_s)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                pass
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # children left behind by a clean exit
+        except ProcessLookupError:
+            pass
+        out.close()
+
+
+def reasonloop_env(state_dir: Path, **sections: object) -> dict[str, str]:
+    """The environment of a reasonloop child process: this one's without Prefect's or MLflow's variables, the
+    state folder, and each config section as one JSON value (merged over the YAML files)."""
+    import json
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "REASONLOOP_"))}
+    env.update({"REASONLOOP_STATE_DIR": str(state_dir), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"})
+    env.update({f"REASONLOOP_{key.upper()}": json.dumps(value, default=str) for key, value in sections.items()})
+    return env
