@@ -236,3 +236,19 @@ def runs_of_flow_run(settings: Settings, flow_run_id: str) -> list[tuple[str, st
         return []
     found = mlflow.MlflowClient().search_runs(ids, filter_string=f"tags.`prefect.flow_run_id` = '{flow_run_id}'")
     return [(r.data.tags.get("reasonloop.flow", ""), r.info.experiment_id, r.info.run_id) for r in found]
+
+
+def prompt_versions_of(settings: Settings, run_ids: list[str]) -> list[str]:
+    """The prompt templates (`role=name@vN`) the given runs answered with, read from their `prompt.<role>` params;
+    runs that cannot be read add nothing."""
+    import mlflow
+
+    client, found = mlflow.MlflowClient(settings.mlflow_tracking_uri), set()
+    for run_id in run_ids:
+        try:
+            params = client.get_run(run_id).data.params
+        except Exception:  # noqa: BLE001 - MLflow raises a generic MlflowException for an unknown run
+            continue
+        found |= {f"{k.removeprefix('prompt.')}={v}" for k, v in params.items()
+                  if k.startswith("prompt.") and k.count(".") == 1}
+    return sorted(found)

@@ -78,9 +78,10 @@ def rlaif_pairs(settings: Settings, embedder: Embedder, run_id: str) -> list[Pre
         if verdict.judge_error is None:
             scored.setdefault(prompt, []).append((item.answer.answer, verdict.correctness))
     entropy = {q.question: vote_entropy(a.samples) for q, a in zip(questions, answers, strict=True)}
+    templates = {q.question: a.prompt for q, a in zip(questions, answers, strict=True)}
     pairs = pairs_from_scores(scored, cfg.min_margin, {q.question: q.id for q in questions}, [run_id])
     return [p.model_copy(update={"meta": {**p.meta, "vote_entropy": round(entropy[p.prompt], 6),
-                                          "judge": judge.version}}) for p in pairs]
+                                          "judge": judge.version, "prompt": templates[p.prompt]}}) for p in pairs]
 
 
 def eval_question_sets(settings: Settings) -> dict[str, list[str]]:

@@ -37,7 +37,7 @@ from reasonloop.schemas import (
 from reasonloop.settings import Settings, project_root
 from reasonloop.strategies import Reasoner
 from reasonloop.traces import log_question_traces
-from reasonloop.tracking import ensure_experiment, git_commit, register_prompt
+from reasonloop.tracking import ensure_experiment, git_commit, prompt_versions_of, register_prompt
 from tasks.aggregate import interval_metrics, results_table, summary_rows
 from tasks.calibrate import Agreement, floor_failures
 from tasks.canary import Arm
@@ -390,6 +390,8 @@ def log_dpo_build(settings: Settings, embedder: Embedder, loaded: FeedbackLoad, 
     pairs = [*dataset.train, *dataset.test]
     runs = sorted({r for p in pairs for r in p.source_run_ids})
     judges = sorted({str(p.meta["judge"]) for p in pairs if "judge" in p.meta})  # AI-feedback pairs' judge
+    prompts = sorted({*prompt_versions_of(settings, runs),
+                      *(f"rlaif={p.meta['prompt']}" for p in pairs if p.meta.get("prompt"))})
     metrics = {"n_feedback": len(loaded.records), "n_feedback_rejected": len(loaded.rejects),
                "n_pairs_built": report.n_in, "n_pairs_kept": report.n_out, "n_train": len(dataset.train),
                "n_test": len(dataset.test), "n_leaked": len(report.leaked), "n_redacted": report.redacted,
@@ -401,7 +403,8 @@ def log_dpo_build(settings: Settings, embedder: Embedder, loaded: FeedbackLoad, 
               **{f"preferences.{k}": v for k, v in cfg.model_dump(mode="json", exclude={"feedback_dir", "out_dir"})
                  .items()},
               "source_run_ids": ",".join(runs)[:6000] or "none", "dataset_sha256": manifest["dataset_sha256"],
-              "judge.version": ",".join(judges) or "none (feedback pairs only)"}
+              "judge.version": ",".join(judges) or "none (feedback pairs only)",
+              "prompt_versions": ",".join(prompts)[:6000] or "unknown"}
     train = pd.DataFrame([trl_row(p, cfg.conversational) for p in dataset.train], columns=["prompt", "chosen",
                                                                                             "rejected"])
     tags = {**flow_run_tags("dpo-build"), "dataset_sha256": manifest["dataset_sha256"]}

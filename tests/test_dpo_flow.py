@@ -26,6 +26,7 @@ def nightly_run(settings: Settings) -> str:
     """A run in the nightly-eval experiment, as the answers' source."""
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     with mlflow.start_run(experiment_id=ensure_experiment(settings, "nightly-eval")) as run:
+        mlflow.log_params({"prompt.reasoning": "chain_of_thought@v3", "prompt.reasoning.sha256": "ab" * 32})
         return run.info.run_id
 
 
@@ -72,6 +73,7 @@ def test_a_build_exports_trl_pairs_with_lineage_and_is_reproducible(make_setting
     client = mlflow.MlflowClient(settings.mlflow_tracking_uri)
     run = client.get_run(report.run_id)
     assert run.data.params["source_run_ids"] == run_id and run.data.tags["dataset_sha256"] == manifest["dataset_sha256"]
+    assert run.data.params["prompt_versions"] == "reasoning=chain_of_thought@v3"  # what the answers came from
     [used] = run.inputs.dataset_inputs
     assert used.dataset.name == f"dpo-{manifest['dataset_sha256'][:12]}" and used.tags[0].value == "training"
     artifacts = {a.path for a in client.list_artifacts(report.run_id, "dataset")}
@@ -159,6 +161,8 @@ def test_ai_feedback_pairs_come_from_judged_samples(make_settings: Callable[...,
     assert agreed not in {r["prompt"] for r in rows}
     params = mlflow.MlflowClient(settings.mlflow_tracking_uri).get_run(report.run_id).data.params
     assert params["judge.version"] == "heuristic-v5"  # the judge that scored the samples, in the lineage
+    assert params["prompt_versions"] == "rlaif=chain_of_thought@v1"  # ... and the template that sampled them
+    assert {entry["meta"]["prompt"] for entry in lineage} == {"chain_of_thought@v1"}
 
 
 @pytest.mark.slow
