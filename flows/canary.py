@@ -6,7 +6,6 @@ candidate is promoted (prompt alias / production pointer). A failing one leaves 
 from __future__ import annotations
 
 from prefect import flow
-from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.nightly_eval import evaluate
 from reasonloop.canary import parse_candidate, sample_slice
@@ -21,7 +20,7 @@ from tasks.safety import load_safety_cases, run_safety_suite
 from tasks.track import log_canary_run, publish_summary
 
 
-@flow(name="canary", validate_parameters=False, task_runner=ThreadPoolTaskRunner(max_workers=4))
+@flow(name="canary", validate_parameters=False)
 def canary(candidate: str, settings: Settings | None = None, slice_size: int | None = None) -> FlowReport:
     settings = settings or load_settings()
     spec = parse_candidate(candidate, settings)

@@ -2,7 +2,8 @@
 the baseline run, and the safety suite against its floor -> MLflow -> the drift flow on this run; a failed gate
 fails the flow after the run is logged.
 
-Work runs in batches of `eval.batch_size` questions per task (a task run costs 10-16 ms of overhead).
+Work runs in batches of `eval.batch_size` questions per task (a task run costs 10-16 ms of overhead), on a thread
+pool or a Dask cluster (`prefect.task_runner`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import time
 
 from prefect import flow, get_run_logger
-from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from flows.drift import drift
 from reasonloop.answer_store import open_record_store, run_identity
@@ -30,9 +31,19 @@ from tasks.safety import load_safety_cases, run_safety_suite
 from tasks.track import log_eval_run, publish_summary
 
 
-def eval_task_runner(settings: Settings) -> ThreadPoolTaskRunner:
-    """Batches run concurrently on a bounded thread pool (Prefect's default pool is unbounded)."""
-    return ThreadPoolTaskRunner(max_workers=settings.prefect.max_workers)
+def eval_task_runner(settings: Settings) -> TaskRunner:
+    """Where the batches run, chosen at run time from config (a deployed flow's decorator cannot know it): a
+    bounded thread pool (Prefect's default pool is unbounded), or a Dask cluster (`prefect.dask`), whose workers
+    rebuild the reasoner, retriever and judge from their recipes."""
+    cfg = settings.prefect
+    if cfg.task_runner == "threads":
+        return ThreadPoolTaskRunner(max_workers=cfg.max_workers)
+    from prefect_dask import DaskTaskRunner
+
+    if cfg.dask.address:
+        return DaskTaskRunner(address=cfg.dask.address)
+    return DaskTaskRunner(cluster_kwargs={"n_workers": cfg.dask.n_workers, "processes": True,
+                                          "threads_per_worker": cfg.dask.threads_per_worker})
 
 
 def batched(questions: list[Question], size: int) -> list[list[Question]]:
@@ -48,17 +59,22 @@ def evaluate(settings: Settings, questions: list[Question], embedder: Embedder, 
     answer_store = open_record_store(settings.state_dir, settings.cache, run, "answers")
     verdict_store = open_record_store(settings.state_dir, settings.cache, run, "verdicts")
     pending = []
-    for batch in batched(questions, settings.eval.batch_size):
-        contexts = retrieve_chunks.submit(batch, index.retriever, settings.reasoning, settings.optimize)
-        answers = answer_questions.submit(batch, contexts, reasoner, settings.llm.limits(), answer_store)
-        verdicts = judge_answers.submit(batch, contexts, answers, judge, verdict_store)
-        pending.append(collect_results.submit(batch, contexts, answers, verdicts))
-    results = [r for future in pending for r in future.result()]
+    with eval_task_runner(settings) as runner:
+        for batch in batched(questions, settings.eval.batch_size):
+            contexts = runner.submit(retrieve_chunks, {"questions": batch, "retriever": index.retriever,
+                                                       "reasoning": settings.reasoning, "optimize": settings.optimize})
+            answers = runner.submit(answer_questions, {"questions": batch, "contexts": contexts, "reasoner": reasoner,
+                                                       "limits": settings.llm.limits(), "store": answer_store})
+            verdicts = runner.submit(judge_answers, {"questions": batch, "contexts": contexts, "answers": answers,
+                                                     "judge": judge, "store": verdict_store})
+            pending.append(runner.submit(collect_results, {"questions": batch, "contexts": contexts,
+                                                           "answers": answers, "verdicts": verdicts}))
+        results = [r for future in pending for r in future.result()]
     complete_checkpoint([answer_store, verdict_store])
     return reasoner, results
 
 
-@flow(name="nightly-eval", validate_parameters=False, task_runner=ThreadPoolTaskRunner(max_workers=4))
+@flow(name="nightly-eval", validate_parameters=False)
 def nightly_eval(settings: Settings | None = None) -> FlowReport:
     settings = settings or load_settings()
     started = time.perf_counter()

@@ -120,11 +120,10 @@ def _run_reindex(settings: Settings, full: bool = False) -> None:
 
 
 def _run_eval(settings: Settings) -> None:
-    from flows.nightly_eval import eval_task_runner, nightly_eval
+    from flows.nightly_eval import nightly_eval
     from reasonloop.tracking import run_url, ui_command
 
-    flow = nightly_eval.with_options(task_runner=eval_task_runner(settings))
-    report = _guarded(lambda: flow(settings))
+    report = _guarded(lambda: nightly_eval(settings))
     _print_table(f"nightly eval ({settings.llm.provider}: {settings.llm.model}; judge {settings.judge.provider})",
                  {**report.rows, "MLflow run": report.run_id})
     console.print("Open this run in the MLflow UI:", style="bold")
@@ -154,11 +153,9 @@ def canary(ctx: typer.Context,
     """Evaluate CANDIDATE beside production on a slice of the questions; promote it when the gate passes (exit 0),
     else leave production as it was (exit 1)."""
     from flows.canary import canary as canary_flow
-    from flows.nightly_eval import eval_task_runner
 
     settings = _settings(ctx)
-    flow = canary_flow.with_options(task_runner=eval_task_runner(settings))
-    report = _guarded(lambda: flow(candidate, settings, slice_size))
+    report = _guarded(lambda: canary_flow(candidate, settings, slice_size))
     _print_table("canary", {**report.rows, "MLflow run": report.run_id})
     if not report.metrics["promoted"]:
         raise typer.Exit(1)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from reasonloop.errors import ModelIntegrityError
+from reasonloop.recipes import Travels
 from reasonloop.settings import EmbeddingConfig
 
 if TYPE_CHECKING:
@@ -59,7 +60,7 @@ def verify_weights(model_dir: Path, expected_sha256: str) -> str:
     return actual
 
 
-class Embedder:
+class Embedder(Travels):
     """Normalized sentence embeddings plus the model's own tokenizer (used to count tokens offline).
 
     Short texts (questions, sentences) are memoized: the extractive reasoner and the heuristic judge embed

@@ -22,6 +22,7 @@ from reasonloop.llm_calls import Endpoint, describe, endpoint_for, endpoint_of, 
 from reasonloop.metrics import exact_match, mean, reference_recall, split_sentences, token_f1
 from reasonloop.prompts import PromptTemplate, format_chunks, format_reasoning
 from reasonloop.reasoning_quality import score_reasoning_quality
+from reasonloop.recipes import Travels
 from reasonloop.redact import redact
 from reasonloop.schemas import AnswerRecord, Question, RetrievedChunk, Verdict
 from reasonloop.settings import CallLimits, Price
@@ -46,7 +47,7 @@ class Judge(Protocol):
     def judge(self, items: list[JudgeItem]) -> list[Verdict]: ...
 
 
-class HeuristicJudge:
+class HeuristicJudge(Travels):
     """Offline judge: correctness = max(token F1, reference recall, cosine to the reference) >= threshold;
     grounded fraction = share of answer sentences whose best cosine to a context sentence >= threshold and whose
     numbers, names and negation the context bears out (reasonloop/faithfulness.py). An answer with no sentences is
@@ -141,7 +142,7 @@ class JudgeReply(BaseModel):
     reason: str = ""
 
 
-class LLMJudge:
+class LLMJudge(Travels):
     """LLM-as-judge with a versioned rubric prompt, asked `votes` times per answer (concurrently; set a judge
     temperature above 0 for votes to differ). Correct by majority (a tie is not correct), correctness and grounding
     are means over the valid votes; `agreement` is the majority's share and a split vote is `flaky`. An unparseable
@@ -185,7 +186,7 @@ class LLMJudge:
         return combine_votes(replies, len(votes), spent)
 
 
-class EscalatingJudge:
+class EscalatingJudge(Travels):
     """A cheap judge first; the verdicts it is unsure of (votes split, confidence under `min_confidence`, or a
     judge error) go to a stronger judge, whose verdict replaces the first one and whose cost adds to it. When the
     stronger judge fails too, the first verdict stands."""

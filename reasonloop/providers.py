@@ -1,7 +1,8 @@
 """The one factory: embedder, chat model, judge and vector store built from settings.
 
 Remote providers are built only when configured (ChatOpenAI raises without a key), and the API key is
-read from the environment variable the config names, at build time only.
+read from the environment variable the config names, at build time only. What it builds travels to other
+processes (Dask workers) as its recipe (`reasonloop.recipes`): each process rebuilds it once from the settings.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from reasonloop.index_versions import IndexStore, Manifest
 from reasonloop.judges import EscalatingJudge, HeuristicJudge, Judge, LLMJudge
 from reasonloop.pairwise import HeuristicPairwiseJudge, LLMPairwiseJudge, PairwiseJudge
 from reasonloop.prompts import PromptTemplate, load_prompt
+from reasonloop.recipes import Recipe, rebuild
 from reasonloop.retrieval import ChunkRetriever
 from reasonloop.settings import PROMPT_ROLES, EndpointConfig, Settings
 from reasonloop.strategies import Reasoner
@@ -27,7 +29,11 @@ if TYPE_CHECKING:
 
 
 def build_embedder(settings: Settings) -> Embedder:
-    return load_embedder(settings.embedding)
+    return load_embedder(settings.embedding).with_recipe(Recipe(f"{__name__}:_embedder_of", settings))
+
+
+def _embedder_of(settings: Settings, manifest: Manifest | None) -> Embedder:
+    return build_embedder(settings)
 
 
 def build_openai_chat(cfg: EndpointConfig) -> BaseChatModel:
@@ -80,17 +86,31 @@ def build_reasoner(settings: Settings, embedder: Embedder, index: ServingIndex |
     """The model, the prompts, the strategy and optimization config, the model's price, and (given an index)
     the retriever as ReAct's search tool."""
     prompts, paths = role_prompts(settings)
-    return Reasoner(build_chat_model(settings, embedder), prompts, paths, settings.reasoning,
-                    settings.price_of(settings.llm.model), settings.optimize, settings.guardrails,
-                    embedder.count_tokens,
-                    index.retriever.search if index is not None else None,
-                    index.identity if index is not None else "")
+    reasoner = Reasoner(build_chat_model(settings, embedder), prompts, paths, settings.reasoning,
+                        settings.price_of(settings.llm.model), settings.optimize, settings.guardrails,
+                        embedder.count_tokens,
+                        index.retriever.search if index is not None else None,
+                        index.identity if index is not None else "")
+    return reasoner.with_recipe(Recipe(f"{__name__}:_reasoner_of", settings, index.manifest if index else None))
+
+
+def _reasoner_of(settings: Settings, manifest: Manifest | None) -> Reasoner:
+    index = rebuild(Recipe(f"{__name__}:_index_of", settings, manifest)) if manifest is not None else None
+    return build_reasoner(settings, build_embedder(settings), index)
 
 
 def build_judge(settings: Settings, embedder: Embedder) -> Judge:
     """The configured judge; with `judge.escalate`, behind it the stronger judge its unsure verdicts go to."""
+    return _configured_judge(settings, embedder).with_recipe(Recipe(f"{__name__}:_judge_of", settings))
+
+
+def _judge_of(settings: Settings, manifest: Manifest | None) -> Judge:
+    return build_judge(settings, build_embedder(settings))
+
+
+def _configured_judge(settings: Settings, embedder: Embedder) -> HeuristicJudge | LLMJudge | EscalatingJudge:
     cfg = settings.judge
-    first: Judge = HeuristicJudge(embedder, cfg.correctness_threshold, cfg.grounding_threshold)
+    first: HeuristicJudge | LLMJudge = HeuristicJudge(embedder, cfg.correctness_threshold, cfg.grounding_threshold)
     if cfg.provider == "openai" or cfg.escalate:
         prompt = resolve_prompt(settings, settings.prompts.judge)
         if cfg.provider == "openai":
@@ -138,7 +158,16 @@ def open_index_version(settings: Settings, embedder: Embedder, manifest: Manifes
     lexical_dir = IndexStore(settings.state_dir, settings.chroma.collection).lexical_dir(manifest.version)
     lexical = LexicalIndex.load(lexical_dir) if lexical_dir.is_dir() else None
     retriever = ChunkRetriever(collection=collection, embedder=embedder, lexical=lexical, config=settings.retrieval)
-    return ServingIndex(manifest, collection, retriever)
+    return ServingIndex(manifest, collection,
+                        retriever.with_recipe(Recipe(f"{__name__}:_retriever_of", settings, manifest)))
+
+
+def _index_of(settings: Settings, manifest: Manifest) -> ServingIndex:
+    return open_index_version(settings, build_embedder(settings), manifest)
+
+
+def _retriever_of(settings: Settings, manifest: Manifest) -> ChunkRetriever:
+    return rebuild(Recipe(f"{__name__}:_index_of", settings, manifest)).retriever
 
 
 def open_serving_index(settings: Settings, embedder: Embedder) -> ServingIndex:

@@ -13,6 +13,7 @@ from pydantic import ConfigDict
 
 from reasonloop.embeddings import Embedder
 from reasonloop.lexical import LexicalIndex
+from reasonloop.recipes import Travels
 from reasonloop.schemas import RetrievedChunk
 from reasonloop.settings import RetrievalConfig
 
@@ -63,7 +64,7 @@ def _where(filters: dict[str, Any] | None) -> dict[str, Any] | None:
     return clauses[0] if len(clauses) == 1 else {"$and": clauses}
 
 
-class ChunkRetriever(BaseRetriever):
+class ChunkRetriever(Travels, BaseRetriever):
     """Retrieval over one index version (its Chroma collection and its BM25 index)."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)

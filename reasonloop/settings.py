@@ -234,9 +234,19 @@ class MlflowConfig(Section):
     log_traces: bool = Field(default=True, description="each question as an MLflow trace on the eval run")
 
 
+class DaskConfig(Section):
+    address: str | None = Field(default=None, description="a running Dask scheduler (tcp://host:8786); None: a "
+                                "LocalCluster of n_workers processes for each run")
+    n_workers: int = Field(default=2, gt=0, description="LocalCluster worker processes")
+    threads_per_worker: int = Field(default=1, gt=0)
+
+
 class PrefectConfig(Section):
     api_url: str | None = Field(default=None, description="None: Prefect's temporary local server")
-    max_workers: int = Field(default=4, gt=0)
+    task_runner: Literal["threads", "dask"] = Field(default="threads", description="where an eval's batches run: "
+                                                    "a thread pool in the flow's process, or a Dask cluster")
+    max_workers: int = Field(default=4, gt=0, description="threads: batches at once")
+    dask: DaskConfig = Field(default_factory=DaskConfig)
 
 
 Strategy = Literal["direct", "chain_of_thought", "self_consistency", "react", "verify", "parallel_paths"]

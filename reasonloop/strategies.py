@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from reasonloop.llm_calls import CallError, Endpoint, approx_tokens, describe, parse_reply
 from reasonloop.metrics import normalize_answer
 from reasonloop.prompts import PromptTemplate, format_chunks, quote_data
+from reasonloop.recipes import Travels
 from reasonloop.redact import redact
 from reasonloop.routing import Plan, route, with_temperature
 from reasonloop.schemas import AnswerRecord, ModelAnswer, Question, ReasoningSteps, RetrievedChunk, StepTrace
@@ -58,7 +59,7 @@ class ReactTurn(BaseModel):
 
 
 @dataclass(frozen=True)
-class Reasoner:
+class Reasoner(Travels):
     """Everything that answers questions: the model, the prompt of each role (`reasoning`, `direct`, `react`,
     `verify`, `revise`, `synthesize`) and the parallel paths, the strategy config, the price, and ReAct's tool."""
 

@@ -32,25 +32,6 @@ def wait_http(url: str, timeout_s: float, proc: subprocess.Popen) -> None:
 
 
 @contextmanager
-def chroma_server(data_dir: Path, bin_dir: Path) -> Iterator[int]:
-    """`chroma run` on a free port; yields the port."""
-    port = free_port()
-    log = (data_dir.parent / "chroma-server.log").open("wb")
-    proc = subprocess.Popen([str(bin_dir / "chroma"), "run", "--path", str(data_dir), "--host", "127.0.0.1",
-                             "--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_http(f"http://127.0.0.1:{port}/api/v2/heartbeat", 60, proc)
-        yield port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
-
-
-@contextmanager
 def background(cmd: list[str], log: Path, env: dict[str, str], cwd: Path | None = None) -> Iterator[subprocess.Popen]:
     """A long-running command in its own process group, stopped with all its children on exit."""
     import os
@@ -86,3 +67,36 @@ def reasonloop_env(state_dir: Path, **sections: object) -> dict[str, str]:
     env.update({"REASONLOOP_STATE_DIR": str(state_dir), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"})
     env.update({f"REASONLOOP_{key.upper()}": json.dumps(value, default=str) for key, value in sections.items()})
     return env
+
+
+@contextmanager
+def http_server(cmd: list[str], health_url: str, log: Path, timeout_s: float, env: dict[str, str] | None = None
+                ) -> Iterator[subprocess.Popen]:
+    """`background(cmd)`, yielded once `health_url` answers."""
+    import os
+
+    with background(cmd, log, env if env is not None else dict(os.environ)) as proc:
+        wait_http(health_url, timeout_s, proc)
+        yield proc
+
+
+@contextmanager
+def chroma_server(data_dir: Path, bin_dir: Path) -> Iterator[int]:
+    """`chroma run` on a free port; yields the port."""
+    port = free_port()
+    with http_server([str(bin_dir / "chroma"), "run", "--path", str(data_dir), "--host", "127.0.0.1", "--port",
+                      str(port)], f"http://127.0.0.1:{port}/api/v2/heartbeat", data_dir.parent / "chroma-server.log",
+                     60):
+        yield port
+
+
+@contextmanager
+def mlflow_server(workdir: Path, bin_dir: Path) -> Iterator[str]:
+    """`mlflow server` with a SQLite database and proxied artifacts on a free port; yields its URI."""
+    port = free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
+    with http_server([str(bin_dir / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{workdir / 'mlflow.db'}",
+                      "--artifacts-destination", str(workdir / "artifacts"), "--host", "127.0.0.1", "--port",
+                      str(port), "--workers", "1"], f"http://127.0.0.1:{port}/health", workdir / "mlflow-server.log",
+                     180):
+        yield f"http://127.0.0.1:{port}"
