@@ -577,6 +577,81 @@ def prefect_ui(ctx: typer.Context) -> None:
         pass
 
 
+def _nightly_vitals(settings: Settings, last: int) -> Any:
+    from reasonloop.tracking import recent_runs
+
+    return recent_runs(settings, last, kinds=("nightly-eval",), finished_only=True)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+@app.command()
+def report(ctx: typer.Context,
+           last: Annotated[int, typer.Option(min=1, help="how many nightly evals")] = 30,
+           out: Annotated[Path | None, typer.Option(help="the HTML file (default <state_dir>/reports/vitals.html)")]
+           = None,
+           prometheus: Annotated[Path | None, typer.Option(
+               help="also write the newest run's vitals in Prometheus' text format (e.g. for node_exporter's "
+                    "textfile collector: a .prom file)")] = None) -> None:
+    """An HTML dashboard of the last nightly evals: accuracy, grounding, hallucination, latency, context length, cost
+    per query and drift, as a table and a trend plot each."""
+    from reasonloop.tracking import experiment_name, run_url
+    from reasonloop.vitals import prometheus_text, render_dashboard
+
+    settings = _settings(ctx)
+    frame = _nightly_vitals(settings, last)
+    out = out or settings.state_dir / "reports" / "vitals.html"
+    _write_atomically(out, render_dashboard(frame, lambda e, r: run_url(settings, e, r),
+                                            f"reasonloop vitals: last {len(frame)} nightly evals"))
+    console.print(f"wrote {out} ({len(frame)} nightly eval runs)")
+    if prometheus:
+        _write_atomically(prometheus, prometheus_text(frame, experiment_name(settings, "nightly-eval")))
+        console.print(f"wrote {prometheus}")
+
+
+@app.command()
+def metrics(ctx: typer.Context, port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = 9464,
+            host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1") -> None:
+    """A Prometheus scrape endpoint (/metrics): the newest nightly eval's vitals, read from MLflow at every scrape.
+    Ctrl-C stops it."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from reasonloop.tracking import experiment_name
+    from reasonloop.vitals import prometheus_text
+
+    settings = _settings(ctx)
+    experiment = experiment_name(settings, "nightly-eval")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            if self.path.split("?")[0] != "/metrics":
+                self.send_error(404, "only /metrics is here")
+                return
+            body = prometheus_text(_nightly_vitals(settings, 1), experiment).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:  # scrapes are not news
+            pass
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    console.print(f"Prometheus metrics on http://{host}:{port}/metrics (Ctrl-C stops it)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
 @app.command()
 def ui(ctx: typer.Context, port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = 5000) -> None:
     """Start the MLflow UI on 127.0.0.1 against the configured tracking store."""

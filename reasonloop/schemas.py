@@ -231,6 +231,8 @@ class EvalSummary(Record):
     reasoning_quality: float | None = None
     latency_p50_s: float | None = None
     latency_p95_s: float | None = None
+    context_chars_mean: float | None = Field(default=None, description="characters of context an answer rested on "
+                                             "(retrieved and searched chunks), mean over the answered questions")
     tokens_in: int = 0
     tokens_out: int = 0
     cost_usd: float = 0.0

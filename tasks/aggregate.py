@@ -102,6 +102,7 @@ def summarize_results(results: list[QuestionResult], complex_calls: int | None =
         reasoning_quality=mean([q for v in judged if (q := v.reasoning_quality) is not None]),
         latency_p50_s=percentile(latencies, 50),
         latency_p95_s=percentile(latencies, 95),
+        context_chars_mean=mean([float(sum(len(c.text) for c in r.answer.evidence(r.retrieved))) for r in answered]),
         tokens_in=sum(r.answer.tokens_in for r in results),
         tokens_out=sum(r.answer.tokens_out for r in results),
         cost_usd=cost,

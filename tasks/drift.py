@@ -17,6 +17,7 @@ import http.client
 import json
 import math
 import re
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Hashable, Sequence
@@ -385,10 +386,15 @@ def log_drift_run(settings: Settings, embedder: Embedder, config: DriftConfig, w
             mlflow.log_text(render_drift_html(signals, rows, figures), "drift/report.html")
     finally:
         close_figures(figures)
-    if current_id:
-        client = mlflow.MlflowClient(settings.mlflow_tracking_uri)
-        client.set_tag(current_id, "reasonloop.drift", tags["drift"])
-        client.set_tag(current_id, "reasonloop.drift.run_id", run.info.run_id)
+    if current_id:  # the verdict on the nightly run too, as tags and as vitals over time
+        from mlflow.entities import Metric, RunTag
+
+        now = int(time.time() * 1000)
+        flags = {"drift": float(bool(fired)), "drift.n_signals": float(len(fired)),
+                 **{f"drift.{s.signal}": float(s.drifted) for s in signals if s.status != "insufficient_data"}}
+        mlflow.MlflowClient(settings.mlflow_tracking_uri).log_batch(
+            current_id, metrics=[Metric(k, v, now, 0) for k, v in flags.items()],
+            tags=[RunTag("reasonloop.drift", tags["drift"]), RunTag("reasonloop.drift.run_id", run.info.run_id)])
     return FlowReport(flow="drift", run_id=run.info.run_id, experiment_id=experiment_id,
                       tracking_uri=settings.mlflow_tracking_uri, metrics=metrics, rows=rows)
 
