@@ -59,7 +59,8 @@ def test_the_mlflow_ui_shows_the_nightly_run_its_metrics_and_questions(
         browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.set_default_timeout(60_000)
+            page.set_default_timeout(60_000)  # the UI is slow to render on a loaded 2-core machine
+            expect.set_options(timeout=60_000)
             run_page = f"http://127.0.0.1:{port}/#/experiments/{report.experiment_id}/runs/{report.run_id}"
             page.goto(run_page, wait_until="load")
             expect(page.get_by_role("heading", name="nightly-eval")).to_be_visible()
