@@ -93,3 +93,25 @@ def test_serve_fires_a_cron_follows_a_trigger_and_reindexes_on_change(tiny_data:
                  lambda: completed(api_url, "corpus-change"), 240, log)
         assert IndexStore(state, "reasonloop").require_current().version == 2
     assert not (state / "prefect" / "server.json").exists()  # serve stopped its server
+
+
+def test_prefect_ui_serves_the_ui_and_says_when_one_already_runs(tmp_path: Path) -> None:
+    """`make prefect-ui`: the Prefect server and its UI on the configured port, its database in the state folder."""
+    state, port = tmp_path / "state", free_port()
+    env = reasonloop_env(state, deployments={"server_port": port})
+    log = tmp_path / "prefect-ui.log"
+    with background([str(BIN / "reasonloop"), "prefect-ui"], log, env):
+        wait_for("the Prefect UI did not answer", lambda: html_page(f"http://127.0.0.1:{port}/"), 240, log)
+        assert (state / "prefect" / "prefect.db").exists()
+        again = subprocess.run([str(BIN / "reasonloop"), "prefect-ui"], env=env, capture_output=True, text=True,
+                               timeout=120)
+        assert again.returncode == 0 and f"already answers: open http://127.0.0.1:{port}" in again.stdout
+    assert not (state / "prefect" / "server.json").exists()
+
+
+def html_page(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status == 200 and "text/html" in response.headers["Content-Type"]
+    except OSError:
+        return False
