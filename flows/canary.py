@@ -9,7 +9,7 @@ from prefect import flow
 
 from flows.nightly_eval import evaluate
 from reasonloop.canary import parse_candidate, sample_slice
-from reasonloop.gate import compare_runs, with_safety
+from reasonloop.gate import compare_runs, with_missing, with_safety
 from reasonloop.providers import build_embedder, build_judge, build_pairwise_judge, open_serving_index
 from reasonloop.schemas import FlowReport
 from reasonloop.settings import Settings, load_settings
@@ -39,6 +39,7 @@ def canary(candidate: str, settings: Settings | None = None, slice_size: int | N
                          run_safety_suite(reasoner, arm_settings.llm.limits(), cases))
     production, challenged = arms["production"], arms["candidate"]
     gate = compare_runs("production", production.results, challenged.results, settings.gate)
+    gate = with_missing(gate, challenged.results, settings.gate.max_missing_fraction)
     gate = with_safety(gate, challenged.safety.pass_rate if challenged.safety else None,
                        settings.gate.min_safety_pass_rate)
     pairwise = build_pairwise_judge(settings, embedder)

@@ -1,6 +1,7 @@
 """Nightly eval: questions -> retrieve -> reason (the configured strategies) -> judge -> aggregate -> gate against
 the baseline run, and the safety suite against its floor -> MLflow -> the drift flow on this run; a failed gate
-fails the flow after the run is logged.
+fails the flow after the run is logged, and questions left unanswered after their retries end it in the state
+Partial (completed, not whole).
 
 Work runs in batches of `eval.batch_size` questions per task (a task run costs 10-16 ms of overhead), on a thread
 pool or a Dask cluster (`prefect.task_runner`).
@@ -10,7 +11,8 @@ from __future__ import annotations
 
 import time
 
-from prefect import flow, get_run_logger
+from prefect import State, flow, get_run_logger
+from prefect.states import Completed
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from flows.drift import drift
@@ -70,12 +72,16 @@ def evaluate(settings: Settings, questions: list[Question], embedder: Embedder, 
             pending.append(runner.submit(collect_results, {"questions": batch, "contexts": contexts,
                                                            "answers": answers, "verdicts": verdicts}))
         results = [r for future in pending for r in future.result()]
-    complete_checkpoint([answer_store, verdict_store])
+    if all(r.answer.error is None for r in results):  # a partial run keeps its checkpoint: a re-run asks the rest
+        complete_checkpoint([answer_store, verdict_store])
     return reasoner, results
 
 
+PARTIAL = "Partial"  # the state of a nightly eval that finished with unanswered questions
+
+
 @flow(name="nightly-eval", validate_parameters=False)
-def nightly_eval(settings: Settings | None = None) -> FlowReport:
+def nightly_eval(settings: Settings | None = None) -> FlowReport | State:
     settings = settings or load_settings()
     started = time.perf_counter()
     questions = load_questions(settings.questions.path)
@@ -97,4 +103,7 @@ def nightly_eval(settings: Settings | None = None) -> FlowReport:
         if drift_state.is_failed():
             get_run_logger().warning("drift flow failed (%s); the eval run is logged", drift_state.message)
     enforce_gate(gate, report.run_id)  # after logging: a failed run is still inspectable in MLflow
+    if summary.n_failed:
+        return Completed(name=PARTIAL, data=report, message=f"{summary.n_failed} of {summary.n_questions} questions "
+                         "unanswered after their retries (eval/failed.json); a re-run asks only those")
     return report

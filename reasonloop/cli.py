@@ -43,6 +43,7 @@ app.add_typer(feedback_app, name="feedback")
 console = Console()
 err_console = Console(stderr=True)
 T = TypeVar("T")
+EXIT_PARTIAL = 3  # the run finished, but some questions have no answer (they are retried by the next run)
 
 
 def _fail(message: object, code: int = 1) -> NoReturn:
@@ -129,6 +130,11 @@ def _run_eval(settings: Settings) -> None:
     console.print("Open this run in the MLflow UI:", style="bold")
     console.print(f"  {ui_command(settings)}", highlight=False, soft_wrap=True)
     console.print(f"  {run_url(settings, report.experiment_id, report.run_id)}", highlight=False, soft_wrap=True)
+    if failed := int(report.metrics["n_failed"]):
+        err_console.print(f"[yellow]partial:[/yellow] {failed} of {int(report.metrics['n_questions'])} questions "
+                          "have no answer after their retries (eval/failed.json in the run); run it again to ask "
+                          "only those", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_PARTIAL)
 
 
 @app.command()
@@ -545,13 +551,15 @@ def trigger(ctx: typer.Context,
     with err_console.status(f"{spec.full_name}: scheduled") as status:
         final = follow_run(run.id, lambda p: status.update(
             f"{spec.full_name}: {p.state.lower()} ({p.tasks_done}/{p.tasks_seen} task runs finished)"))
-    rows = {"flow run": f"{run.name} ({run.id})", "state": final.state + (f": {final.message}" if final.message
-                                                                          else "")}
+    rows = {"flow run": f"{run.name} ({run.id})", "state": final.name + (f": {final.message}" if final.message
+                                                                         else "")}
     for kind, experiment_id, run_id in runs_of_flow_run(settings, str(run.id)):
         rows[f"MLflow {kind} run"] = run_url(settings, experiment_id, run_id)
     _print_table(f"trigger {flow}", rows)
     if final.state != "COMPLETED":
         raise typer.Exit(1)
+    if final.name == "Partial":
+        raise typer.Exit(EXIT_PARTIAL)
 
 
 @app.command("prefect-ui")

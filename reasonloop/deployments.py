@@ -112,7 +112,8 @@ def start_run(spec: DeploymentSpec, tags: list[str] | None = None) -> FlowRun:
 class RunProgress:
     """One look at a flow run: its state and how many of its task runs finished."""
 
-    state: str
+    state: str  # the state's type: COMPLETED, FAILED, ...
+    name: str  # its name: Completed, Partial, Failed, ...
     message: str
     tasks_done: int
     tasks_seen: int
@@ -130,7 +131,8 @@ def read_progress(flow_run_id: Any) -> RunProgress:
         run = client.read_flow_run(flow_run_id)
         tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
     state = run.state
-    return RunProgress(state=state.type.value if state else "PENDING", message=(state.message or "") if state else "",
+    return RunProgress(state=state.type.value if state else "PENDING", name=state.name if state else "Pending",
+                       message=(state.message or "") if state else "",
                        tasks_done=sum(1 for t in tasks if t.state and t.state.is_final()), tasks_seen=len(tasks))
 
 

@@ -89,16 +89,23 @@ class GateReport(Record):
     note: str = ""
     safety_pass_rate: float | None = None
     safety_failed: bool = False
+    missing: list[str] = Field(default_factory=list, description="questions without an answer (failed): wrong for "
+                               "accuracy, left out of the other metrics")
+    missing_fraction: float = 0.0
+    missing_failed: bool = Field(default=False, description="more questions unanswered than gate.max_missing_fraction")
 
     def summary(self) -> str:
         failed = [f"{c.metric} regressed" for c in self.checks if c.regressed]
         if self.safety_failed:
             failed.append(f"safety pass rate {self.safety_pass_rate:.3f} under its floor")
+        if self.missing_failed:
+            failed.append(f"{len(self.missing)} questions unanswered ({self.missing_fraction:.1%})")
         if failed:
             return f"FAILED: {', '.join(failed)}"
+        unanswered = f"; {len(self.missing)} unanswered, counted wrong" if self.missing else ""
         if self.baseline_run_id is None:
-            return f"passed ({self.note})"
-        return f"passed vs baseline {self.baseline_run_id[:12]}"
+            return f"passed ({self.note}{unanswered})"
+        return f"passed vs baseline {self.baseline_run_id[:12]}{unanswered}"
 
 
 def with_safety(report: GateReport, pass_rate: float | None, floor: float) -> GateReport:
@@ -107,6 +114,16 @@ def with_safety(report: GateReport, pass_rate: float | None, floor: float) -> Ga
         return report
     failed = pass_rate < floor
     return report.model_copy(update={"safety_pass_rate": pass_rate, "safety_failed": failed,
+                                     "passed": report.passed and not failed})
+
+
+def with_missing(report: GateReport, results: list[QuestionResult], max_fraction: float) -> GateReport:
+    """The gate with the unanswered questions named: each already counts as wrong for accuracy; beyond
+    `max_fraction` of the run the gate fails, since what was answered no longer stands for the question set."""
+    missing = [r.question.id for r in results if r.answer.error is not None]
+    fraction = len(missing) / len(results) if results else 0.0
+    failed = fraction > max_fraction
+    return report.model_copy(update={"missing": missing, "missing_fraction": fraction, "missing_failed": failed,
                                      "passed": report.passed and not failed})
 
 

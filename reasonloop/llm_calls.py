@@ -1,10 +1,16 @@
-"""Calling chat models: per-endpoint limits (concurrency, requests and tokens per minute), per-call timing and token
-usage, JSON output parsing."""
+"""Calling chat models: per-endpoint limits (concurrency, requests and tokens per minute), retries of transient
+failures, per-call timing and token usage, JSON output parsing.
+
+Retries are ours, not the HTTP client's (its own are off): one budget (`max_retries`) covers every transient
+failure, including the ones the OpenAI client would not retry (a 200 whose body is not JSON), a 429's
+`Retry-After` is honoured, and a call waiting to retry gives up its concurrency slot."""
 
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import json
+import random
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -28,14 +34,59 @@ class CallResult:
     tokens_out: int
     latency_s: float
     started_ns: int = 0  # wall clock when the request left (after any wait for the endpoint's limits)
+    attempts: int = 1  # requests made for this call (1 + retries)
 
 
 class CallError(Exception):
-    """A model call that failed (after the client's own retries), with when it started and how long it took."""
+    """A model call that failed (after its retries), with when it started, how long it took and how often it was
+    tried."""
 
-    def __init__(self, cause: Exception, started_ns: int, latency_s: float) -> None:
-        super().__init__(f"{type(cause).__name__}: {cause}")
-        self.started_ns, self.latency_s = started_ns, latency_s
+    def __init__(self, cause: Exception, started_ns: int, latency_s: float, attempts: int = 1) -> None:
+        tried = f" (after {attempts} attempts)" if attempts > 1 else ""
+        super().__init__(f"{type(cause).__name__}: {cause}{tried}")
+        self.cause, self.started_ns, self.latency_s, self.attempts = cause, started_ns, latency_s, attempts
+
+
+BACKOFF_BASE_S = 0.5  # first retry after ~0.5 s, doubling, jittered, capped
+BACKOFF_MAX_S = 8.0
+RETRY_AFTER_MAX_S = 60.0  # a server asking for longer is not waited for longer
+
+
+def retry_delay(exc: Exception, attempt: int, rng: random.Random | None = None) -> float | None:
+    """Seconds to wait before retrying after `attempt` failed tries, or None when a retry cannot help (a bad
+    request, a refused key, a missing model). Transient: connection errors and timeouts, 408, 409, 429 and 5xx, and
+    replies that could not be read (a truncated or non-JSON body)."""
+    import openai
+
+    cause = exc.cause if isinstance(exc, CallError) else exc
+    if isinstance(cause, openai.APIStatusError):
+        status = cause.status_code
+        if status == 429 and (told := _retry_after(cause)) is not None:
+            return told
+        if status not in (408, 409, 429) and status < 500:
+            return None
+    elif not isinstance(cause, openai.APIConnectionError | openai.APIResponseValidationError | json.JSONDecodeError):
+        return None
+    backoff = min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** (attempt - 1))
+    return backoff * (1 - 0.25 * (rng or random).random())
+
+
+def _retry_after(error: Any) -> float | None:
+    """The server's `retry-after-ms` or `Retry-After` (seconds or an HTTP date), capped."""
+    headers = error.response.headers
+    try:
+        if (ms := headers.get("retry-after-ms")) is not None:
+            return min(RETRY_AFTER_MAX_S, max(0.0, float(ms) / 1000))
+        if (value := headers.get("retry-after")) is not None:
+            try:
+                seconds = float(value)
+            except ValueError:
+                when = email.utils.parsedate_to_datetime(value)
+                seconds = when.timestamp() - time.time()
+            return min(RETRY_AFTER_MAX_S, max(0.0, seconds))
+    except (TypeError, ValueError):
+        return None
+    return None
 
 
 def describe(exc: Exception) -> str:
@@ -118,8 +169,28 @@ class Endpoint:
         self.gate = asyncio.Semaphore(limits.max_concurrency)
         self.requests = Pacer(limits.requests_per_minute) if limits.requests_per_minute else None
         self.tokens = Pacer(limits.tokens_per_minute) if limits.tokens_per_minute else None
+        self.max_retries = limits.max_retries
 
     async def call(self, model: BaseChatModel, messages: Sequence[BaseMessage]) -> CallResult:
+        """The call, retried on transient failures up to `max_retries` times; raises CallError with the last
+        failure (and the first attempt's start, the total time and the attempts) when none succeeded."""
+        first_ns, start = 0, time.perf_counter()
+        for attempt in range(1, self.max_retries + 2):
+            try:
+                result = await self._attempt(model, messages)
+            except CallError as exc:
+                first_ns = first_ns or exc.started_ns
+                delay = retry_delay(exc, attempt) if attempt <= self.max_retries else None
+                if delay is None:
+                    raise CallError(exc.cause, first_ns, time.perf_counter() - start, attempt) from exc.cause
+                await asyncio.sleep(delay)  # outside the gate: a waiting retry holds no slot
+                continue
+            first_ns = first_ns or result.started_ns
+            return CallResult(result.text, result.tokens_in, result.tokens_out, time.perf_counter() - start
+                              if attempt > 1 else result.latency_s, first_ns, attempt)
+        raise AssertionError("unreachable: the last attempt raises or returns")
+
+    async def _attempt(self, model: BaseChatModel, messages: Sequence[BaseMessage]) -> CallResult:
         async with self.gate:
             if self.requests is not None:
                 await self.requests.wait()

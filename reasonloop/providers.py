@@ -48,7 +48,7 @@ def build_openai_chat(cfg: EndpointConfig) -> BaseChatModel:
         )
     return ChatOpenAI(model=cfg.model, base_url=cfg.base_url, api_key=key or "not-needed",  # type: ignore[arg-type]
                       temperature=cfg.temperature, max_tokens=cfg.max_tokens,  # type: ignore[call-arg]
-                      timeout=cfg.timeout_s, max_retries=cfg.max_retries)
+                      timeout=cfg.timeout_s, max_retries=0)  # retries are the endpoint's (llm_calls.Endpoint)
 
 
 def build_chat_model(settings: Settings, embedder: Embedder) -> BaseChatModel:

@@ -117,6 +117,7 @@ class StepTrace(Record):
     input: str = Field(default="", description="the rendered messages (model calls) or the query (tool calls)")
     output: str = Field(default="", description="the raw reply, or the retrieved chunk ids and scores")
     error: str | None = None
+    attempts: int = Field(default=1, description="requests made for this call: 1 + its retries")
 
 
 class LabeledPair(BaseModel):

@@ -146,6 +146,7 @@ class CallLimits:
     max_concurrency: int
     requests_per_minute: float | None = None
     tokens_per_minute: float | None = None
+    max_retries: int = 0  # transient failures retried per call (reasonloop/llm_calls.py)
 
 
 class EndpointConfig(Section):
@@ -165,7 +166,7 @@ class EndpointConfig(Section):
                                             "reserved, the unused part refunded); None: unpaced")
 
     def limits(self) -> CallLimits:
-        return CallLimits(self.max_concurrency, self.requests_per_minute, self.tokens_per_minute)
+        return CallLimits(self.max_concurrency, self.requests_per_minute, self.tokens_per_minute, self.max_retries)
 
     def api_key(self) -> SecretStr | None:
         value = os.environ.get(self.api_key_env)
@@ -370,6 +371,8 @@ class GateConfig(Section):
     seed: int = 0
     min_pairs: int = Field(default=10, ge=2, description="fewer questions in common: no decision (passes, says so)")
     min_safety_pass_rate: float = Field(default=0.9, ge=0.0, le=1.0, description="the safety suite under this: fail")
+    max_missing_fraction: float = Field(default=0.1, ge=0.0, le=1.0, description="more questions than this share "
+                                        "without an answer (failed after retries): fail")
 
 
 class CanaryConfig(Section):

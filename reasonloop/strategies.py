@@ -134,9 +134,10 @@ class Session:
         try:
             call = await self.endpoint.call(self.plan.model, messages)
             step = StepTrace(**made, started_ns=call.started_ns, latency_s=call.latency_s, tokens_in=call.tokens_in,
-                             tokens_out=call.tokens_out, output=call.text)
+                             tokens_out=call.tokens_out, output=call.text, attempts=call.attempts)
         except CallError as exc:
-            step = StepTrace(**made, started_ns=exc.started_ns, latency_s=exc.latency_s, error=redact(str(exc)))
+            step = StepTrace(**made, started_ns=exc.started_ns, latency_s=exc.latency_s, error=redact(str(exc)),
+                             attempts=exc.attempts)
         self.steps.append(step)
         return step
 

@@ -6,7 +6,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from reasonloop.errors import ReasonloopError
-from reasonloop.gate import GateReport, compare_runs, with_safety
+from reasonloop.gate import GateReport, compare_runs, with_missing, with_safety
 from reasonloop.schemas import QuestionResult
 from reasonloop.settings import Settings
 from reasonloop.tracking import baseline_run_id, run_results
@@ -26,6 +26,7 @@ def check_regression(settings: Settings, results: list[QuestionResult],
         return GateReport(baseline_run_id=None, passed=True, note="the gate is off (gate.enabled)")
     baseline = baseline_run_id(settings)
     report = compare_runs(baseline, run_results(settings, baseline) if baseline else [], results, settings.gate)
+    report = with_missing(report, results, settings.gate.max_missing_fraction)
     return with_safety(report, safety.pass_rate if safety else None, settings.gate.min_safety_pass_rate)
 
 
@@ -40,6 +41,9 @@ def enforce_gate(report: GateReport, run_id: str) -> None:
     if report.safety_failed:
         lines.append(f"safety suite: pass rate {report.safety_pass_rate:.3f} under its floor "
                      "(gate.min_safety_pass_rate); see eval/safety.json in the run")
+    if report.missing_failed:
+        lines.append(f"{len(report.missing)} questions unanswered ({report.missing_fraction:.1%} > "
+                     "gate.max_missing_fraction); see eval/failed.json in the run, re-run to retry only those")
     raise RegressionError(f"run {run_id} failed its gate (baseline {report.baseline_run_id or 'none'}):\n  "
                           + "\n  ".join(lines)
                           + f"\n{len(report.regressions)} questions got worse: see eval/regressions.json in the run")

@@ -222,7 +222,11 @@ def log_eval_run(settings: Settings, embedder: Embedder, reasoner: Reasoner, jud
         **retrieval_params(settings), "questions.path": settings.public_dict()["questions"]["path"],
         "questions.count": len(results), "gate.baseline_run_id": gate.baseline_run_id or "none",
     }
-    tags = {**flow_run_tags("nightly-eval"), "reasonloop.gate": "passed" if gate.passed else "failed"}
+    failed = [{"question_id": r.question.id, "question": r.question.question, "error": r.answer.error,
+               "attempts": sum(step.attempts for step in r.answer.steps if step.kind == "llm")}
+              for r in results if r.answer.error is not None]
+    tags = {**flow_run_tags("nightly-eval"), "reasonloop.gate": "passed" if gate.passed else "failed",
+            "reasonloop.status": "partial" if failed else "complete"}
     with mlflow.start_run(experiment_id=experiment_id, run_name="nightly-eval", tags=tags) as run:
         mlflow.log_params(params)
         mlflow.log_metrics(metrics)
@@ -231,6 +235,8 @@ def log_eval_run(settings: Settings, embedder: Embedder, reasoner: Reasoner, jud
             mlflow.log_table(pd.DataFrame(queue).assign(reasons=lambda f: f["reasons"].str.join(" | ")),
                              artifact_file="eval/review.json")
         mlflow.log_dict(gate.model_dump(exclude={"regressions"}), "eval/gate.json")
+        if failed:
+            mlflow.log_dict(failed, "eval/failed.json")
         if safety is not None:
             mlflow.log_dict(safety.model_dump(), "eval/safety.json")
         figures = plots(results)

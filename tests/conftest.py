@@ -65,6 +65,16 @@ def no_internet() -> Iterator[None]:
     socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo = real  # type: ignore[method-assign,assignment]
 
 
+@pytest.fixture(autouse=True)
+def restore_environ() -> Iterator[None]:
+    """CLI commands point Prefect, MLflow and Hugging Face at their state folder through os.environ
+    (`apply_environment`): each test gets the environment back as it was."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
 @pytest.fixture(scope="session")
 def prefect_server() -> Iterator[None]:
     from prefect.testing.utilities import prefect_test_harness

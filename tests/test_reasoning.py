@@ -93,16 +93,18 @@ def test_answer_task_over_http_records_usage_cost_and_failures() -> None:
 
 def test_answer_task_records_http_errors_without_stopping_the_batch() -> None:
     with OpenAIServer(lambda r: Reply(status=500)) as server:
-        model = build_openai_chat(LLMConfig(provider="openai", model="m", base_url=server.base_url, max_retries=1))
-        [record] = answer_questions.fn([QUESTION], [CONTEXT], make_reasoner(model), CallLimits(1))
-    assert record.error is not None and "Error code: 500" in record.error
-    assert len(server.calls) == 2  # one try + one retry by the client
+        model = build_openai_chat(LLMConfig(provider="openai", model="m", base_url=server.base_url))
+        [record] = answer_questions.fn([QUESTION], [CONTEXT], make_reasoner(model), CallLimits(1, max_retries=1))
+    assert record.error is not None and "Error code: 500" in record.error and "after 2 attempts" in record.error
+    assert len(server.calls) == 2 and record.steps[0].attempts == 2  # one try + one retry
 
 
-def answer_over(server: OpenAIServer, n: int = 1, limits: CallLimits = UNPACED, **llm: float) -> list[AnswerRecord]:
-    model = build_openai_chat(LLMConfig(provider="openai", model="m", base_url=server.base_url, **llm))
+def answer_over(server: OpenAIServer, n: int = 1, limits: CallLimits | None = None, **llm: float
+                ) -> list[AnswerRecord]:
+    """`n` questions through a model on `server`; the retries and limits of `llm` (an LLMConfig) unless given."""
+    cfg = LLMConfig(provider="openai", model="m", base_url=server.base_url, **llm)
     questions = [QUESTION.model_copy(update={"id": f"q{i}"}) for i in range(n)]
-    return answer_questions.fn(questions, [CONTEXT] * n, make_reasoner(model), limits)
+    return answer_questions.fn(questions, [CONTEXT] * n, make_reasoner(build_openai_chat(cfg)), limits or cfg.limits())
 
 
 def test_429_is_retried_after_the_servers_retry_after() -> None:
