@@ -31,12 +31,13 @@ def canary(candidate: str, settings: Settings | None = None, slice_size: int | N
     index = open_serving_index(settings, embedder)  # both arms read one index version
     judge = build_judge(settings, embedder)  # production's judge scores both arms
     cases = load_safety_cases(settings.safety)
-    arms = {}
+    arms, evaluations = {}, []
     for name, arm_settings in (("production", settings), ("candidate", challenger)):
-        reasoner, results = evaluate(arm_settings, questions, embedder, index, judge)
-        summary = summarize_results(results, None, arm_settings.optimize.alpha)
-        arms[name] = Arm(arm_settings, reasoner, results, summary,
-                         run_safety_suite(reasoner, arm_settings.llm.limits(), cases))
+        evaluated = evaluate(arm_settings, questions, embedder, index, judge)
+        evaluations.append(evaluated)
+        summary = summarize_results(evaluated.results, None, arm_settings.optimize.alpha)
+        arms[name] = Arm(arm_settings, evaluated.reasoner, evaluated.results, summary,
+                         run_safety_suite(evaluated.reasoner, arm_settings.llm.limits(), cases))
     production, challenged = arms["production"], arms["candidate"]
     gate = compare_runs("production", production.results, challenged.results, settings.gate)
     gate = with_missing(gate, challenged.results, settings.gate.max_missing_fraction)
@@ -46,5 +47,7 @@ def canary(candidate: str, settings: Settings | None = None, slice_size: int | N
     pairs = compare_pairwise(pairwise, production.results, challenged.results)
     promoted = promote_candidate(settings, spec) if gate.passed else ""
     report = log_canary_run(settings, embedder, spec, arms, judge.version, gate, pairs, pairwise.version, promoted)
+    for evaluated in evaluations:  # logged: the arms' checkpoints have served
+        evaluated.finish()
     publish_summary(report)
     return report

@@ -10,14 +10,16 @@ pool or a Dask cluster (`prefect.task_runner`).
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from prefect import State, flow, get_run_logger
 from prefect.states import Completed
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from flows.drift import drift
-from reasonloop.answer_store import open_record_store, run_identity
+from reasonloop.answer_store import RecordStore, open_record_store, run_identity
 from reasonloop.embeddings import Embedder
+from reasonloop.gate import GateReport
 from reasonloop.judges import Judge
 from reasonloop.providers import ServingIndex, build_embedder, build_judge, build_reasoner, open_serving_index
 from reasonloop.schemas import FlowReport, Question, QuestionResult
@@ -30,7 +32,7 @@ from tasks.load import load_questions
 from tasks.reason import answer_questions, complete_checkpoint
 from tasks.retrieve import evaluate_retrieval, retrieve_chunks
 from tasks.safety import load_safety_cases, run_safety_suite
-from tasks.track import log_eval_run, publish_summary
+from tasks.track import FLOW_COMPLETE_TAG, interrupted_eval, log_eval_run, publish_summary, tag_run
 
 
 def eval_task_runner(settings: Settings) -> TaskRunner:
@@ -52,10 +54,22 @@ def batched(questions: list[Question], size: int) -> list[list[Question]]:
     return [questions[i:i + size] for i in range(0, len(questions), size)]
 
 
+@dataclass(frozen=True)
+class Evaluated:
+    reasoner: Reasoner
+    results: list[QuestionResult]
+    stores: list[RecordStore | None]  # the run's answer and verdict stores: its checkpoint until it is logged
+
+    def finish(self) -> None:
+        """The run is logged: drop its checkpoint, unless questions are unanswered (a re-run asks only those)."""
+        if all(r.answer.error is None for r in self.results):
+            complete_checkpoint(self.stores)
+
+
 def evaluate(settings: Settings, questions: list[Question], embedder: Embedder, index: ServingIndex,
-             judge: Judge) -> tuple[Reasoner, list[QuestionResult]]:
-    """Retrieve, reason and judge every question in batches (submitted to the flow's task runner), resuming from
-    and saving to the answer and verdict stores; the nightly eval and each arm of a canary run this."""
+             judge: Judge) -> Evaluated:
+    """Retrieve, reason and judge every question in batches (submitted to the configured task runner), resuming
+    from and saving to the answer and verdict stores; the nightly eval and each arm of a canary run this."""
     reasoner = build_reasoner(settings, embedder, index)
     run = run_identity(settings.config_hash(), questions, index.manifest.content_hash)
     answer_store = open_record_store(settings.state_dir, settings.cache, run, "answers")
@@ -72,9 +86,25 @@ def evaluate(settings: Settings, questions: list[Question], embedder: Embedder, 
             pending.append(runner.submit(collect_results, {"questions": batch, "contexts": contexts,
                                                            "answers": answers, "verdicts": verdicts}))
         results = [r for future in pending for r in future.result()]
-    if all(r.answer.error is None for r in results):  # a partial run keeps its checkpoint: a re-run asks the rest
-        complete_checkpoint([answer_store, verdict_store])
-    return reasoner, results
+    return Evaluated(reasoner, results, [answer_store, verdict_store])
+
+
+def evaluate_and_log(settings: Settings, questions: list[Question], embedder: Embedder, index: ServingIndex,
+                     identity: str, started: float) -> tuple[FlowReport, GateReport]:
+    """Answer and judge the questions, aggregate, run the safety suite and the gate, and log it all as one MLflow
+    run; only then is the checkpoint dropped (a kill before that resumes from it)."""
+    judge = build_judge(settings, embedder)
+    evaluated = evaluate(settings, questions, embedder, index, judge)
+    results = evaluated.results
+    summary = summarize_results(results, settings.reasoning.complex_calls(len(settings.prompts.paths)),
+                                settings.optimize.alpha)
+    safety = run_safety_suite(evaluated.reasoner, settings.llm.limits(), load_safety_cases(settings.safety))
+    gate = check_regression(settings, results, safety)
+    quality = evaluate_retrieval({"eval": questions}, index.retriever)
+    report = log_eval_run(settings, embedder, evaluated.reasoner, judge.version, index.manifest, summary, quality,
+                          results, gate, safety, time.perf_counter() - started, identity)
+    evaluated.finish()
+    return report, gate
 
 
 PARTIAL = "Partial"  # the state of a nightly eval that finished with unanswered questions
@@ -87,23 +117,18 @@ def nightly_eval(settings: Settings | None = None) -> FlowReport | State:
     questions = load_questions(settings.questions.path)
     embedder = build_embedder(settings)
     index = open_serving_index(settings, embedder)  # one version for the whole run
-    judge = build_judge(settings, embedder)
-    reasoner, results = evaluate(settings, questions, embedder, index, judge)
-
-    summary = summarize_results(results, settings.reasoning.complex_calls(len(settings.prompts.paths)),
-                                settings.optimize.alpha)
-    safety = run_safety_suite(reasoner, settings.llm.limits(), load_safety_cases(settings.safety))
-    gate = check_regression(settings, results, safety)
-    quality = evaluate_retrieval({"eval": questions}, index.retriever)
-    report = log_eval_run(settings, embedder, reasoner, judge.version, index.manifest, summary, quality, results,
-                          gate, safety, time.perf_counter() - started)
+    identity = run_identity(settings.config_hash(), questions, index.manifest.content_hash)
+    # a run of the same identity killed after it was logged (during its drift check) is finished, not repeated
+    logged = interrupted_eval(settings, identity)
+    report, gate = logged or evaluate_and_log(settings, questions, embedder, index, identity, started)
     publish_summary(report)
     if settings.drift.enabled:  # before the gate: a failed run still gets its drift report; drift never fails the eval
         drift_state = drift(settings, run_id=report.run_id, return_state=True)
         if drift_state.is_failed():
             get_run_logger().warning("drift flow failed (%s); the eval run is logged", drift_state.message)
+    tag_run(settings, report.run_id, {FLOW_COMPLETE_TAG: "true"})
     enforce_gate(gate, report.run_id)  # after logging: a failed run is still inspectable in MLflow
-    if summary.n_failed:
-        return Completed(name=PARTIAL, data=report, message=f"{summary.n_failed} of {summary.n_questions} questions "
-                         "unanswered after their retries (eval/failed.json); a re-run asks only those")
+    if failed := int(report.metrics["n_failed"]):
+        return Completed(name=PARTIAL, data=report, message=f"{failed} of {int(report.metrics['n_questions'])} "
+                         "questions unanswered after their retries (eval/failed.json); a re-run asks only those")
     return report

@@ -1,13 +1,16 @@
 """A pattern detector for prompt injection in text: instructions addressed to the model rather than
 information for the reader. Used on documents at ingestion (and, later, on inputs and outputs).
 
-It is a heuristic: each rule names a family of attack phrasing (overrides, role hijacking, instructions
-about "your answer", exfiltration and lures). Its recall and false-positive rate are measured, not assumed.
+It is a heuristic: each rule names a family of attack phrasing (overrides, role hijacking, the chat's or the
+prompt's own markup, instructions about "your answer", exfiltration and lures). Its recall and false-positive rate are
+measured, not assumed. Rules read the text as a reader sees it (`readable`), so look-alike spellings do not hide an
+attack from them.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 
 RULES: dict[str, re.Pattern[str]] = {
     "override": re.compile(
@@ -17,8 +20,13 @@ RULES: dict[str, re.Pattern[str]] = {
         r"\b(you are now|from now on,? you|act as (an?|my|the) (ai|assistant|chatbot|model)|pretend (to be|you are)|"
         r"developer mode|jailbreak|"
         r"system prompt|new instructions?:)", re.I),
-    "chat_markup": re.compile(r"(<\|im_start\|>|<\|system\|>|\[/?INST\]|^\s*#{2,}\s*(instruction|system)\b|"
-                              r"^\s*(system|assistant)\s*:)", re.I | re.M),
+    "chat_markup": re.compile(r"(<\|[a-z_]{2,30}\|>|\[/?INST\]|^\s*#{2,}\s*(instruction|system)\b|"
+                              r"^\s*(system|assistant)\s*:|"
+                              # the prompts' own section tags: a document that closes its chunk or opens a question
+                              r"<\s*/?\s*(chunk|context|question|scratchpad|observation|steps_left|answer_to_check|"
+                              r"draft|problems)\b[^<>\n]{0,80}>|"
+                              # an agent turn or tool call, as a ReAct reply would write it
+                              r"\{\s*\"(thought|action|tool_calls?|function_call)\"\s*:)", re.I | re.M),
     "addresses_the_answer": re.compile(
         r"\b(in|to|into|within|throughout|at the (start|end|beginning) of) (your|the) "
         r"(answer|response|reply|output|summary)\b|\byour (answer|response|reply|output|message)(s|'s)?\b", re.I),
@@ -39,6 +47,16 @@ RULES: dict[str, re.Pattern[str]] = {
 }
 
 
+INVISIBLE = re.compile("[\u00ad\u200b-\u200f\u2060-\u2064\ufeff]")  # soft hyphen, zero-width, direction marks, BOM
+
+
+def readable(text: str) -> str:
+    """The text as a reader sees it: compatibility forms folded (full-width "ｉｇｎｏｒｅ", "＜｜im_start｜＞") and
+    invisible characters dropped ("ig\u200bnore"). Only for matching: documents are stored and quoted as written."""
+    return text if text.isascii() else INVISIBLE.sub("", unicodedata.normalize("NFKC", text))
+
+
 def detect_injection(text: str) -> list[str]:
     """Names of the rules the text triggers (empty: nothing suspicious)."""
-    return [name for name, pattern in RULES.items() if pattern.search(text)]
+    seen = readable(text)
+    return [name for name, pattern in RULES.items() if pattern.search(seen)]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 from pathlib import Path
 
 import yaml
@@ -18,13 +19,14 @@ from reasonloop.errors import PromptError
 from reasonloop.schemas import ReasoningSteps, RetrievedChunk
 
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+PROMPT_NAME = r"[a-z][a-z0-9_]*"  # a template's name, and its file's name without .yaml
 LOCK_FILE = "VERSIONS.lock"  # "<name>@v<version> <sha256>" per line: a released version's text never changes
 
 
 class PromptTemplate(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    name: str = Field(pattern=rf"^{PROMPT_NAME}$")
     version: int = Field(ge=1)
     description: str = ""
     input_variables: list[str] = Field(min_length=1)
@@ -67,6 +69,9 @@ class PromptTemplate(BaseModel):
 
 
 def load_prompt(prompts_dir: Path, name: str) -> PromptTemplate:
+    if not re.fullmatch(PROMPT_NAME, name):  # before it becomes a path: "../x" must not reach outside the folder
+        raise PromptError(f"prompt '{name}' is not a template name (lowercase letters, digits and _): name a file "
+                          f"of {prompts_dir} without its .yaml, or NAME@ALIAS for the prompt registry")
     path = prompts_dir / f"{name}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in prompts_dir.glob("*.yaml"))
@@ -99,14 +104,46 @@ def read_lock(prompts_dir: Path) -> dict[str, str]:
     return {ref: sha for ref, sha in entries}
 
 
-STRUCTURE_TAGS = re.compile(r"<(/?)(chunk|context|question|scratchpad|observation|thought|search|steps_left|"
-                            r"answer_to_check|draft|problems|paths?|reference|answer(?:_[ab])?|reasoning)\b", re.I)
+TAG_NAMES = ("chunk", "context", "question", "scratchpad", "observation", "thought", "search", "steps_left",
+             "answer_to_check", "draft", "problems", "paths", "path", "reference", "answer_a", "answer_b", "answer",
+             "reasoning")  # every tag the prompts (and the strategies' scratchpads) use
+# Characters a reader (or a tokenizer) skips: soft hyphen, zero-width space/joiners, direction marks, word joiner,
+# invisible operators, BOM. "</\u200bchunk>" reads as "</chunk>", so they may sit anywhere inside a look-alike.
+_INVISIBLE = "\u00ad\u200b-\u200f\u2060-\u2064\ufeff"
+_NAMES = "|".join(f"[{_INVISIBLE}]*".join(map(re.escape, name)) for name in TAG_NAMES)
+_GAP = rf"[\s{_INVISIBLE}]*"
+# The "<" of a look-alike of the prompts' tags ("</ chunk>", "<\n/Chunk>", and after folding "＜／ｃｈｕｎｋ＞"), or of
+# a chat template's special token ("<|im_start|>", "<|eot_id|>", "<|system|>"): some servers parse those even inside
+# a message's content, which would let quoted data open a system or user turn of its own.
+STRUCTURE_TAGS = re.compile(rf"<(?={_GAP}[/\u2044\u2215]?{_GAP}(?:{_NAMES})\b)|<(?=\|[^|<>\s]{{1,64}}\|>)", re.I)
+
+
+def _fold(text: str) -> str:
+    """`text` with each character replaced by its NFKC form where that is one character (full-width "＜／", math
+    letters, the Kelvin sign): look-alikes are found in the folded text, and its positions are `text`'s."""
+    if text.isascii():
+        return text
+    return "".join(folded if len(folded := unicodedata.normalize("NFKC", ch)) == 1 else ch for ch in text)
 
 
 def quote_data(text: str) -> str:
-    """Text from documents or earlier replies, with look-alikes of the prompts' own tags neutralized, so quoted
-    data can never open or close a block of the prompt."""
-    return STRUCTURE_TAGS.sub(r"&lt;\1\2", text)
+    """Text from documents or earlier replies, with look-alikes of the prompts' own tags (and chat-template special
+    tokens) neutralized: their "<" becomes "&lt;", so quoted data can never open or close a block of the prompt. Only
+    that character changes; the rest of the text reaches the model as written."""
+    starts = [m.start() for m in STRUCTURE_TAGS.finditer(_fold(text))]
+    if not starts:
+        return text
+    pieces, last = [], 0
+    for start in starts:
+        pieces += [text[last:start], "&lt;"]
+        last = start + 1
+    return "".join([*pieces, text[last:]])
+
+
+def quote_attribute(value: str) -> str:
+    """A value for a tag attribute of the prompt (a chunk id comes from the document's own id field): quoted data
+    that cannot end its quotes either, so `id="x"><question>..."` stays one attribute."""
+    return quote_data(value).replace('"', "&quot;")
 
 
 def format_reasoning(chain: ReasoningSteps) -> str:
@@ -119,5 +156,5 @@ def format_reasoning(chain: ReasoningSteps) -> str:
 
 def format_chunks(chunks: list[RetrievedChunk]) -> str:
     """Retrieved text as quoted data: each chunk in its own tag."""
-    return "\n".join(f'<chunk id="{c.chunk_id}" score="{c.score:.3f}">\n{quote_data(c.text)}\n</chunk>'
+    return "\n".join(f'<chunk id="{quote_attribute(c.chunk_id)}" score="{c.score:.3f}">\n{quote_data(c.text)}\n</chunk>'
                       for c in chunks)

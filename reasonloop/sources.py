@@ -32,13 +32,15 @@ class SourceProblem(Exception):
         self.reason, self.line = reason, line
 
 
-def decode_utf8(data: bytes) -> str:
+def decode_utf8(data: bytes, *, by_line: bool = False) -> str:
+    """The text of a file; with `by_line` (record files), a decoding error also names the line it is on."""
     if b"\x00" in data[:8192]:
         raise SourceProblem("binary content (NUL bytes): not a text file")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise SourceProblem(f"not valid UTF-8 at byte {exc.start}; convert the file to UTF-8") from None
+        line = data.count(b"\n", 0, exc.start) + 1 if by_line else None
+        raise SourceProblem(f"not valid UTF-8 at byte {exc.start}; convert the file to UTF-8", line) from None
 
 
 class _TextExtractor(HTMLParser):
@@ -120,7 +122,7 @@ def _file_document(path: Path, rel: str, data: bytes) -> Document:
 
 def iter_records(path: Path, data: bytes) -> Iterator[tuple[int | None, Any]]:
     """(line, record) pairs of a .jsonl file, or (None, record) for each item of a .json array/object."""
-    text = decode_utf8(data)
+    text = decode_utf8(data, by_line=True)
     if path.suffix == ".json":
         try:
             value = json.loads(text)

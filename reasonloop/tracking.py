@@ -3,6 +3,8 @@ and reading recent runs back."""
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,14 +26,55 @@ def experiment_name(settings: Settings, kind: str) -> str:
     return f"{settings.mlflow.experiment_prefix}-{kind}"
 
 
+def writer_tags() -> dict[str, str]:
+    """Which process writes a run: a run left RUNNING by a process that is gone was cut short (`mark_orphans`)."""
+    return {"reasonloop.host": socket.gethostname(), "reasonloop.pid": str(os.getpid())}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def writer_alive(tags: dict[str, str]) -> bool:
+    """Whether the process that wrote a run (its `writer_tags`) may still be writing: alive on this host, or on
+    another host (which cannot be checked from here)."""
+    pid = tags.get("reasonloop.pid", "")
+    return tags.get("reasonloop.host") != socket.gethostname() or not pid.isdigit() or _alive(int(pid))
+
+
+def mark_orphans(settings: Settings, experiment_id: str) -> list[str]:
+    """Runs of this experiment left RUNNING by a process on this host that no longer exists (killed while it was
+    writing) are marked FAILED and tagged `reasonloop.orphaned`, so the store holds no run that looks in progress
+    forever; returns their ids. Runs of other hosts are left alone: their writers cannot be checked from here."""
+    import mlflow
+
+    client, marked = mlflow.MlflowClient(settings.mlflow_tracking_uri), []
+    for run in client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'"):
+        if writer_alive(run.data.tags):
+            continue
+        pid = run.data.tags["reasonloop.pid"]
+        client.set_tag(run.info.run_id, "reasonloop.orphaned", f"process {pid} ended before the run did")
+        client.set_terminated(run.info.run_id, status="FAILED")
+        marked.append(run.info.run_id)
+    return marked
+
+
 def ensure_experiment(settings: Settings, kind: str) -> str:
-    """The experiment id for a flow kind, created on first use (artifacts under the state folder when local)."""
+    """The experiment id for a flow kind, created on first use (artifacts under the state folder when local); runs
+    that a killed writer left RUNNING are marked FAILED first."""
     import mlflow
 
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     name = experiment_name(settings, kind)
     existing = mlflow.get_experiment_by_name(name)
     if existing is not None:
+        mark_orphans(settings, existing.experiment_id)
         return existing.experiment_id
     local = settings.mlflow_tracking_uri.startswith("sqlite:")
     location = (settings.mlflow_artifact_root / name).as_uri() if local else None

@@ -37,7 +37,7 @@ from reasonloop.schemas import (
 from reasonloop.settings import Settings, project_root
 from reasonloop.strategies import Reasoner
 from reasonloop.traces import log_question_traces
-from reasonloop.tracking import ensure_experiment, git_commit, prompt_versions_of, register_prompt
+from reasonloop.tracking import ensure_experiment, git_commit, prompt_versions_of, register_prompt, writer_tags
 from tasks.aggregate import interval_metrics, results_table, summary_rows
 from tasks.calibrate import Agreement, floor_failures
 from tasks.canary import Arm
@@ -59,7 +59,7 @@ def flow_run_tags(kind: str) -> dict[str, str]:
     from prefect.runtime import flow_run
 
     return {"reasonloop.flow": kind, "prefect.flow_run_id": str(flow_run.id or ""),
-            "prefect.flow_run_name": str(flow_run.name or "")}
+            "prefect.flow_run_name": str(flow_run.name or ""), **writer_tags()}
 
 
 def _numeric(values: dict[str, Any]) -> dict[str, float]:
@@ -198,11 +198,45 @@ def safety_metrics(safety: SafetyReport | None) -> dict[str, float]:
             **{f"safety.{kind}_pass_rate": rate for kind, rate in safety.pass_rate_by_kind.items()}}
 
 
+IDENTITY_TAG = "reasonloop.run_identity"  # settings, question set and index version: what a checkpoint belongs to
+FLOW_COMPLETE_TAG = "reasonloop.flow_complete"
+
+
+@task(name="find-interrupted-eval", cache_policy=NO_CACHE)
+def interrupted_eval(settings: Settings, identity: str) -> tuple[FlowReport, GateReport] | None:
+    """A nightly-eval run of this identity that was logged in full but whose flow was killed before it ended (its
+    drift check had not run) by a process that is gone: its report and gate, so the re-run finishes that run
+    instead of logging a duplicate. None when there is none."""
+    import mlflow
+
+    from reasonloop.tracking import writer_alive
+
+    experiment_id = ensure_experiment(settings, "nightly-eval")
+    client = mlflow.MlflowClient(settings.mlflow_tracking_uri)
+    logged = client.search_runs([experiment_id], order_by=["attributes.start_time DESC"], max_results=5,
+                                filter_string=f"tags.`{IDENTITY_TAG}` = '{identity}' and tags.`{FLOW_COMPLETE_TAG}` "
+                                              "= 'false' and attributes.status = 'FINISHED'")
+    found = [r for r in logged if not writer_alive(r.data.tags)]
+    if not found:
+        return None
+    run = found[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        summary = EvalSummary.model_validate_json(Path(client.download_artifacts(
+            run.info.run_id, "eval/summary.json", tmp)).read_text(encoding="utf-8"))
+        gate = GateReport.model_validate_json(Path(client.download_artifacts(
+            run.info.run_id, "eval/gate.json", tmp)).read_text(encoding="utf-8"))
+    report = FlowReport(flow="nightly-eval", run_id=run.info.run_id, experiment_id=experiment_id,
+                        tracking_uri=settings.mlflow_tracking_uri, metrics=run.data.metrics,
+                        rows={**summary_rows(summary), "resumed": "this run was logged before its flow was "
+                              "interrupted; the re-run finished it"})
+    return report, gate
+
+
 @task(name="log-eval-run", cache_policy=NO_CACHE)
 def log_eval_run(settings: Settings, embedder: Embedder, reasoner: Reasoner, judge_version: str,
                  index: Manifest, summary: EvalSummary, quality: list[RetrievalQuality],
                  results: list[QuestionResult], gate: GateReport, safety: SafetyReport | None,
-                 duration_s: float) -> FlowReport:
+                 duration_s: float, identity: str = "") -> FlowReport:
     """One MLflow run: params (providers, prompt name@version, retriever, config hash, commit), metrics with
     their intervals and the gate's decision in one batch, the per-question table, the full per-question records,
     the gate report and regressed questions, and the prompts linked from the registry."""
@@ -226,7 +260,8 @@ def log_eval_run(settings: Settings, embedder: Embedder, reasoner: Reasoner, jud
                "attempts": sum(step.attempts for step in r.answer.steps if step.kind == "llm")}
               for r in results if r.answer.error is not None]
     tags = {**flow_run_tags("nightly-eval"), "reasonloop.gate": "passed" if gate.passed else "failed",
-            "reasonloop.status": "partial" if failed else "complete"}
+            "reasonloop.status": "partial" if failed else "complete", IDENTITY_TAG: identity,
+            FLOW_COMPLETE_TAG: "false"}  # true once the flow is through (its drift check ran)
     with mlflow.start_run(experiment_id=experiment_id, run_name="nightly-eval", tags=tags) as run:
         mlflow.log_params(params)
         mlflow.log_metrics(metrics)

@@ -1,0 +1,203 @@
+"""Crash and resume: the nightly eval and the reindex, SIGKILLed at seeded random points (10 trials each), then run
+again. The re-run completes, asks the model nothing it had already answered (counted at the server), gives the
+same results as an uninterrupted run, and MLflow holds no duplicate and no orphaned run.
+
+Each run is a real process forked from a warm one (tests/support/zygote.py), so a trial costs the run, not ~10 s
+of imports.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import signal
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pytest
+
+from reasonloop.index_versions import IndexStore
+
+from .support.openai_server import OpenAIServer
+from .support.servers import reasonloop_env
+from .support.zygote import Zygote
+from .test_faults import numbered_questions, question_of, scripted_answers
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
+TRIALS = 10
+FLOW_COMPLETE = "reasonloop.flow_complete"
+
+
+@pytest.fixture(scope="module")
+def zygote(prefect_server: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Zygote]:
+    """The warm process, pointed at the session's Prefect test server."""
+    from prefect.settings import PREFECT_API_URL
+
+    env = {**reasonloop_env(tmp_path_factory.mktemp("zygote") / "unused"),
+           "PREFECT_API_URL": str(PREFECT_API_URL.value())}
+    warm = Zygote(env, tmp_path_factory.mktemp("zygote-log") / "zygote.log")
+    yield warm
+    warm.close()
+
+
+def run(zygote: Zygote, flow: str, env: dict[str, str], log: Path, kill_after: float | None = None) -> int:
+    """One forked run to its end, or SIGKILLed after `kill_after` seconds; its exit status (-9 when killed)."""
+    import os
+
+    pid = zygote.start(flow, env, log)
+    if kill_after is not None:
+        time.sleep(kill_after)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return zygote.wait(pid)
+
+
+def timed(zygote: Zygote, flow: str, env: dict[str, str], log: Path) -> float:
+    started = time.monotonic()
+    assert run(zygote, flow, env, log) == 0, log.read_text(errors="replace")[-3000:]
+    return time.monotonic() - started
+
+
+def fastest_of_two(zygote: Zygote, flow: str, base: Path, env: Any, tmp_path: Path) -> tuple[float, Path]:
+    """Two uninterrupted runs from copies of `base`: the faster one's seconds (the first run of a fresh process pays
+    for its caches; kills are timed against a warm run) and the second's state folder, the reference."""
+    durations = []
+    for name in ("warm-up", "reference"):
+        state = tmp_path / name
+        shutil.copytree(base, state)
+        durations.append(timed(zygote, flow, env(state), tmp_path / f"{name}.log"))
+    return min(durations), state
+
+
+def runs_of(state: Path, kind: str) -> list[Any]:
+    client = mlflow.MlflowClient(f"sqlite:///{state / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(f"reasonloop-{kind}")
+    return client.search_runs([experiment.experiment_id]) if experiment else []
+
+
+def assert_no_duplicate_or_orphan(state: Path, kind: str) -> Any:
+    """Exactly one finished run; any other was cut short and is marked FAILED as an orphan; none left RUNNING."""
+    runs = runs_of(state, kind)
+    finished = [r for r in runs if r.info.status == "FINISHED"]
+    others = [r for r in runs if r.info.status != "FINISHED"]
+    assert len(finished) == 1, [(r.info.status, r.data.tags.get("reasonloop.flow_complete")) for r in runs]
+    assert all(r.info.status == "FAILED" and "reasonloop.orphaned" in r.data.tags for r in others)
+    return finished[0]
+
+
+def results_of(state: Path, run: Any, scratch: Path) -> dict[str, tuple[str, bool | None]]:
+    client = mlflow.MlflowClient(f"sqlite:///{state / 'mlflow.db'}")
+    path = Path(client.download_artifacts(run.info.run_id, "eval/results.jsonl", str(scratch)))
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    return {r["question"]["id"]: (r["answer"]["answer"], (r["verdict"] or {}).get("correct")) for r in rows}
+
+
+def answered_before(state: Path) -> set[str]:
+    """Question ids whose answers the killed run had saved (the only ones it may not ask again)."""
+    store = state / "reasoning" / "answers.sqlite"
+    if not store.exists():
+        return set()
+    with sqlite3.connect(store) as connection:
+        try:
+            rows = connection.execute("SELECT record FROM answers").fetchall()
+        except sqlite3.OperationalError:  # killed before the table existed
+            return set()
+    return {json.loads(record)["question_id"] for (record,) in rows}
+
+
+def test_a_killed_nightly_eval_resumes_without_asking_twice(zygote: Zygote, tiny_data: tuple[Path, Path],
+                                                            tmp_path: Path) -> None:
+    corpus, few = tiny_data
+    questions = numbered_questions(few, 40, tmp_path / "q40.jsonl")
+    asked: list[str] = []
+    answer = scripted_answers(questions)
+
+    def responder(request: dict[str, Any]) -> Any:
+        asked.append(question_of(request))
+        reply = answer(request)
+        reply.delay_s = 0.1  # answering is a good part of the run: kills land in it
+        return reply
+
+    with OpenAIServer(responder) as server:
+        def env(state: Path) -> dict[str, str]:
+            return reasonloop_env(state, corpus={"path": corpus}, questions={"path": questions},
+                                  quality={"datasets": {"squad_sample": {"questions": few}}},
+                                  safety={"enabled": False}, eval={"batch_size": 8},
+                                  llm={"provider": "openai", "model": "scripted", "base_url": server.base_url,
+                                       "max_concurrency": 2, "max_retries": 0})
+
+        base = tmp_path / "base"  # one index, copied into every trial
+        assert run(zygote, "reindex", env(base), tmp_path / "base.log") == 0
+        full, reference_state = fastest_of_two(zygote, "eval", base, env, tmp_path)
+        reference = results_of(reference_state, assert_no_duplicate_or_orphan(reference_state, "nightly-eval"),
+                               tmp_path / "ref")
+        assert len(reference) == 40
+
+        outcomes = []
+        for seed in range(TRIALS):
+            state = tmp_path / f"trial{seed}"
+            shutil.copytree(base, state)
+            kill_after = random.Random(seed).uniform(0.05, 0.95) * full
+            status = run(zygote, "eval", env(state), tmp_path / f"trial{seed}.log", kill_after)
+            saved, before = answered_before(state), len(asked)
+            completed = [r for r in runs_of(state, "nightly-eval") if r.data.tags.get(FLOW_COMPLETE) == "true"]
+            assert run(zygote, "eval", env(state), tmp_path / f"trial{seed}-rerun.log") == 0
+            again = set(asked[before:])
+            assert not again & {q for q in again if _id(questions, q) in saved}, f"trial {seed}: asked again"
+            if completed:  # the kill came after the flow was through: the re-run is the next nightly eval
+                assert not again and len(runs_of(state, "nightly-eval")) == 2
+                finished = next(r for r in runs_of(state, "nightly-eval") if r.info.run_id != completed[0].info.run_id)
+            else:  # interrupted: the re-run resumed it, and one run stands for it
+                finished = assert_no_duplicate_or_orphan(state, "nightly-eval")
+            assert finished.data.tags[FLOW_COMPLETE] == "true"
+            assert results_of(state, finished, tmp_path / f"r{seed}") == reference, f"trial {seed}"
+            assert not [r for r in runs_of(state, "drift") if r.info.status == "RUNNING"]
+            outcomes.append((round(kill_after, 2), status, len(saved), len(again), bool(completed)))
+    killed = [o for o in outcomes if o[1] == -signal.SIGKILL and not o[4]]
+    assert len(killed) >= TRIALS - 1, outcomes  # the kills landed inside the runs
+    assert any(0 < saved < 40 for _, _, saved, _, _ in killed), outcomes  # some mid-answering, resumed from there
+
+
+def _id(questions: Path, text: str) -> str:
+    return next(q["id"] for q in map(json.loads, questions.read_text().splitlines()) if q["question"] == text)
+
+
+def test_a_killed_reindex_reruns_to_the_same_index(zygote: Zygote, tiny_data: tuple[Path, Path],
+                                                   tmp_path: Path) -> None:
+    corpus, questions = tiny_data
+
+    def env(state: Path) -> dict[str, str]:
+        return reasonloop_env(state, corpus={"path": corpus}, chroma={"upsert_batch_size": 4},
+                              quality={"datasets": {"squad_sample": {"questions": questions}}})
+
+    blank = tmp_path / "blank"  # a state folder whose MLflow database exists (creating one takes seconds)
+    blank.mkdir()
+    mlflow.MlflowClient(f"sqlite:///{blank / 'mlflow.db'}").search_experiments()
+    full, reference_state = fastest_of_two(zygote, "reindex", blank, env, tmp_path)
+    reference = IndexStore(reference_state, "reasonloop").require_current()
+    outcomes = []
+    for seed in range(TRIALS):
+        state = tmp_path / f"trial{seed}"
+        shutil.copytree(blank, state)
+        kill_after = random.Random(100 + seed).uniform(0.05, 0.9) * full
+        status = run(zygote, "reindex", env(state), tmp_path / f"trial{seed}.log", kill_after)
+        assert run(zygote, "reindex", env(state), tmp_path / f"trial{seed}-rerun.log") == 0
+        store = IndexStore(state, "reasonloop")
+        served = store.require_current()
+        assert served.content_hash == reference.content_hash and served.n_chunks == reference.n_chunks
+        runs = runs_of(state, "reindex")
+        finished = [r for r in runs if r.info.status == "FINISHED"]
+        # the re-run's run always records the served version; the killed run's too when it got to log
+        assert finished and all(r.data.params["index.content_hash"] == reference.content_hash for r in finished)
+        assert sum(r.data.metrics["new_version"] for r in finished) <= 1  # one version built, never two
+        assert all(r.info.status == "FAILED" and "reasonloop.orphaned" in r.data.tags
+                   for r in runs if r.info.status != "FINISHED")
+        outcomes.append((round(kill_after, 2), status, served.version))
+    assert len([o for o in outcomes if o[1] == -signal.SIGKILL]) >= TRIALS - 1, outcomes
