@@ -310,6 +310,8 @@ def index_rollback(ctx: typer.Context,
                    ) -> None:
     """Serve an older kept version again (the pointer moves atomically; nothing is rebuilt)."""
     store = _index_store(_settings(ctx))
+    if store.pointer() is None:  # before the lock: a state folder without an index gets no lock file either
+        _fail(f"there is no index '{store.base}' to roll back: run `reasonloop reindex` first")
     try:
         with store.lock(0.0):
             pointer = store.rollback(to)
@@ -449,8 +451,9 @@ def prompt_register(ctx: typer.Context) -> None:
     from reasonloop.tracking import register_prompt
 
     settings = _registry(ctx)
-    for path in sorted(settings.prompts.dir.glob("*.yaml")):
-        prompt = _guarded(lambda path=path: load_prompt(settings.prompts.dir, path.stem))
+    paths = sorted(settings.prompts.dir.glob("*.yaml"))
+    prompts = _guarded(lambda: [load_prompt(settings.prompts.dir, path.stem) for path in paths])  # all, or none
+    for prompt in prompts:
         version = register_prompt(prompt)
         console.print(f"{prompt.ref} ({prompt.sha256[:12]}) -> prompts:/{version.name}/{version.version}")
 
@@ -528,19 +531,23 @@ def trigger(ctx: typer.Context,
             flow: Annotated[str, typer.Argument(help="reindex | eval | drift | build-dpo")],
             wait: Annotated[bool, typer.Option("--wait/--no-wait", help="follow the run to its end")] = True) -> None:
     """Start a run of a served deployment and follow it (exit 0 when it completes, 1 otherwise)."""
+    from reasonloop.deployments import spec_for
     from reasonloop.prefect_server import configured_api_url
 
     settings = _settings(ctx)
+    try:
+        spec = spec_for(settings, flow)
+    except ReasonloopError as exc:
+        _fail(exc, 2)
     api_url = configured_api_url(settings)
     if api_url is None:
         _fail("no Prefect server to start the run on: start `reasonloop serve` (or set prefect.api_url / "
               "PREFECT_API_URL)")
     os.environ["PREFECT_API_URL"] = api_url
-    from reasonloop.deployments import follow_run, spec_for, start_run
+    from reasonloop.deployments import follow_run, start_run
     from reasonloop.tracking import run_url, runs_of_flow_run
 
     try:
-        spec = spec_for(settings, flow)
         run = start_run(spec, tags=["manual"])
     except ReasonloopError as exc:
         _fail(exc)

@@ -10,21 +10,24 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from reasonloop.errors import ConfigError
 
 ENV_PREFIX = "REASONLOOP_"
+PROFILE_NAME = re.compile(r"[A-Za-z0-9][\w.-]*")
 INFRASTRUCTURE_KEYS = {"profile", "state_dir", "prefect", "mlflow", "chroma", "drift", "preferences",
                        "deployments"}  # no eval result
-_SECRET_WORDS = ("key", "secret", "token", "password")
+_SECRET_WORDS = ("key", "secret", "token", "password", "url")  # a URL may carry a token: never echoed in errors
 MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 
 
@@ -153,7 +156,7 @@ class EndpointConfig(Section):
     """An OpenAI-compatible endpoint (OpenAI, vLLM, Ollama, llama.cpp server)."""
 
     model: str
-    base_url: str | None = None
+    base_url: str | None = Field(default=None, description="an OpenAI-compatible endpoint; credentials never go in it")
     api_key_env: str = Field(default="OPENAI_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
                              description="the NAME of the env var holding the key, never the key")
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
@@ -164,6 +167,15 @@ class EndpointConfig(Section):
     requests_per_minute: float | None = Field(default=None, gt=0, description="pace call starts; None: unpaced")
     tokens_per_minute: float | None = Field(default=None, gt=0, description="pace tokens (prompt + max_tokens "
                                             "reserved, the unused part refunded); None: unpaced")
+
+    @field_validator("base_url")
+    @classmethod
+    def _no_credentials(cls, value: str | None) -> str | None:
+        """A URL is logged (MLflow params, Prefect parameters, HTTP client logs): a password in it would leak."""
+        if value is not None and "@" in (urlsplit(value).netloc or ""):
+            raise ValueError("the URL holds credentials (user:password@): remove them and put the key in the "
+                             "environment variable that api_key_env names")
+        return value
 
     def limits(self) -> CallLimits:
         return CallLimits(self.max_concurrency, self.requests_per_minute, self.tokens_per_minute, self.max_retries)
@@ -590,6 +602,9 @@ class _YamlProfileSource(PydanticBaseSettingsSource):
         config_dir = project_root() / "configs"
         data = read_yaml(config_dir / "default.yaml")
         if self.profile:
+            if not PROFILE_NAME.fullmatch(self.profile):  # a name, never a path out of configs/profiles
+                raise ConfigError(f"profile '{self.profile}' is not a profile name (letters, digits, '.', '_', '-'); "
+                                  "profiles are the files in configs/profiles/")
             profile_file = config_dir / "profiles" / f"{self.profile}.yaml"
             if not profile_file.is_file():
                 known = sorted(p.stem for p in (config_dir / "profiles").glob("*.yaml"))
@@ -744,6 +759,10 @@ def load_settings(profile: str | None = None, **overrides: Any) -> Settings:
         return Settings(**kwargs)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc)) from None
+    except SettingsError as exc:  # a REASONLOOP_* value that does not parse (e.g. a section that is not JSON)
+        cause = f" ({exc.__cause__})" if exc.__cause__ else ""
+        raise ConfigError(f"invalid configuration: {exc}{cause}; a section set by one REASONLOOP_<SECTION> "
+                          "variable must be JSON, e.g. REASONLOOP_QUALITY='{\"datasets\": {...}}'") from None
 
 
 def format_validation_error(exc: ValidationError) -> str:

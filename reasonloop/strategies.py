@@ -23,6 +23,7 @@ from typing import Any, Literal, TypeVar
 from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel, ConfigDict, Field
 
+from reasonloop.guardrails import strip_injected
 from reasonloop.llm_calls import CallError, Endpoint, approx_tokens, describe, parse_reply
 from reasonloop.metrics import normalize_answer
 from reasonloop.prompts import PromptTemplate, format_chunks, quote_data
@@ -113,6 +114,7 @@ class Session:
     searched: list[RetrievedChunk] = field(default_factory=list)
     replies: int = 0  # replies received, and how many did not match their prompt's output schema
     malformed: int = 0
+    stripped: int = 0  # sentences the context guardrail removed from search results
 
     def parse(self, step: StepTrace, schema: type[M]) -> M | str:
         """The step's reply validated as `schema`, or why not (a failed call or an unparseable reply)."""
@@ -147,6 +149,9 @@ class Session:
             raise ValueError("the react strategy needs a retriever: build the reasoner with an index")
         started_ns, start = time.time_ns(), time.perf_counter()
         hits = self.reasoner.search(query, self.reasoner.config.react.top_k)
+        if self.reasoner.guardrails.context:  # observations are context too: instructions in them are not read
+            hits, removed = strip_injected(hits)
+            self.stripped += removed
         self.steps.append(StepTrace(name="search", kind="tool", started_ns=started_ns,
                                     latency_s=time.perf_counter() - start, input=query,
                                     output=json.dumps([[c.chunk_id, round(c.score, 4)] for c in hits])))
@@ -170,7 +175,9 @@ class Session:
                 "raw_output": source.output if source else "", "strategy": self.plan.strategy,
                 "route": self.plan.route, "complexity": self.plan.complexity, "n_calls": len(calls),
                 "steps": self.steps, "searched": self.searched,
-                "schema_valid": self.malformed == 0 if self.replies else None}
+                "schema_valid": self.malformed == 0 if self.replies else None,
+                "guardrails": [f"search: removed {self.stripped} sentence(s) reading as instructions"]
+                if self.stripped else []}
         if answer is None:
             return AnswerRecord(**made, error=error or "no answer", **extra)
         return AnswerRecord(**made, answer=answer.answer, reasoning=answer.reasoning, citations=answer.citations,

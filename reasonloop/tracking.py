@@ -170,12 +170,13 @@ def set_baseline(settings: Settings, run_id: str) -> None:
     import mlflow
 
     client = mlflow.MlflowClient(settings.mlflow_tracking_uri)
-    experiment_id = ensure_experiment(settings, "nightly-eval")
     try:
         run = client.get_run(run_id)
     except Exception:  # noqa: BLE001 - MLflow raises a generic MlflowException for an unknown run
         raise ReasonloopError(f"no run {run_id} in {settings.mlflow_tracking_uri}: see `reasonloop runs`") from None
-    if run.info.experiment_id != experiment_id or run.info.status != "FINISHED":
+    experiment = client.get_experiment_by_name(experiment_name(settings, "nightly-eval"))
+    experiment_id = experiment.experiment_id if experiment is not None else None
+    if experiment_id is None or run.info.experiment_id != experiment_id or run.info.status != "FINISHED":
         raise ReasonloopError(f"run {run_id} is not a finished nightly-eval run ({run.info.status}); pick one from "
                               "`reasonloop runs`")
     run_results(settings, run_id)  # refuse a run whose results cannot be read back

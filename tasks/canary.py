@@ -15,7 +15,7 @@ from reasonloop.providers import resolve_prompt
 from reasonloop.schemas import EvalSummary, QuestionResult
 from reasonloop.settings import Settings
 from reasonloop.strategies import Reasoner
-from reasonloop.tracking import register_prompt, set_prompt_alias
+from reasonloop.tracking import register_prompt, registry_versions, set_prompt_alias
 from tasks.safety import SafetyReport
 
 
@@ -32,23 +32,25 @@ class Arm:
 
 @task(name="stage-candidate", cache_policy=NO_CACHE)
 def stage_candidate(settings: Settings, candidate: Candidate) -> Settings:
-    """The candidate's settings. A prompt version is registered from its file when the file holds it, and the
-    candidate alias is pointed at it; a candidate that changes nothing production runs is refused."""
-    if candidate.kind == "prompt":
-        assert candidate.prompt is not None and candidate.version is not None
-        on_file = load_prompt(settings.prompts.dir, candidate.prompt)
-        if on_file.version == candidate.version:
-            register_prompt(on_file)
-        set_prompt_alias(candidate.prompt, settings.canary.candidate_alias, candidate.version)
-    challenger = candidate_settings(settings, candidate)
+    """The candidate's settings. A candidate that changes nothing production runs is refused before anything is
+    written; a prompt version is then registered from its file when the file holds it, and the candidate alias is
+    pointed at it."""
     if candidate.kind == "model":
-        same = getattr(challenger, candidate.target).model == getattr(settings, candidate.target).model
-    else:
-        same = all(resolve_prompt(challenger, role_ref(challenger, role)) == resolve_prompt(settings, role_ref(
-            settings, role)) for role in candidate.roles)
-    if same:
+        if getattr(settings, candidate.target).model == candidate.model:
+            raise ConfigError(f"candidate {candidate.spec} is what production already runs: nothing to compare")
+        return candidate_settings(settings, candidate)
+    assert candidate.prompt is not None and candidate.version is not None
+    on_file = load_prompt(settings.prompts.dir, candidate.prompt)
+    text = on_file.sha256 if on_file.version == candidate.version else next(
+        (v.tags.get("sha256") for v in reversed(registry_versions(candidate.prompt))
+         if v.tags.get("file_version") == str(candidate.version)), None)
+    if text is not None and all(resolve_prompt(settings, role_ref(settings, role)).sha256 == text
+                                for role in candidate.roles):  # the text, not its description
         raise ConfigError(f"candidate {candidate.spec} is what production already runs: nothing to compare")
-    return challenger
+    if on_file.version == candidate.version:
+        register_prompt(on_file)
+    set_prompt_alias(candidate.prompt, settings.canary.candidate_alias, candidate.version)
+    return candidate_settings(settings, candidate)
 
 
 @task(name="compare-pairwise", cache_policy=NO_CACHE)

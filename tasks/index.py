@@ -91,7 +91,7 @@ def verify_version(collection: Collection, manifest: Manifest, embedder: Embedde
         raise IndexVerificationError(f"{collection.name} holds {count} chunks, the manifest {manifest.n_chunks}; "
                                      "the serving version is unchanged: rerun the reindex")
     ids = [cid for entry in manifest.documents.values() for cid in entry.chunk_ids]
-    picks = [ids[i * len(ids) // samples] for i in range(samples)] if samples and ids else []
+    picks = list(dict.fromkeys(ids[i * len(ids) // samples] for i in range(samples))) if samples and ids else []
     if not picks:
         return
     texts = collection.get(ids=picks, include=["documents"])

@@ -10,7 +10,8 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from reasonloop.embeddings import Embedder
-from reasonloop.feedback import FeedbackLoad, load_feedback
+from reasonloop.errors import EmptyInputError
+from reasonloop.feedback import FEEDBACK_PATTERNS, FeedbackLoad, load_feedback
 from reasonloop.judges import JudgeItem
 from reasonloop.preferences import (
     PreferenceDataset,
@@ -40,6 +41,9 @@ def read_feedback(cfg: PreferencesConfig, known_run_ids: set[str] | None) -> Fee
     if cfg.rlaif.enabled and not cfg.feedback_dir.exists():
         return FeedbackLoad(records=[], origins=[], rejects=[])  # AI feedback alone
     loaded = screen_feedback(load_feedback(cfg.feedback_dir, known_run_ids))
+    if not loaded.records and not loaded.rejects and not cfg.rlaif.enabled:
+        raise EmptyInputError(f"no feedback rows in {', '.join(FEEDBACK_PATTERNS)} files: add some with `reasonloop "
+                              "feedback add`, or switch on preferences.rlaif", path=cfg.feedback_dir)
     if loaded.records or loaded.rejects or not cfg.rlaif.enabled:
         check_bad_fraction(len(loaded.records), loaded.rejects, cfg.max_bad_fraction, "preferences.max_bad_fraction",
                            "no dataset was built")

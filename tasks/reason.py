@@ -75,7 +75,8 @@ def answer_questions(questions: list[Question], contexts: list[list[RetrievedChu
 
     async def one(i: int) -> AnswerRecord:
         record = await answer_with(reasoner, endpoint, plans[i], questions[i], fitted[i])
-        record = record.model_copy(update={"guardrails": fitting[i][1]}) if fitting[i][1] else record
+        record = record.model_copy(update={"guardrails": [*fitting[i][1], *record.guardrails]}) if fitting[i][1] \
+            else record
         if reasoner.guardrails.output_pii:
             record = redacted(record)  # before it is stored: personal data never reaches the cache
         if store is not None and record.error is None:

@@ -209,10 +209,13 @@ def interrupted_eval(settings: Settings, identity: str) -> tuple[FlowReport, Gat
     instead of logging a duplicate. None when there is none."""
     import mlflow
 
-    from reasonloop.tracking import writer_alive
+    from reasonloop.tracking import experiment_name, writer_alive
 
-    experiment_id = ensure_experiment(settings, "nightly-eval")
     client = mlflow.MlflowClient(settings.mlflow_tracking_uri)
+    experiment = client.get_experiment_by_name(experiment_name(settings, "nightly-eval"))  # looks, creates nothing
+    if experiment is None:
+        return None
+    experiment_id = experiment.experiment_id
     logged = client.search_runs([experiment_id], order_by=["attributes.start_time DESC"], max_results=5,
                                 filter_string=f"tags.`{IDENTITY_TAG}` = '{identity}' and tags.`{FLOW_COMPLETE_TAG}` "
                                               "= 'false' and attributes.status = 'FINISHED'")

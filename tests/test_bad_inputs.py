@@ -2,8 +2,6 @@
 naming the place (file:line and field, the config key, or the CLI option), (b) a non-zero exit code, and (c) nothing
 written — the case folder (inputs, outputs, the state folder) is compared file by file (names, sizes, mtimes) before
 and after; a fresh state folder may hold no more than what loading the settings and opening the MLflow store create.
-
-Cases marked xfail(strict=True) document bugs outside the files these tests may fix; each reason says where.
 """
 
 from __future__ import annotations
@@ -215,10 +213,6 @@ FEEDBACK_ADD = ("feedback", "add", "--question-id", "q1", "--question", "Who won
 TWELVE = "1 of 13 inputs are bad (7.7%, over corpus.max_bad_fraction = 5.0%); nothing was indexed"
 
 
-def bug(reason: str) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(strict=True, reason=reason)
-
-
 CASES = [
     # corpus files (reindex): one bad input beside the 12 good paragraphs is over the 5% allowed
     pytest.param(Case(REINDEX, (TWELVE, "bad.jsonl:2: not valid UTF-8 at byte"),
@@ -337,10 +331,7 @@ CASES = [
                  id="feedback-folder-missing"),
     pytest.param(Case(BUILD_DPO, ("{d}/feedback", "no feedback"), files={"feedback/README.txt": "nothing yet"},
                       state="existing"),
-                 id="feedback-folder-empty",
-                 marks=bug("tasks/preferences.py read_feedback: an empty feedback folder ends in check_bad_fraction's "
-                           "'0 of 0 inputs are bad (0.0%, over preferences.max_bad_fraction = 20.0%)', naming no "
-                           "folder")),
+                 id="feedback-folder-empty"),
     pytest.param(Case((*FEEDBACK_ADD, "--rating", "7"), ("--rating: Value error, rating must be 'up', 'down' or an "
                                                          "integer from 1 to 5, got '7'",), code=2),
                  id="feedback-add-bad-rating"),
@@ -377,9 +368,7 @@ CASES = [
     pytest.param(Case(("--profile", "../../outside", "config", "show"), ("profile '../../outside'",), code=2,
                       env=ROOT_ENV, state="none",
                       prepare=root_copy(**{"outside.yaml": "llm:\n  model: from-outside\n"})),
-                 id="config-profile-name-path-traversal",
-                 marks=bug("reasonloop/settings.py _YamlProfileSource.__call__: the profile name is joined into "
-                           "configs/profiles/<name>.yaml unchecked, so '../../outside' loads <root>/outside.yaml")),
+                 id="config-profile-name-path-traversal"),
     pytest.param(Case(REINDEX, ("retrieval.top_k: Input should be a valid integer", "(got 'many')"), code=2,
                       env={"REASONLOOP_RETRIEVAL__TOP_K": "many"}, state="none"),
                  id="config-env-wrong-type"),
@@ -392,10 +381,7 @@ CASES = [
                  id="config-env-section-unknown-metric"),
     pytest.param(Case(REINDEX, ("REASONLOOP_QUALITY",), code=2, env={"REASONLOOP_QUALITY": "{not json"},
                       state="none"),
-                 id="config-env-section-not-json",
-                 marks=bug("reasonloop/settings.py load_settings catches only ValidationError: pydantic-settings' "
-                           "SettingsError ('error parsing value for field \"quality\" from source "
-                           "\"EnvSettingsSource\"') escapes as a traceback with exit 1")),
+                 id="config-env-section-not-json"),
     pytest.param(Case(REINDEX, ("deployments.nightly_eval.cron: String should match pattern", "(got 'every night')"),
                       code=2, env={"REASONLOOP_DEPLOYMENTS__NIGHTLY_EVAL__CRON": "every night"}, state="none"),
                  id="config-bad-cron"),
@@ -446,36 +432,27 @@ CASES = [
     pytest.param(Case(("prompt", "register"), ("{d}/prompts/verify_answer.yaml: template: Value error, placeholders",),
                       env=PROMPTS_DIR, state="existing",
                       prepare=prompts_copy(edit_template("verify_answer", "<question>", "{{ audience }} <question>"))),
-                 id="prompt-register-one-bad-template",
-                 marks=bug("reasonloop/cli.py prompt_register loads and registers template by template, so the ones "
-                           "sorted before the bad file are registered in MLflow before it is refused")),
+                 id="prompt-register-one-bad-template"),
 
     # CLI arguments
     pytest.param(Case(("review", "export", "{d}/out.txt"), ("{d}/out.txt: use a .jsonl or .csv file name",), code=2,
                       state="existing"),
                  id="cli-review-export-bad-suffix"),
-    pytest.param(Case(("trigger", "nightly"), ("no deployment 'nightly': choose one of", "eval", "build-dpo"),
+    pytest.param(Case(("trigger", "nightly"), ("no deployment 'nightly': choose one of", "eval", "build-dpo"), code=2,
                       env={"PREFECT_API_URL": "http://127.0.0.1:9/api"}),  # never contacted: the name is checked first
                  id="cli-trigger-unknown-deployment"),
-    pytest.param(Case(("trigger", "nightly"), ("'nightly'",)),
-                 id="cli-trigger-unknown-deployment-without-server",
-                 marks=bug("reasonloop/cli.py trigger looks for a Prefect server before it checks FLOW, so 'trigger "
-                           "nightly' says 'no Prefect server ... start `reasonloop serve`' and never names 'nightly'")),
+    pytest.param(Case(("trigger", "nightly"), ("no deployment 'nightly'",), code=2),
+                 id="cli-trigger-unknown-deployment-without-server"),
     pytest.param(Case(("index", "rollback", "--to", "99"), ("cannot roll back to 99: kept versions are [1] "
                                                             "(current 1)",), state="existing"),
                  id="cli-index-rollback-to-unknown-version"),
     pytest.param(Case(("index", "rollback", "--to", "99"), ("there is no index 'reasonloop' to roll back",)),
-                 id="cli-index-rollback-without-index",
-                 marks=bug("reasonloop/cli.py index_rollback takes store.lock() before store.rollback() checks the "
-                           "pointer, so a state folder without an index is left with index/reasonloop/.lock")),
+                 id="cli-index-rollback-without-index"),
     pytest.param(Case(("baseline", "set", "not-a-run"), ("no run not-a-run in sqlite:///{d}/state/mlflow.db",
                                                          "`reasonloop runs`"), state="existing"),
                  id="cli-baseline-set-unknown-run"),
     pytest.param(Case(("baseline", "set", "not-a-run"), ("no run not-a-run",)),
-                 id="cli-baseline-set-unknown-run-fresh-store",
-                 marks=bug("reasonloop/tracking.py set_baseline calls ensure_experiment() before it looks the run up: "
-                           "a store that has seen no nightly eval gets the experiment 'reasonloop-nightly-eval' "
-                           "created, then the run is refused")),
+                 id="cli-baseline-set-unknown-run-fresh-store"),
     pytest.param(Case(("runs", "--limit", "0"), ("Invalid value for '--limit'", "greater than or equal to 1"), code=2),
                  id="cli-runs-limit-zero"),
     pytest.param(Case(("canary", "--candidate", "gpt 4; rm -rf /"), ("candidate 'gpt 4; rm -rf /': give a model "
@@ -490,11 +467,7 @@ CASES = [
     pytest.param(Case(("canary", "--candidate", "chain_of_thought@v1", "--slice", "2"),
                       ("what production already runs",), state="existing",
                       env={"REASONLOOP_SAFETY__ENABLED": "false"}),  # what it writes, as fast as it gets there
-                 id="cli-canary-candidate-is-production",
-                 marks=bug("tasks/canary.py stage_candidate compares the resolved PromptTemplate objects, whose "
-                           "`description` differs between the file and its registry copy, instead of their sha256: a "
-                           "candidate that is what production runs is never refused; the whole canary runs, registers "
-                           "the prompt and 'promotes' it (moves the alias, writes production.yaml)")),
+                 id="cli-canary-candidate-is-production"),
     pytest.param(Case(("prompt", "alias", "chain_of_thought", "production", "99"),
                       ("prompt chain_of_thought: no registered v99 (registered: none)", "reasonloop prompt register"),
                       state="existing"),
@@ -567,10 +540,6 @@ def test_ids_that_look_like_paths_stay_data(template_state: Path, tmp_path: Path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["q.jsonl"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "tasks/index.py verify_version picks index.verify_queries (3) sample ids by position; with fewer chunks it picks "
-    "one twice and Chroma's get() raises DuplicateIDError: the reindex of a 1- or 2-chunk corpus crashes with a "
-    "traceback (retried twice by IO_RETRIES, leaving a staged collection per attempt)"))
 def test_a_one_document_corpus_is_indexed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from tasks.index import stage_index_version
 

@@ -567,9 +567,6 @@ def test_the_context_guardrail_removes_instructions_before_the_model_reads_them(
     assert "system prompt" not in runs.guarded.results["q-cot"]["answer"]["answer"]
 
 
-@pytest.mark.xfail(strict=True, reason="the context guardrail is applied to the up-front context only "
-                   "(tasks/reason.py fit_context); ReAct's search observations (strategies.py Session.search) reach "
-                   "the model unstripped, so with guardrails.context on ReAct still reads the planted instructions")
 def test_the_context_guardrail_also_covers_react_observations(runs: Runs) -> None:
     observed = [body for c in runs.guarded.calls if split(c)[0] == "react" for _, body in split(c)[2]]
     assert observed
