@@ -24,6 +24,7 @@ from reasonloop.llm_calls import CallError, retry_delay
 from reasonloop.settings import Settings
 
 from .conftest import read_jsonl, write_jsonl
+from .support.figures import record_figures
 from .support.openai_server import FaultPlan, OpenAIServer, Reply, user_text
 from .test_reasoning import _cot_reply, answer_over
 
@@ -130,6 +131,11 @@ def test_a_500_question_eval_under_30_percent_transient_faults_answers_each_ques
     assert set(answered.values()) == {1} and len(answered) == 500  # each question answered exactly once
     assert max(tried.values()) <= 1 + settings.llm.max_retries  # and never more tries than the budget
     faults = Counter(fault for _, _, fault in plan.log if fault != "ok")
+    record_figures("faults-500-questions", {"requests": len(plan.log), "faults": dict(faults),
+                                            "fault_share": sum(faults.values()) / len(plan.log),
+                                            "attempts_per_question": dict(Counter(tried.values())),
+                                            "max_retries": settings.llm.max_retries,
+                                            "duration_s": report.metrics["duration_s"]})
     assert set(faults) == set(rates) and 0.2 < sum(faults.values()) / len(plan.log) < 0.4
     assert report.metrics["accuracy"] > 0.9  # the answers that got through are the model's, judged
 
