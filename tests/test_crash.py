@@ -15,7 +15,7 @@ import shutil
 import signal
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -66,6 +66,15 @@ def timed(zygote: Zygote, flow: str, env: dict[str, str], log: Path) -> float:
     started = time.monotonic()
     assert run(zygote, flow, env, log) == 0, log.read_text(errors="replace")[-3000:]
     return time.monotonic() - started
+
+
+def trial_seeds(killed: Callable[[], int]) -> Iterator[int]:
+    """Seeds for trials until TRIALS runs were really killed mid-way: on a loaded machine a kill may come after a
+    run ended, and that trial (still checked) does not count. At most 3 x TRIALS."""
+    for seed in range(3 * TRIALS):
+        if killed() >= TRIALS:
+            return
+        yield seed
 
 
 def fastest_of_two(zygote: Zygote, flow: str, base: Path, env: Any, tmp_path: Path) -> tuple[float, Path]:
@@ -141,8 +150,8 @@ def test_a_killed_nightly_eval_resumes_without_asking_twice(zygote: Zygote, tiny
                                tmp_path / "ref")
         assert len(reference) == 40
 
-        outcomes = []
-        for seed in range(TRIALS):
+        outcomes: list[tuple[float, int, int, int, bool]] = []
+        for seed in trial_seeds(lambda: sum(o[1] == -signal.SIGKILL and not o[4] for o in outcomes)):
             state = tmp_path / f"trial{seed}"
             shutil.copytree(base, state)
             kill_after = random.Random(seed).uniform(0.05, 0.95) * full
@@ -165,7 +174,7 @@ def test_a_killed_nightly_eval_resumes_without_asking_twice(zygote: Zygote, tiny
         ("kill_after_s", "status", "answers_saved", "asked_again", "flow_had_completed"), o, strict=True))
         for o in outcomes]})
     killed = [o for o in outcomes if o[1] == -signal.SIGKILL and not o[4]]
-    assert len(killed) >= TRIALS - 1, outcomes  # the kills landed inside the runs
+    assert len(killed) >= TRIALS, outcomes
     assert any(0 < saved < 40 for _, _, saved, _, _ in killed), outcomes  # some mid-answering, resumed from there
 
 
@@ -186,8 +195,8 @@ def test_a_killed_reindex_reruns_to_the_same_index(zygote: Zygote, tiny_data: tu
     mlflow.MlflowClient(f"sqlite:///{blank / 'mlflow.db'}").search_experiments()
     full, reference_state = fastest_of_two(zygote, "reindex", blank, env, tmp_path)
     reference = IndexStore(reference_state, "reasonloop").require_current()
-    outcomes = []
-    for seed in range(TRIALS):
+    outcomes: list[tuple[float, int, int]] = []
+    for seed in trial_seeds(lambda: sum(o[1] == -signal.SIGKILL for o in outcomes)):
         state = tmp_path / f"trial{seed}"
         shutil.copytree(blank, state)
         kill_after = random.Random(100 + seed).uniform(0.05, 0.9) * full
@@ -206,7 +215,7 @@ def test_a_killed_reindex_reruns_to_the_same_index(zygote: Zygote, tiny_data: tu
         outcomes.append((round(kill_after, 2), status, served.version))
     record_figures("crash-reindex-trials", {"uninterrupted_s": full, "trials": [dict(zip(
         ("kill_after_s", "status", "served_version"), o, strict=True)) for o in outcomes]})
-    assert len([o for o in outcomes if o[1] == -signal.SIGKILL]) >= TRIALS - 1, outcomes
+    assert len([o for o in outcomes if o[1] == -signal.SIGKILL]) >= TRIALS, outcomes
 
 
 def changed_corpus(corpus: Path, share: int = 2) -> None:

@@ -15,11 +15,11 @@ import pytest
 
 from reasonloop.settings import Settings
 
-from .conftest import ROOT, read_jsonl
+from .conftest import read_jsonl
+from .support.figures import ARTIFACTS
 from .support.servers import free_port, http_server, reasonloop_env
 
 pytestmark = [pytest.mark.server, pytest.mark.usefixtures("prefect_server")]
-ARTIFACTS = ROOT / ".test-artifacts"
 # As root, on a closed network: no sandbox, and none of Chromium's own background connections.
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]

@@ -72,7 +72,7 @@ def test_serve_fires_a_cron_follows_a_trigger_and_reindexes_on_change(tiny_data:
         triggered = subprocess.run([str(BIN / "reasonloop"), "trigger", "reindex"], env=env, capture_output=True,
                                    text=True, timeout=600)
         assert triggered.returncode == 0, triggered.stdout + triggered.stderr
-        assert "COMPLETED" in triggered.stdout and "MLflow reindex run" in triggered.stdout
+        assert "│ Completed" in triggered.stdout and "MLflow reindex run" in triggered.stdout
         assert IndexStore(state, "reasonloop").require_current().version == 1
 
         # on schedule: the every-minute cron of the nightly eval creates a run, and it completes

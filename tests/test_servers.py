@@ -118,7 +118,7 @@ def test_a_worker_of_a_process_work_pool_runs_the_deployments(tiny_data: tuple[P
                                       text=True, timeout=600, cwd=tmp_path)
                 worker_log = (tmp_path / "worker.log").read_text(errors="replace")[-3000:]
                 assert done.returncode == 0, done.stdout + done.stderr + worker_log
-                assert "COMPLETED" in done.stdout
+                assert "│ Completed" in done.stdout
     client = mlflow.MlflowClient(f"sqlite:///{state / 'mlflow.db'}")
     [run] = client.search_runs([client.get_experiment_by_name("reasonloop-nightly-eval").experiment_id])
     assert run.info.status == "FINISHED" and run.data.metrics["n_questions"] > 0
