@@ -29,11 +29,13 @@ install: $(STAMP) ## install the project into .venv (a no-op when up to date)
 run: install ## reindex the sample corpus, run the nightly eval, print the summary
 	$(BIN)/reasonloop run
 
-test: install ## run the test suite (all tiers)
-	$(BIN)/python -m pytest
+PYTEST_WORKERS ?= auto
+
+test: install ## run the test suite (all tiers, one worker per core: ~12 min on 2 cores)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 test-fast: install ## the test suite without slow and server tests
-	$(BIN)/python -m pytest -m "not slow and not server"
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not slow and not server"
 
 bench: install ## run the benchmarks (~25 min); writes bench-results.json and bench-results*.md
 	$(BIN)/python -m tests.benchmarks.run
