@@ -157,3 +157,19 @@ def make_settings(tmp_path: Path, tiny_data: tuple[Path, Path]) -> Callable[...,
         return load_settings(**base)
 
     return build
+
+
+@pytest.fixture(scope="module")
+def zygote(prefect_server: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The warm process that forks flow runs (tests/support/zygote.py), pointed at the session's Prefect test
+    server; one per test module."""
+    from prefect.settings import PREFECT_API_URL
+
+    from .support.servers import reasonloop_env
+    from .support.zygote import Zygote
+
+    env = {**reasonloop_env(tmp_path_factory.mktemp("zygote") / "unused"),
+           "PREFECT_API_URL": str(PREFECT_API_URL.value())}
+    warm = Zygote(env, tmp_path_factory.mktemp("zygote-log") / "zygote.log")
+    yield warm
+    warm.close()

@@ -42,7 +42,7 @@ def background(cmd: list[str], log: Path, env: dict[str, str], cwd: Path | None 
     try:
         yield proc
     finally:
-        for sig, wait_s in ((signal.SIGINT, 20), (signal.SIGKILL, 10)):
+        for sig, wait_s in ((signal.SIGINT, 60), (signal.SIGKILL, 10)):  # a loaded machine shuts down slowly
             if proc.poll() is not None:
                 break
             try:
