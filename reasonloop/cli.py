@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -496,12 +497,23 @@ def _prefect_api(settings: Settings) -> Iterator[str]:
         yield api_url
 
 
+def _interruptible() -> None:
+    """Let Ctrl-C, and the SIGTERM of `docker stop` or systemd, stop a long-running command through its cleanup,
+    even when it was started with SIGINT ignored (a background job, some CI runners)."""
+    def interrupt(signum: int, frame: object) -> NoReturn:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 @app.command()
 def serve(ctx: typer.Context) -> None:
     """Serve every flow as a Prefect deployment from this process: the crons in `deployments:`, on-demand runs
     (`reasonloop trigger`), and a reindex whenever the corpus folder changes. Starts a local Prefect server under
     the state folder unless prefect.api_url / PREFECT_API_URL names one. Ctrl-C stops it."""
     settings = _settings(ctx)
+    _interruptible()
     _serving_environment(ctx, settings)
     os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = "INFO" if ctx.obj["verbose"] else "WARNING"
     try:
@@ -578,6 +590,7 @@ def prefect_ui(ctx: typer.Context) -> None:
     from reasonloop.prefect_server import configured_api_url
 
     settings = _settings(ctx)
+    _interruptible()
     if running := configured_api_url(settings):
         console.print(f"a Prefect server already answers: open {running.removesuffix('/api')}")
         return
@@ -658,6 +671,7 @@ def metrics(ctx: typer.Context, port: Annotated[int, typer.Option(help="port on 
             pass
 
     server = ThreadingHTTPServer((host, port), Handler)
+    _interruptible()
     console.print(f"Prometheus metrics on http://{host}:{port}/metrics (Ctrl-C stops it)")
     try:
         server.serve_forever()
