@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -96,11 +97,12 @@ def test_serve_fires_a_cron_follows_a_trigger_and_reindexes_on_change(tiny_data:
 
 
 def test_prefect_ui_serves_the_ui_and_says_when_one_already_runs(tmp_path: Path) -> None:
-    """`make prefect-ui`: the Prefect server and its UI on the configured port, its database in the state folder."""
+    """`make prefect-ui`: the Prefect server and its UI on the configured port, its database in the state folder;
+    SIGTERM (`docker stop`, systemd) stops it as cleanly as Ctrl-C."""
     state, port = tmp_path / "state", free_port()
     env = reasonloop_env(state, deployments={"server_port": port})
     log = tmp_path / "prefect-ui.log"
-    with background([str(BIN / "reasonloop"), "prefect-ui"], log, env):
+    with background([str(BIN / "reasonloop"), "prefect-ui"], log, env, stop=signal.SIGTERM):
         wait_for("the Prefect UI did not answer", lambda: html_page(f"http://127.0.0.1:{port}/"), 240, log)
         assert (state / "prefect" / "prefect.db").exists()
         again = subprocess.run([str(BIN / "reasonloop"), "prefect-ui"], env=env, capture_output=True, text=True,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import time
@@ -32,17 +34,16 @@ def wait_http(url: str, timeout_s: float, proc: subprocess.Popen) -> None:
 
 
 @contextmanager
-def background(cmd: list[str], log: Path, env: dict[str, str], cwd: Path | None = None) -> Iterator[subprocess.Popen]:
-    """A long-running command in its own process group, stopped with all its children on exit."""
-    import os
-    import signal
-
+def background(cmd: list[str], log: Path, env: dict[str, str], cwd: Path | None = None,
+               stop: signal.Signals = signal.SIGINT) -> Iterator[subprocess.Popen]:
+    """A long-running command in its own process group, stopped with all its children on exit: `stop` (SIGINT,
+    as Ctrl-C sends), then SIGKILL."""
     out = log.open("ab")
     proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True)
     try:
         yield proc
     finally:
-        for sig, wait_s in ((signal.SIGINT, 60), (signal.SIGKILL, 10)):  # a loaded machine shuts down slowly
+        for sig, wait_s in ((stop, 60), (signal.SIGKILL, 10)):  # a loaded machine shuts down slowly
             if proc.poll() is not None:
                 break
             try:
