@@ -45,6 +45,14 @@ def test_each_transient_fault_is_retried_once_and_the_answer_kept(fault: str) ->
     assert len(server.calls) == 2 and record.steps[0].attempts == 2
 
 
+def test_a_slow_reply_within_the_timeout_is_waited_for_not_retried() -> None:
+    plan = FaultPlan({"slow": 1.0}, slow_s=0.4)
+    with OpenAIServer(plan.around(lambda r: Reply(content=_cot_reply("Denver", "sb::0::aa")), lambda r: "q")) as server:
+        [record] = answer_over(server, max_retries=3, timeout_s=2.0)
+    assert record.error is None and record.answer == "Denver"
+    assert len(server.calls) == 1 and record.steps[0].attempts == 1 and record.steps[0].latency_s >= 0.4
+
+
 @pytest.mark.parametrize("status", [400, 401, 403, 404, 422])
 def test_a_request_the_server_refuses_is_not_retried(status: int) -> None:
     with OpenAIServer(lambda r: Reply(status=status)) as server:
