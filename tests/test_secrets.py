@@ -28,6 +28,7 @@ import pytest
 from reasonloop.settings import Settings, load_settings
 
 from .conftest import ROOT, read_jsonl, write_jsonl
+from .support.figures import record_figures
 from .support.leakscan import Scan, Secret, texts_of_records
 from .support.openai_server import OpenAIServer, Reply, system_text, user_text
 
@@ -362,6 +363,10 @@ def test_the_key_was_in_use_and_failed_calls_stored_its_echo(evidence: Evidence)
 
 def test_the_api_key_is_nowhere(evidence: Evidence) -> None:
     files, texts = evidence.files, evidence.texts
+    bearer = sum(authorization(h) == f"Bearer {API_KEY.value}" for h in evidence.headers)
+    record_figures("secrets-scan", {"files": files.files, "bytes": files.bytes, "texts": texts.texts,
+                                    "requests": len(evidence.headers), "requests_with_the_key": bearer,
+                                    "seconds": evidence.seconds})
     assert files.files > 50 and files.bytes > 1_000_000 and texts.texts > 1000, (files.files, files.bytes, texts.texts)
     assert not files.where(API_KEY.name), f"the API key was stored:\n{files.report(API_KEY.name)}"
     assert not texts.where(API_KEY.name), f"the API key was logged or printed:\n{texts.report(API_KEY.name)}"
