@@ -4,6 +4,8 @@ version throughout."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from datetime import datetime
 from pathlib import Path
@@ -14,7 +16,7 @@ import pytest
 from reasonloop.index_versions import IndexStore
 
 from .support.openai_server import OpenAIServer
-from .support.servers import reasonloop_env
+from .support.servers import reasonloop_env, wait_for
 from .support.trials import (
     results_rows,
     run,
@@ -34,6 +36,32 @@ def changed_corpus(corpus: Path, share: int = 2) -> None:
                             for i, r in enumerate(rows)), encoding="utf-8")
 
 
+def lock_holder(store: IndexStore) -> str:
+    path = store.root / ".lock"
+    return path.read_text(encoding="utf-8") if path.exists() else ""
+
+
+def race_for_the_lock(zygote: Zygote, env: dict[str, str], store: IndexStore, first_log: Path,
+                      second_log: Path) -> dict[int, int]:
+    """Two reindexes, the second started while the first is frozen (SIGSTOP) inside the lock, so the second meets a
+    held lock however slowly either starts; their exit statuses by pid, the first's first."""
+    first = zygote.start("reindex", env, first_log)
+    wait_for("the first reindex took no lock", lambda: lock_holder(store).startswith(f"pid {first} "), 120,
+             first_log, poll_s=0.05)
+    os.kill(first, signal.SIGSTOP)
+    try:
+        second = zygote.start("reindex", env, second_log)
+        # the flow takes the lock right after loading its quality sets: give the second a moment there
+        before_lock = "Task run 'load-quality-sets"
+        wait_for("the second reindex did not reach the lock",
+                 lambda: second_log.exists() and before_lock in second_log.read_text("utf-8", "replace"), 120,
+                 second_log, poll_s=0.1)
+        time.sleep(1.0)
+    finally:
+        os.kill(first, signal.SIGCONT)
+    return {first: zygote.wait(first), second: zygote.wait(second)}
+
+
 def test_two_reindexes_at_once_are_serialized_by_the_lock(zygote: Zygote, tiny_data: tuple[Path, Path],
                                                           tmp_path: Path) -> None:
     corpus, questions = tiny_data
@@ -44,21 +72,21 @@ def test_two_reindexes_at_once_are_serialized_by_the_lock(zygote: Zygote, tiny_d
 
     for name, wait_s in (("waits", 120.0), ("gives-up", 0.0)):
         state = tmp_path / name
+        store = IndexStore(state, "reasonloop")
         assert run(zygote, "reindex", env(state, wait_s), tmp_path / f"{name}-first.log") == 0
         changed_corpus(corpus, share=3 if name == "waits" else 4)  # real work for the pair that follows
-        first = zygote.start("reindex", env(state, wait_s), tmp_path / f"{name}-a.log")
-        time.sleep(0.5)
-        second = zygote.start("reindex", env(state, wait_s), tmp_path / f"{name}-b.log")
-        statuses = [zygote.wait(first), zygote.wait(second)]
-        runs = [r for r in runs_of(state, "reindex") if r.info.status == "FINISHED"]
-        if name == "waits":  # the second waited its turn, then found the corpus already indexed
-            assert statuses == [0, 0] and sorted(r.data.metrics["new_version"] for r in runs) == [0.0, 1.0, 1.0]
-        else:  # no waiting: one of them says who holds the lock and stops, having written nothing
-            assert sorted(statuses) == [0, 1], statuses
-            loser = tmp_path / f"{name}-{'ab'[statuses.index(1)]}.log"
-            assert "another reindex of 'reasonloop' is running (pid" in loser.read_text(errors="replace")
-            assert len(runs) == 2  # the first reindex and the winner; the loser logged nothing
-        assert IndexStore(state, "reasonloop").require_current().version == 2
+        statuses = race_for_the_lock(zygote, env(state, wait_s), store, tmp_path / f"{name}-a.log",
+                                     second_log := tmp_path / f"{name}-b.log")
+        new_version = {int(r.data.tags["reasonloop.pid"]): r.data.metrics["new_version"]
+                       for r in runs_of(state, "reindex") if r.info.status == "FINISHED"}
+        first, second = statuses
+        if name == "waits":  # the second waited for the first to publish, then found the corpus already indexed
+            assert list(statuses.values()) == [0, 0] and new_version[first] == 1 and new_version[second] == 0
+        else:  # no waiting: the second says who holds the lock and stops, having logged and written nothing
+            assert list(statuses.values()) == [0, 1], statuses
+            assert f"another reindex of 'reasonloop' is running (pid {first} " in second_log.read_text(errors="replace")
+            assert second not in new_version and new_version[first] == 1
+        assert store.require_current().version == 2
 
 
 def test_an_eval_during_a_reindex_reads_one_index_version(zygote: Zygote, tiny_data: tuple[Path, Path],

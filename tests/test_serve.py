@@ -7,7 +7,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ import pytest
 from reasonloop.index_versions import IndexStore
 
 from .conftest import SAMPLE_CORPUS, read_jsonl, write_jsonl
-from .support.servers import background, free_port, reasonloop_env
+from .support.servers import background, free_port, reasonloop_env, wait_for
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 BIN = Path(sys.executable).parent
@@ -30,15 +29,6 @@ def flow_runs(api_url: str, **flow_run_filter: Any) -> list[dict[str, Any]]:
                                      headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.load(response)
-
-
-def wait_for(what: str, probe: Any, timeout_s: float, log: Path) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if found := probe():
-            return found
-        time.sleep(2)
-    raise AssertionError(f"{what} within {timeout_s:.0f} s; serve log:\n{log.read_text(errors='replace')[-4000:]}")
 
 
 def deployed(api_url: str, flow_name: str) -> bool:

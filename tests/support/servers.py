@@ -8,9 +8,10 @@ import socket
 import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 
 def free_port() -> int:
@@ -31,6 +32,16 @@ def wait_http(url: str, timeout_s: float, proc: subprocess.Popen) -> None:
         except OSError:
             time.sleep(0.3)
     raise TimeoutError(f"{url} did not answer within {timeout_s} s")
+
+
+def wait_for(what: str, probe: Callable[[], Any], timeout_s: float, log: Path, poll_s: float = 2.0) -> Any:
+    """`probe()`'s first truthy result; past the deadline, an error that `what` did not happen, with the log's tail."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if found := probe():
+            return found
+        time.sleep(poll_s)
+    raise AssertionError(f"{what} within {timeout_s:.0f} s; log:\n{log.read_text(errors='replace')[-4000:]}")
 
 
 @contextmanager
