@@ -110,9 +110,13 @@ def test_an_eval_during_a_reindex_reads_one_index_version(zygote: Zygote, tiny_d
         assert run(zygote, "reindex", env, tmp_path / "first.log") == 0
         changed_corpus(corpus)
         evaluating = zygote.start("eval", env, tmp_path / "eval.log")
-        time.sleep(1.0)
-        reindexing = zygote.start("reindex", env, tmp_path / "reindex.log")
-        assert zygote.wait(reindexing) == 0 and zygote.wait(evaluating) == 0
+        wait_for("the eval asked nothing", lambda: server.calls, 120, tmp_path / "eval.log", poll_s=0.05)
+        os.kill(evaluating, signal.SIGSTOP)  # frozen mid-batch while a whole reindex serves v2
+        try:
+            assert zygote.wait(zygote.start("reindex", env, tmp_path / "reindex.log")) == 0
+        finally:
+            os.kill(evaluating, signal.SIGCONT)
+        assert zygote.wait(evaluating) == 0
     store = IndexStore(state, "reasonloop")
     [eval_run] = runs_of(state, "nightly-eval")
     read = int(eval_run.data.params["index.version"])
