@@ -148,8 +148,8 @@ class OpenAIServer:
 class FaultPlan:
     """Seeded faults per (key, attempt): the n-th request for the same key (e.g. a question) meets the same fault
     in every run, whatever order concurrent requests arrive in. `rates` maps a fault to its probability: "429"
-    (with Retry-After), "500", "503", "reset", "truncate", "garbage", "timeout" (a reply slower than the client's
-    timeout) and "slow" (a reply after `slow_s`, within the timeout)."""
+    (with Retry-After), "500", "503", "reset", "truncate", "garbage", "timeout" (no reply: the server waits
+    `timeout_s`, past the client's timeout, and hangs up) and "slow" (a reply after `slow_s`, within the timeout)."""
 
     rates: dict[str, float]
     seed: int = 0
@@ -184,8 +184,8 @@ class FaultPlan:
             return Reply(status=429, headers={"retry-after-ms": str(self.retry_after_ms), "Retry-After": "0"})
         if fault in ("500", "503"):
             return Reply(status=int(fault))
-        if fault == "timeout":
-            return Reply(content=good.content, delay_s=self.timeout_s)
+        if fault == "timeout":  # then hangs up: a client slowed past its timeout must not take a late reply
+            return Reply(content=good.content, delay_s=self.timeout_s, fault="reset")
         if fault == "slow":
             return Reply(content=good.content, delay_s=self.slow_s, prompt_tokens=good.prompt_tokens,
                          completion_tokens=good.completion_tokens)
