@@ -185,7 +185,7 @@ class FaultPlan:
         if fault in ("500", "503"):
             return Reply(status=int(fault))
         if fault == "timeout":  # then hangs up: a client slowed past its timeout must not take a late reply
-            return Reply(content=good.content, delay_s=self.timeout_s, fault="reset")
+            return Reply(delay_s=self.timeout_s, fault="reset")
         if fault == "slow":
             return Reply(content=good.content, delay_s=self.slow_s, prompt_tokens=good.prompt_tokens,
                          completion_tokens=good.completion_tokens)
