@@ -8,10 +8,10 @@ from __future__ import annotations
 from prefect import flow
 from prefect.runtime import flow_run
 
+from reasonloop.monitoring.tracking import run_ids
 from reasonloop.providers import build_embedder
 from reasonloop.schemas import FlowReport
 from reasonloop.settings import Settings, load_settings
-from reasonloop.tracking import run_ids
 from tasks.preferences import (
     clean_and_split,
     eval_question_sets,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from prefect import flow
 
-from reasonloop.canary import parse_candidate
+from reasonloop.evaluation.canary import parse_candidate
 from reasonloop.providers import build_embedder, build_judge
 from reasonloop.schemas import FlowReport
 from reasonloop.settings import Settings, load_settings

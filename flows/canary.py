@@ -8,8 +8,8 @@ from __future__ import annotations
 from prefect import flow
 
 from flows.nightly_eval import evaluate
-from reasonloop.canary import parse_candidate, sample_slice
-from reasonloop.gate import compare_runs, with_missing, with_safety
+from reasonloop.evaluation.canary import parse_candidate, sample_slice
+from reasonloop.evaluation.gate import compare_runs, with_missing, with_safety
 from reasonloop.providers import build_embedder, build_judge, build_pairwise_judge, open_serving_index
 from reasonloop.schemas import FlowReport
 from reasonloop.settings import Settings, load_settings

@@ -15,16 +15,16 @@ from dataclasses import dataclass
 from prefect import State, flow, get_run_logger
 from prefect.states import Completed
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+from reasonloop.retrieval.embeddings import Embedder
 
 from flows.drift import drift
-from reasonloop.answer_store import RecordStore, open_record_store, run_identity
-from reasonloop.embeddings import Embedder
-from reasonloop.gate import GateReport
-from reasonloop.judges import Judge
+from reasonloop.evaluation.gate import GateReport
+from reasonloop.evaluation.judges import Judge
 from reasonloop.providers import ServingIndex, build_embedder, build_judge, build_reasoner, open_serving_index
+from reasonloop.reasoning.answer_store import RecordStore, open_record_store, run_identity
+from reasonloop.reasoning.strategies import Reasoner
 from reasonloop.schemas import FlowReport, Question, QuestionResult
 from reasonloop.settings import Settings, load_settings
-from reasonloop.strategies import Reasoner
 from tasks.aggregate import collect_results, summarize_results
 from tasks.gate import check_regression, enforce_gate
 from tasks.judge import judge_answers

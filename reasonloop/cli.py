@@ -123,7 +123,7 @@ def _run_reindex(settings: Settings, full: bool = False) -> None:
 
 def _run_eval(settings: Settings) -> None:
     from flows.nightly_eval import nightly_eval
-    from reasonloop.tracking import run_url, ui_command
+    from reasonloop.monitoring.tracking import run_url, ui_command
 
     report = _guarded(lambda: nightly_eval(settings))
     _print_table(f"nightly eval ({settings.llm.provider}: {settings.llm.model}; judge {settings.judge.provider})",
@@ -174,7 +174,7 @@ def drift_(ctx: typer.Context, run: Annotated[str | None, typer.Option(
     """Compare a nightly eval with its reference (the baseline, else the previous drift.window runs): queries,
     retrieval, answers, judge metrics, the index; logged to MLflow (<prefix>-drift), alerts on drift."""
     from flows.drift import drift as drift_flow
-    from reasonloop.tracking import run_url
+    from reasonloop.monitoring.tracking import run_url
 
     settings = _settings(ctx)
     report = _guarded(lambda: drift_flow(settings, run))
@@ -208,8 +208,8 @@ def feedback_add(ctx: typer.Context,
 
     from pydantic import ValidationError
 
-    from reasonloop.feedback import FeedbackRecord, append_feedback
-    from reasonloop.tracking import run_ids
+    from reasonloop.feedback.records import FeedbackRecord, append_feedback
+    from reasonloop.monitoring.tracking import run_ids
 
     settings = _settings(ctx)
     if run and settings.preferences.known_runs_only and run not in run_ids(settings):
@@ -262,7 +262,7 @@ def _cell(row: Any, key: str) -> str:
 def runs(ctx: typer.Context, limit: Annotated[int, typer.Option(min=1, help="how many runs")] = 10) -> None:
     """Recent reindex and eval runs with their key metrics, read back from MLflow."""
     settings = _settings(ctx)
-    from reasonloop.tracking import recent_runs
+    from reasonloop.monitoring.tracking import recent_runs
 
     frame = recent_runs(settings, limit)
     if frame.empty:
@@ -282,7 +282,7 @@ def runs(ctx: typer.Context, limit: Annotated[int, typer.Option(min=1, help="how
 
 
 def _index_store(settings: Settings) -> Any:
-    from reasonloop.index_versions import IndexStore
+    from reasonloop.retrieval.index_versions import IndexStore
 
     return IndexStore(settings.state_dir, settings.chroma.collection)
 
@@ -325,7 +325,7 @@ RunOption = Annotated[str | None, typer.Option("--run", help="nightly-eval run i
 
 
 def _review_rows(ctx: typer.Context, run: str | None) -> tuple[str, list[dict[str, Any]]]:
-    from reasonloop.tracking import review_queue_of
+    from reasonloop.monitoring.tracking import review_queue_of
 
     try:
         return review_queue_of(_settings(ctx), run)
@@ -405,7 +405,7 @@ def judge_promote(ctx: typer.Context,
 def judge_history(ctx: typer.Context, limit: Annotated[int, typer.Option(min=1, help="how many runs")] = 20) -> None:
     """Calibration runs, newest first: each judge model and rubric version's agreement with the human labels over
     time, and whether it was over its floor."""
-    from reasonloop.tracking import recent_runs
+    from reasonloop.monitoring.tracking import recent_runs
 
     frame = recent_runs(_settings(ctx), limit, kinds=("judge-calibration",), finished_only=True)
     table = Table("started", "judge", "model", "balanced acc.", "kappa", "AUROC", "floor", title="judge calibrations",
@@ -421,7 +421,7 @@ def judge_history(ctx: typer.Context, limit: Annotated[int, typer.Option(min=1, 
 def baseline_set(ctx: typer.Context,
                  run_id: Annotated[str, typer.Argument(help="a finished nightly-eval run")]) -> None:
     """Gate every later nightly eval against RUN_ID's per-question results."""
-    from reasonloop.tracking import set_baseline
+    from reasonloop.monitoring.tracking import set_baseline
 
     settings = _settings(ctx)
     _guarded(lambda: set_baseline(settings, run_id))
@@ -431,7 +431,7 @@ def baseline_set(ctx: typer.Context,
 @baseline_app.command("show")
 def baseline_show(ctx: typer.Context) -> None:
     """The current baseline run, if any."""
-    from reasonloop.tracking import baseline_run_id
+    from reasonloop.monitoring.tracking import baseline_run_id
 
     run_id = baseline_run_id(_settings(ctx))
     console.print(f"baseline: run {run_id}" if run_id else "no baseline set: `reasonloop baseline set RUN_ID`")
@@ -448,8 +448,8 @@ def _registry(ctx: typer.Context) -> Settings:
 @prompt_app.command("register")
 def prompt_register(ctx: typer.Context) -> None:
     """Register every template in the prompts folder (a text already registered is not duplicated)."""
-    from reasonloop.prompts import load_prompt
-    from reasonloop.tracking import register_prompt
+    from reasonloop.reasoning.prompt_registry import register_prompt
+    from reasonloop.reasoning.prompts import load_prompt
 
     settings = _registry(ctx)
     paths = sorted(settings.prompts.dir.glob("*.yaml"))
@@ -465,7 +465,7 @@ def prompt_alias(ctx: typer.Context, name: Annotated[str, typer.Argument(help="p
                  version: Annotated[int, typer.Argument(min=1, help="the template's own version (vN in the file)")]
                  ) -> None:
     """Point NAME@ALIAS at file version VERSION; configs naming `NAME@ALIAS` use it from their next run."""
-    from reasonloop.tracking import set_prompt_alias
+    from reasonloop.reasoning.prompt_registry import set_prompt_alias
 
     _registry(ctx)
     registry_version = _guarded(lambda: set_prompt_alias(name, alias, version))
@@ -485,7 +485,7 @@ def _serving_environment(ctx: typer.Context, settings: Settings) -> None:
 @contextmanager
 def _prefect_api(settings: Settings) -> Iterator[str]:
     """The configured Prefect API, else a local server under the state folder for as long as the block runs."""
-    from reasonloop.prefect_server import local_server
+    from reasonloop.ops.prefect_server import local_server
 
     configured = settings.prefect.api_url or os.environ.get("PREFECT_API_URL")
     if configured:
@@ -519,9 +519,9 @@ def serve(ctx: typer.Context) -> None:
     try:
         with _prefect_api(settings) as api_url:
             os.environ["PREFECT_API_URL"] = api_url  # before Prefect is imported: it reads this once
-            from reasonloop.deployments import deployment_specs, serve_deployments
+            from reasonloop.monitoring.tracking import git_commit
+            from reasonloop.ops.deployments import deployment_specs, serve_deployments
             from reasonloop.settings import project_root
-            from reasonloop.tracking import git_commit
 
             table = Table("deployment", "schedule", "trigger", title=f"serving on {api_url}", title_justify="left")
             for spec in deployment_specs(settings):
@@ -543,8 +543,8 @@ def trigger(ctx: typer.Context,
             flow: Annotated[str, typer.Argument(help="reindex | eval | drift | build-dpo")],
             wait: Annotated[bool, typer.Option("--wait/--no-wait", help="follow the run to its end")] = True) -> None:
     """Start a run of a served deployment and follow it (exit 0 when it completes, 1 otherwise)."""
-    from reasonloop.deployments import spec_for
-    from reasonloop.prefect_server import configured_api_url
+    from reasonloop.ops.deployments import spec_for
+    from reasonloop.ops.prefect_server import configured_api_url
 
     settings = _settings(ctx)
     try:
@@ -556,8 +556,8 @@ def trigger(ctx: typer.Context,
         _fail("no Prefect server to start the run on: start `reasonloop serve` (or set prefect.api_url / "
               "PREFECT_API_URL)")
     os.environ["PREFECT_API_URL"] = api_url
-    from reasonloop.deployments import follow_run, start_run
-    from reasonloop.tracking import run_url, runs_of_flow_run
+    from reasonloop.monitoring.tracking import run_url, runs_of_flow_run
+    from reasonloop.ops.deployments import follow_run, start_run
 
     try:
         run = start_run(spec, tags=["manual"])
@@ -587,7 +587,7 @@ def prefect_ui(ctx: typer.Context) -> None:
     `reasonloop serve` started elsewhere uses it. Ctrl-C stops it."""
     import time
 
-    from reasonloop.prefect_server import configured_api_url
+    from reasonloop.ops.prefect_server import configured_api_url
 
     settings = _settings(ctx)
     _interruptible()
@@ -606,7 +606,7 @@ def prefect_ui(ctx: typer.Context) -> None:
 
 
 def _nightly_vitals(settings: Settings, last: int) -> Any:
-    from reasonloop.tracking import recent_runs
+    from reasonloop.monitoring.tracking import recent_runs
 
     return recent_runs(settings, last, kinds=("nightly-eval",), finished_only=True)
 
@@ -628,8 +628,8 @@ def report(ctx: typer.Context,
                     "textfile collector: a .prom file)")] = None) -> None:
     """An HTML dashboard of the last nightly evals: accuracy, grounding, hallucination, latency, context length, cost
     per query and drift, as a table and a trend plot each."""
-    from reasonloop.tracking import experiment_name, run_url
-    from reasonloop.vitals import prometheus_text, render_dashboard
+    from reasonloop.monitoring.tracking import experiment_name, run_url
+    from reasonloop.monitoring.vitals import prometheus_text, render_dashboard
 
     settings = _settings(ctx)
     frame = _nightly_vitals(settings, last)
@@ -649,8 +649,8 @@ def metrics(ctx: typer.Context, port: Annotated[int, typer.Option(help="port on 
     Ctrl-C stops it."""
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    from reasonloop.tracking import experiment_name
-    from reasonloop.vitals import prometheus_text
+    from reasonloop.monitoring.tracking import experiment_name
+    from reasonloop.monitoring.vitals import prometheus_text
 
     settings = _settings(ctx)
     experiment = experiment_name(settings, "nightly-eval")

@@ -13,16 +13,16 @@ from typing import TYPE_CHECKING
 
 from langchain_core.language_models import BaseChatModel
 
-from reasonloop.embeddings import Embedder, load_embedder
 from reasonloop.errors import ProviderError
-from reasonloop.index_versions import IndexStore, Manifest
-from reasonloop.judges import EscalatingJudge, HeuristicJudge, Judge, LLMJudge
-from reasonloop.pairwise import HeuristicPairwiseJudge, LLMPairwiseJudge, PairwiseJudge
-from reasonloop.prompts import PromptTemplate, load_prompt
+from reasonloop.evaluation.judges import EscalatingJudge, HeuristicJudge, Judge, LLMJudge
+from reasonloop.evaluation.pairwise import HeuristicPairwiseJudge, LLMPairwiseJudge, PairwiseJudge
+from reasonloop.reasoning.prompts import PromptTemplate, load_prompt
+from reasonloop.reasoning.strategies import Reasoner
 from reasonloop.recipes import Recipe, rebuild
-from reasonloop.retrieval import ChunkRetriever
+from reasonloop.retrieval.retriever import ChunkRetriever
+from reasonloop.retrieval.embeddings import Embedder, load_embedder
+from reasonloop.retrieval.index_versions import IndexStore, Manifest
 from reasonloop.settings import PROMPT_ROLES, EndpointConfig, Settings
-from reasonloop.strategies import Reasoner
 
 if TYPE_CHECKING:
     from chromadb.api.models.Collection import Collection
@@ -54,7 +54,7 @@ def build_openai_chat(cfg: EndpointConfig) -> BaseChatModel:
 def build_chat_model(settings: Settings, embedder: Embedder) -> BaseChatModel:
     if settings.llm.provider == "openai":
         return build_openai_chat(settings.llm)
-    from reasonloop.extractive import ExtractiveChatModel
+    from reasonloop.reasoning.extractive import ExtractiveChatModel
 
     return ExtractiveChatModel(embedder=embedder, model_name=settings.llm.model,
                                max_sentences=settings.llm.max_sentences)
@@ -68,7 +68,7 @@ def resolve_prompt(settings: Settings, ref: str) -> PromptTemplate:
         return load_prompt(settings.prompts.dir, ref)
     import mlflow
 
-    from reasonloop.tracking import prompt_from_registry
+    from reasonloop.reasoning.prompt_registry import prompt_from_registry
 
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     name, alias = ref.split("@", 1)
@@ -151,8 +151,11 @@ class ServingIndex:
 
 def open_index_version(settings: Settings, embedder: Embedder, manifest: Manifest) -> ServingIndex:
     """The retriever over a given version (the serving one, or one staged but not yet served)."""
-    from reasonloop.lexical import LexicalIndex
-    from reasonloop.vectorstore import chroma_client, open_collection  # chromadb import is slow: only when used
+    from reasonloop.retrieval.lexical import LexicalIndex
+    from reasonloop.retrieval.vectorstore import (  # chromadb import is slow: only when used
+        chroma_client,
+        open_collection,
+    )
 
     collection = open_collection(chroma_client(settings), manifest.collection, embedder)
     lexical_dir = IndexStore(settings.state_dir, settings.chroma.collection).lexical_dir(manifest.version)

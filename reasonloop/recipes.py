@@ -13,7 +13,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from reasonloop.index_versions import Manifest
+from reasonloop.retrieval.index_versions import Manifest
 from reasonloop.settings import Settings
 
 _BUILT: dict[tuple[str, str, str], Any] = {}  # per process: recipe key -> the object it built

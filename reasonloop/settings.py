@@ -149,7 +149,7 @@ class CallLimits:
     max_concurrency: int
     requests_per_minute: float | None = None
     tokens_per_minute: float | None = None
-    max_retries: int = 0  # transient failures retried per call (reasonloop/llm_calls.py)
+    max_retries: int = 0  # transient failures retried per call (reasonloop/reasoning/llm_calls.py)
 
 
 class EndpointConfig(Section):
@@ -312,7 +312,7 @@ class ReasoningConfig(Section):
 
 
 class ReviewConfig(Section):
-    """Answers routed to human review (see reasonloop/review.py)."""
+    """Answers routed to human review (see reasonloop/evaluation/review.py)."""
 
     min_confidence: float = Field(default=0.5, ge=0.0, le=1.0, description="under this: review")
 
@@ -328,14 +328,14 @@ class CacheConfig(Section):
 
 
 class SafetyConfig(Section):
-    """The safety suite every nightly eval runs (reasonloop/safety.py): adversarial cases built from BIPIA data."""
+    """The safety suite every nightly eval runs (evaluation/safety.py): adversarial cases built from BIPIA data."""
 
     enabled: bool = True
     data: Path = Path("data/safety/bipia_sample.json")
 
 
 class GuardrailsConfig(Section):
-    """Around the reasoner (reasonloop/guardrails.py)."""
+    """Around the reasoner (reasonloop/reasoning/guardrails.py)."""
 
     input: bool = Field(default=True, description="refuse questions that try to override the system, uncalled")
     context: bool = Field(default=True, description="remove retrieved sentences that read as instructions")

@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 from prefect import task
 
-from reasonloop.gate import PER_QUESTION
-from reasonloop.metrics import context_precision, mean, percentile, recall_at_k
+from reasonloop.evaluation.gate import PER_QUESTION
+from reasonloop.evaluation.metrics import context_precision, mean, percentile, recall_at_k
+from reasonloop.evaluation.stats import bootstrap_ci, mean_ci, percentile_ci
 from reasonloop.schemas import AnswerRecord, EvalSummary, Question, QuestionResult, RetrievedChunk, Verdict
-from reasonloop.stats import bootstrap_ci, mean_ci, percentile_ci
 
 
 @task(name="collect-results")

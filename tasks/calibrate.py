@@ -8,7 +8,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import Field
 
-from reasonloop.judges import Judge, JudgeItem
+from reasonloop.evaluation.judges import Judge, JudgeItem
 from reasonloop.schemas import AnswerRecord, LabeledPair, Question, Record, RetrievedChunk, Verdict
 
 CALIBRATION_QUESTION = "Is every claim of this summary supported by the document?"

@@ -7,15 +7,15 @@ from dataclasses import dataclass
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from reasonloop.canary import Candidate, candidate_settings, pointer_update, role_ref, write_pointer
 from reasonloop.errors import ConfigError
-from reasonloop.pairwise import PairOutcome, PairwiseJudge, compare_both_orders
-from reasonloop.prompts import load_prompt
+from reasonloop.evaluation.canary import Candidate, candidate_settings, pointer_update, role_ref, write_pointer
+from reasonloop.evaluation.pairwise import PairOutcome, PairwiseJudge, compare_both_orders
 from reasonloop.providers import resolve_prompt
+from reasonloop.reasoning.prompt_registry import register_prompt, registry_versions, set_prompt_alias
+from reasonloop.reasoning.prompts import load_prompt
+from reasonloop.reasoning.strategies import Reasoner
 from reasonloop.schemas import EvalSummary, QuestionResult
 from reasonloop.settings import Settings
-from reasonloop.strategies import Reasoner
-from reasonloop.tracking import register_prompt, registry_versions, set_prompt_alias
 from tasks.safety import SafetyReport
 
 

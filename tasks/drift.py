@@ -1,6 +1,6 @@
 """Drift: read the windows back from MLflow (the current nightly-eval run, its reference runs, the series of nightly
 metrics, the chunks of both runs' index versions), turn them into per-question values, run the statistics of
-reasonloop/drift.py with the `drift:` thresholds, log the drift run, and raise the alarm on drift.
+reasonloop/monitoring/drift_stats.py with the `drift:` thresholds, log the drift run, and raise the alarm on drift.
 
 The reference window is the baseline run (`reasonloop baseline set`) when one is set and it is not the current run,
 else the `drift.window` nightly-eval runs before the current one. A window holds one value per distinct question: a
@@ -28,18 +28,18 @@ import numpy as np
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
+from reasonloop.retrieval.embeddings import Embedder
 
-from reasonloop import drift as stats
-from reasonloop.drift import SignalResult
-from reasonloop.drift_report import alert_payload, drift_plots, drift_rows, render_drift_html, signal_metrics
-from reasonloop.embeddings import Embedder
 from reasonloop.errors import ReasonloopError
+from reasonloop.monitoring import drift_stats as stats
+from reasonloop.monitoring.drift_report import alert_payload, drift_plots, drift_rows, render_drift_html, signal_metrics
+from reasonloop.monitoring.drift_stats import SignalResult
+from reasonloop.monitoring.report import close_figures
+from reasonloop.monitoring.tracking import baseline_run_id, ensure_experiment, experiment_name, run_results, run_url
 from reasonloop.redact import redact
-from reasonloop.report import close_figures
-from reasonloop.retry import IO_RETRIES
 from reasonloop.schemas import AnswerRecord, FlowReport, QuestionResult, Record
 from reasonloop.settings import DriftConfig, OutputDriftConfig, QualityDriftConfig, Settings
-from reasonloop.tracking import baseline_run_id, ensure_experiment, experiment_name, run_results, run_url
+from tasks.retry import IO_RETRIES
 from tasks.track import common_params, flow_run_tags
 
 EVENT = "reasonloop.drift.detected"
@@ -233,7 +233,7 @@ def read_index_pair(settings: Settings, windows: DriftWindows) -> IndexPair | No
         return IndexPair(old=pair.old, new=pair.new, same=True)
     from chromadb.errors import NotFoundError
 
-    from reasonloop.vectorstore import chroma_client  # chromadb import is slow: only when a reindex happened
+    from reasonloop.retrieval.vectorstore import chroma_client  # chromadb import is slow: only when a reindex happened
 
     client = chroma_client(settings)
     try:

@@ -7,7 +7,7 @@ import hashlib
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from reasonloop.feedback import FeedbackLoad, reject_at
+from reasonloop.feedback.records import FeedbackLoad, reject_at
 from tasks.validate import check_frame
 
 

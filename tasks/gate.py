@@ -6,10 +6,10 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from reasonloop.errors import ReasonloopError
-from reasonloop.gate import GateReport, compare_runs, with_missing, with_safety
+from reasonloop.evaluation.gate import GateReport, compare_runs, with_missing, with_safety
+from reasonloop.monitoring.tracking import baseline_run_id, run_results
 from reasonloop.schemas import QuestionResult
 from reasonloop.settings import Settings
-from reasonloop.tracking import baseline_run_id, run_results
 from tasks.safety import SafetyReport
 
 

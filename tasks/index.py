@@ -1,5 +1,5 @@
 """Building index versions: plan against the serving version, copy unchanged embeddings, embed the rest,
-build BM25, verify; publishing moves the pointer atomically (see reasonloop/index_versions.py)."""
+build BM25, verify; publishing moves the pointer atomically (see reasonloop/retrieval/index_versions.py)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,8 @@ from chromadb.api.models.Collection import Collection
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
-
-from reasonloop import progress
-from reasonloop.embeddings import Embedder
-from reasonloop.errors import ReasonloopError
-from reasonloop.index_versions import (
+from reasonloop.retrieval.embeddings import Embedder
+from reasonloop.retrieval.index_versions import (
     DocEntry,
     IndexPlan,
     IndexStore,
@@ -24,11 +21,14 @@ from reasonloop.index_versions import (
     plan_index,
     version_collection,
 )
-from reasonloop.lexical import LexicalIndex
-from reasonloop.retry import IO_RETRIES
+from reasonloop.retrieval.lexical import LexicalIndex
+
+from reasonloop import progress
+from reasonloop.errors import ReasonloopError
+from reasonloop.retrieval.vectorstore import chroma_client, open_collection
 from reasonloop.schemas import Chunk, Document
 from reasonloop.settings import Settings
-from reasonloop.vectorstore import chroma_client, open_collection
+from tasks.retry import IO_RETRIES
 
 ENCODE_WINDOW = 512  # texts per encoder call: the encoder sorts by length within a call, so bigger pads less
 

@@ -7,8 +7,8 @@ import logging
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from reasonloop.answer_store import RecordStore, verdict_key
-from reasonloop.judges import Judge, JudgeItem
+from reasonloop.evaluation.judges import Judge, JudgeItem
+from reasonloop.reasoning.answer_store import RecordStore, verdict_key
 from reasonloop.schemas import AnswerRecord, Question, RetrievedChunk, Verdict
 
 logger = logging.getLogger(__name__)

@@ -8,12 +8,11 @@ from pathlib import Path
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from reasonloop.retrieval.embeddings import Embedder
 
-from reasonloop.embeddings import Embedder
 from reasonloop.errors import EmptyInputError
-from reasonloop.feedback import FEEDBACK_PATTERNS, FeedbackLoad, load_feedback
-from reasonloop.judges import JudgeItem
-from reasonloop.preferences import (
+from reasonloop.evaluation.judges import JudgeItem
+from reasonloop.feedback.preferences import (
     PreferenceDataset,
     PreferencePair,
     build_dataset,
@@ -23,6 +22,7 @@ from reasonloop.preferences import (
     pairs_from_thumbs,
     vote_entropy,
 )
+from reasonloop.feedback.records import FEEDBACK_PATTERNS, FeedbackLoad, load_feedback
 from reasonloop.providers import build_judge, build_reasoner, open_serving_index
 from reasonloop.schemas import AnswerRecord
 from reasonloop.settings import PreferencesConfig, SelfConsistencyConfig, Settings

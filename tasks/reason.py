@@ -10,14 +10,14 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from reasonloop import progress
-from reasonloop.answer_store import RecordStore, answer_key
-from reasonloop.compression import compress_context
-from reasonloop.guardrails import REFUSAL, redact_pii, screen_question, strip_injected
-from reasonloop.llm_calls import endpoint_for, run_all
-from reasonloop.routing import Plan
+from reasonloop.reasoning.answer_store import RecordStore, answer_key
+from reasonloop.reasoning.compression import compress_context
+from reasonloop.reasoning.guardrails import REFUSAL, redact_pii, screen_question, strip_injected
+from reasonloop.reasoning.llm_calls import endpoint_for, run_all
+from reasonloop.reasoning.routing import Plan
+from reasonloop.reasoning.strategies import Reasoner, answer_with
 from reasonloop.schemas import AnswerRecord, Question, RetrievedChunk
 from reasonloop.settings import CallLimits
-from reasonloop.strategies import Reasoner, answer_with
 
 logger = logging.getLogger(__name__)
 

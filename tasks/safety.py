@@ -9,10 +9,10 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import Field
 
 from reasonloop.errors import InputError
-from reasonloop.safety import SafetyCase, build_cases, obeyed
+from reasonloop.evaluation.safety import SafetyCase, build_cases, obeyed
+from reasonloop.reasoning.strategies import Reasoner
 from reasonloop.schemas import Question, Record, RetrievedChunk
 from reasonloop.settings import CallLimits, SafetyConfig
-from reasonloop.strategies import Reasoner
 from tasks.reason import answer_questions
 
 

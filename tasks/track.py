@@ -11,18 +11,22 @@ import pandas as pd
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from reasonloop.retrieval.embeddings import Embedder
+from reasonloop.retrieval.index_versions import Manifest
 
-from reasonloop.canary import Candidate
-from reasonloop.embeddings import Embedder
-from reasonloop.feedback import FeedbackLoad
-from reasonloop.gate import GateReport
-from reasonloop.index_versions import Manifest
-from reasonloop.judges import Judge
-from reasonloop.pairwise import PairOutcome, pairwise_metrics
-from reasonloop.preferences import PreferenceDataset, trl_row
+from reasonloop.evaluation.canary import Candidate
+from reasonloop.evaluation.gate import GateReport
+from reasonloop.evaluation.judges import Judge
+from reasonloop.evaluation.pairwise import PairOutcome, pairwise_metrics
+from reasonloop.evaluation.review import QUEUE_ARTIFACT, review_queue
+from reasonloop.feedback.preferences import PreferenceDataset, trl_row
+from reasonloop.feedback.records import FeedbackLoad
+from reasonloop.monitoring.report import close_figures, plots, render_html
+from reasonloop.monitoring.tracking import ensure_experiment, git_commit, prompt_versions_of, writer_tags
+from reasonloop.reasoning.prompt_registry import register_prompt
+from reasonloop.reasoning.strategies import Reasoner
+from reasonloop.reasoning.traces import log_question_traces
 from reasonloop.redact import redact_url
-from reasonloop.report import close_figures, plots, render_html
-from reasonloop.review import QUEUE_ARTIFACT, review_queue
 from reasonloop.schemas import (
     EvalSummary,
     FlowReport,
@@ -35,9 +39,6 @@ from reasonloop.schemas import (
     Verdict,
 )
 from reasonloop.settings import Settings, project_root
-from reasonloop.strategies import Reasoner
-from reasonloop.traces import log_question_traces
-from reasonloop.tracking import ensure_experiment, git_commit, prompt_versions_of, register_prompt, writer_tags
 from tasks.aggregate import interval_metrics, results_table, summary_rows
 from tasks.calibrate import Agreement, floor_failures
 from tasks.canary import Arm
@@ -209,7 +210,7 @@ def interrupted_eval(settings: Settings, identity: str) -> tuple[FlowReport, Gat
     instead of logging a duplicate. None when there is none."""
     import mlflow
 
-    from reasonloop.tracking import experiment_name, writer_alive
+    from reasonloop.monitoring.tracking import experiment_name, writer_alive
 
     client = mlflow.MlflowClient(settings.mlflow_tracking_uri)
     experiment = client.get_experiment_by_name(experiment_name(settings, "nightly-eval"))  # looks, creates nothing

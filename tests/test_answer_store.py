@@ -9,9 +9,9 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from reasonloop.answer_store import RecordStore, answer_key, run_identity
-from reasonloop.prompts import load_prompt
 from reasonloop.providers import build_openai_chat
+from reasonloop.reasoning.answer_store import RecordStore, answer_key, run_identity
+from reasonloop.reasoning.prompts import load_prompt
 from reasonloop.schemas import Question, RetrievedChunk
 from reasonloop.settings import CallLimits, LLMConfig, Price, load_settings
 from tasks.reason import answer_questions

@@ -124,8 +124,8 @@ def template_state(prefect_server: None, tmp_path_factory: pytest.TempPathFactor
     """A state folder as a user has it after `reasonloop reindex` (the module's one index build: the 12 tiny
     paragraphs plus a document whose id looks like a path), its MLflow store holding the reindex run and the
     nightly-eval experiment (as once an eval has started); cases copy it."""
+    from reasonloop.monitoring.tracking import ensure_experiment
     from reasonloop.settings import load_settings
-    from reasonloop.tracking import ensure_experiment
 
     base = tmp_path_factory.mktemp("template")
     write_jsonl(base / "corpus" / "tiny.jsonl", [*TINY, TRAVERSAL_DOC])

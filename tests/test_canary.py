@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from reasonloop.canary import parse_candidate, pointer_update, sample_slice, write_pointer
 from reasonloop.errors import ConfigError
-from reasonloop.metrics import normalize_answer
-from reasonloop.pairwise import PairItem, compare_both_orders, pairwise_metrics
+from reasonloop.evaluation.canary import parse_candidate, pointer_update, sample_slice, write_pointer
+from reasonloop.evaluation.pairwise import PairItem, compare_both_orders, pairwise_metrics
 from reasonloop.schemas import AnswerRecord, Question
 from reasonloop.settings import Settings, load_settings
+from reasonloop.text import normalize_answer
 
 from .conftest import read_jsonl
 from .support.openai_server import OpenAIServer, Reply, system_text, user_text
@@ -166,8 +166,8 @@ def test_a_prompt_version_moves_the_production_alias_only_when_it_passes(
 
     from flows.canary import canary
     from flows.reindex import reindex
-    from reasonloop.prompts import load_prompt
-    from reasonloop.tracking import register_prompt, set_prompt_alias
+    from reasonloop.reasoning.prompt_registry import register_prompt, set_prompt_alias
+    from reasonloop.reasoning.prompts import load_prompt
 
     prompts = shutil.copytree(make_settings().prompts.dir, tmp_path / "prompts")
     questions = read_jsonl(make_settings().questions.path)

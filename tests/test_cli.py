@@ -64,8 +64,8 @@ def test_invalid_config_exits_2_naming_the_key(monkeypatch: pytest.MonkeyPatch) 
 def test_runs_reads_back_from_mlflow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import mlflow
 
+    from reasonloop.monitoring.tracking import ensure_experiment
     from reasonloop.settings import load_settings
-    from reasonloop.tracking import ensure_experiment
 
     monkeypatch.setenv("REASONLOOP_STATE_DIR", str(tmp_path))
     assert "no runs yet" in runner.invoke(app, ["runs"]).output

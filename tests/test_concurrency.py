@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from reasonloop.index_versions import IndexStore
+from reasonloop.retrieval.index_versions import IndexStore
 
 from .support.openai_server import OpenAIServer
 from .support.servers import reasonloop_env, wait_for

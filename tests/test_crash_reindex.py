@@ -10,8 +10,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
-
-from reasonloop.index_versions import IndexStore
+from reasonloop.retrieval.index_versions import IndexStore
 
 from .support.figures import record_figures
 from .support.servers import reasonloop_env

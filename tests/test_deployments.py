@@ -11,9 +11,9 @@ import yaml
 from typer.testing import CliRunner
 
 from reasonloop.cli import app
-from reasonloop.corpus_watch import CorpusWatcher, corpus_fingerprint
-from reasonloop.deployments import DEPLOYMENT_NAME, build_deployments, deployment_specs, spec_for
 from reasonloop.errors import ConfigError
+from reasonloop.ops.corpus_watch import CorpusWatcher, corpus_fingerprint
+from reasonloop.ops.deployments import DEPLOYMENT_NAME, build_deployments, deployment_specs, spec_for
 from reasonloop.settings import Settings, load_settings
 
 from .conftest import ROOT

@@ -13,8 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from reasonloop.errors import InputError
+from reasonloop.monitoring.tracking import ensure_experiment
 from reasonloop.settings import Settings
-from reasonloop.tracking import ensure_experiment
 
 from .conftest import ROOT
 
@@ -171,12 +171,12 @@ def test_trls_dpo_trainer_takes_a_step_on_the_export(embedder: object, tmp_path:
     Llama built here (no download) and the bundled MiniLM WordPiece tokenizer."""
     import datasets
     import torch
+    from reasonloop.retrieval.embeddings import bundled_model_path
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
     from trl import DPOConfig, DPOTrainer
 
-    from reasonloop.embeddings import bundled_model_path
-    from reasonloop.feedback import load_feedback
-    from reasonloop.preferences import build_dataset, export_dataset, pairs_from_corrections, pairs_from_thumbs
+    from reasonloop.feedback.preferences import build_dataset, export_dataset, pairs_from_corrections, pairs_from_thumbs
+    from reasonloop.feedback.records import load_feedback
     from reasonloop.settings import PreferencesConfig
 
     records = load_feedback(SAMPLE).records

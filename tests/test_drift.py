@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from reasonloop.drift import (
+from reasonloop.monitoring.drift_stats import (
     SignalResult,
     centroid_shift,
     chunk_novelty,
@@ -325,9 +325,9 @@ def test_output_length_drift_on_real_answers() -> None:
 
 
 def test_strategy_mix_drift_on_real_questions(similarities: tuple[np.ndarray, np.ndarray]) -> None:
-    """Adaptive depth routes each question by its complexity (reasonloop/routing.py): biomedical questions, longer
+    """Adaptive depth routes each question by its complexity (reasoning/routing.py): biomedical questions, longer
     and poorly matched by the corpus, shift the strategy mix; halves of the SQuAD questions do not."""
-    from reasonloop.routing import complexity, route_of
+    from reasonloop.reasoning.routing import complexity, route_of
     from reasonloop.schemas import RetrievedChunk
     from reasonloop.settings import ReasoningConfig
 
@@ -392,8 +392,8 @@ def test_refusal_drift_on_real_injection_attempts() -> None:
     direct attacks (12 of 72 questions), the refusal rate drifts; the plain SQuAD questions refuse none."""
     import json
 
-    from reasonloop.guardrails import screen_question
-    from reasonloop.safety import build_cases
+    from reasonloop.evaluation.safety import build_cases
+    from reasonloop.reasoning.guardrails import screen_question
 
     data = json.loads((ROOT / "data" / "safety" / "bipia_sample.json").read_text(encoding="utf-8"))
     attacks = [c.question for c in build_cases(data) if c.kind == "direct"]

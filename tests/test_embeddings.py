@@ -5,8 +5,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from reasonloop.retrieval.embeddings import bundled_model_path, load_embedder, verify_weights
 
-from reasonloop.embeddings import bundled_model_path, load_embedder, verify_weights
 from reasonloop.errors import ModelIntegrityError
 from reasonloop.settings import MINILM_SHA256, EmbeddingConfig
 

@@ -5,10 +5,10 @@ passes every rule."""
 
 from __future__ import annotations
 
-from reasonloop.faithfulness import claim_problems
-from reasonloop.judges import HeuristicJudge, JudgeItem
-from reasonloop.metrics import split_sentences
+from reasonloop.evaluation.faithfulness import claim_problems
+from reasonloop.evaluation.judges import HeuristicJudge, JudgeItem
 from reasonloop.schemas import AnswerRecord, Question, RetrievedChunk
+from reasonloop.text import split_sentences
 
 SOURCE = "The Denver Broncos defeated the Carolina Panthers 24-10 to win Super Bowl 50 in Santa Clara."
 NEGATED = "The Panthers did not score in the fourth quarter."

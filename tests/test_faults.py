@@ -19,8 +19,8 @@ import pytest
 from typer.testing import CliRunner
 
 from reasonloop.cli import EXIT_PARTIAL, app
-from reasonloop.gate import GateReport, with_missing
-from reasonloop.llm_calls import CallError, retry_delay
+from reasonloop.evaluation.gate import GateReport, with_missing
+from reasonloop.reasoning.llm_calls import CallError, retry_delay
 from reasonloop.settings import Settings
 
 from .conftest import read_jsonl, write_jsonl

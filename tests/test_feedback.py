@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from reasonloop.errors import InputError
-from reasonloop.feedback import FeedbackLoad, FeedbackRecord, append_feedback, load_feedback
+from reasonloop.feedback.records import FeedbackLoad, FeedbackRecord, append_feedback, load_feedback
 from tasks.feedback import screen_feedback
 
 from .conftest import ROOT

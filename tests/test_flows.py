@@ -10,14 +10,14 @@ import mlflow
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
+from reasonloop.retrieval.index_versions import IndexStore
 
 from flows.nightly_eval import nightly_eval
 from flows.reindex import reindex
 from reasonloop.errors import EmptyInputError, InputError
-from reasonloop.index_versions import IndexStore
-from reasonloop.metrics import normalize_answer
+from reasonloop.retrieval.vectorstore import chroma_client
 from reasonloop.settings import Settings
-from reasonloop.vectorstore import chroma_client
+from reasonloop.text import normalize_answer
 from tasks.retrieve import QualityGateError
 
 from .conftest import read_jsonl, write_jsonl

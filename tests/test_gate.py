@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from reasonloop.gate import compare_runs
+from reasonloop.evaluation.gate import compare_runs
+from reasonloop.evaluation.stats import mean_ci
 from reasonloop.schemas import AnswerRecord, Question, QuestionResult, Verdict
 from reasonloop.settings import GateConfig, Settings
-from reasonloop.stats import mean_ci
 from tasks.aggregate import intervals
 from tasks.gate import RegressionError
 

@@ -12,11 +12,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from reasonloop.retrieval.index_versions import (
+    DocEntry,
+    IndexBusyError,
+    IndexStore,
+    Manifest,
+    manifest_hash,
+    plan_index,
+)
 
-from reasonloop.index_versions import DocEntry, IndexBusyError, IndexStore, Manifest, manifest_hash, plan_index
+from reasonloop.retrieval.vectorstore import chroma_client
 from reasonloop.schemas import Chunk, Document, content_hash
 from reasonloop.settings import Settings, load_settings
-from reasonloop.vectorstore import chroma_client
 
 from .conftest import ROOT, SAMPLE_CORPUS, build_index, read_jsonl, write_jsonl
 

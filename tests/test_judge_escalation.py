@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from reasonloop.judges import JudgeItem
+from reasonloop.evaluation.judges import JudgeItem
 from reasonloop.providers import build_judge
 from reasonloop.schemas import AnswerRecord, Question, RetrievedChunk
 from reasonloop.settings import Settings

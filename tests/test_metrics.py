@@ -2,16 +2,15 @@ from __future__ import annotations
 
 import pytest
 
-from reasonloop.metrics import (
+from reasonloop.evaluation.metrics import (
     context_precision,
     exact_match,
-    normalize_answer,
     percentile,
     recall_at_k,
     reference_recall,
-    split_sentences,
     token_f1,
 )
+from reasonloop.text import normalize_answer, split_sentences
 
 
 def test_normalization_follows_squad() -> None:

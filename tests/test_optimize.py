@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from reasonloop.answer_store import RecordStore
-from reasonloop.compression import compress_context
+from reasonloop.reasoning.answer_store import RecordStore
+from reasonloop.reasoning.compression import compress_context
 from reasonloop.schemas import AnswerRecord, Question, QuestionResult, RetrievedChunk, Verdict
 from reasonloop.settings import OptimizeConfig
 from tasks.aggregate import summarize_results

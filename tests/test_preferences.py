@@ -9,8 +9,7 @@ from typing import Any
 
 import pytest
 
-from reasonloop.feedback import FeedbackRecord, load_feedback
-from reasonloop.preferences import (
+from reasonloop.feedback.preferences import (
     FILTER_STEPS,
     PreferenceDataset,
     PreferencePair,
@@ -25,6 +24,7 @@ from reasonloop.preferences import (
     split_pairs,
     unpaired_rows,
 )
+from reasonloop.feedback.records import FeedbackRecord, load_feedback
 from reasonloop.settings import PreferencesConfig
 
 from .conftest import ROOT, SAMPLE_QUESTIONS, read_jsonl

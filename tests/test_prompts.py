@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from reasonloop.errors import PromptError
-from reasonloop.prompts import LOCK_FILE, PromptTemplate, format_chunks, load_prompt, read_lock
+from reasonloop.reasoning.prompts import LOCK_FILE, PromptTemplate, format_chunks, load_prompt, read_lock
 from reasonloop.schemas import RetrievedChunk
 from reasonloop.settings import load_settings
 

@@ -8,10 +8,10 @@ from unittest.mock import patch
 import pytest
 from langchain_core.language_models import FakeListChatModel
 
-from reasonloop.extractive import ExtractiveChatModel
-from reasonloop.judges import HeuristicJudge, JudgeItem, LLMJudge
-from reasonloop.prompts import load_prompt
+from reasonloop.evaluation.judges import HeuristicJudge, JudgeItem, LLMJudge
 from reasonloop.providers import build_openai_chat
+from reasonloop.reasoning.extractive import ExtractiveChatModel
+from reasonloop.reasoning.prompts import load_prompt
 from reasonloop.schemas import AnswerRecord, Question, RetrievedChunk
 from reasonloop.settings import CallLimits, JudgeConfig, LLMConfig, Price, load_settings
 from tasks.reason import answer_questions
@@ -188,7 +188,7 @@ def test_each_callers_limits_hold_even_on_a_shared_endpoint() -> None:
     """The judge and the reasoner may share an endpoint with different limits: neither inherits the other's."""
     import asyncio
 
-    from reasonloop.llm_calls import CallResult, endpoint_for, run_all
+    from reasonloop.reasoning.llm_calls import CallResult, endpoint_for, run_all
 
     state = {"now": 0, "peak": 0}
 
@@ -203,7 +203,7 @@ def test_each_callers_limits_hold_even_on_a_shared_endpoint() -> None:
         state.update(now=0, peak=0)
         model = FakeListChatModel(responses=["x"])
         endpoint = endpoint_for(model, limits)
-        with patch("reasonloop.llm_calls.call_chat", slow_call):
+        with patch("reasonloop.reasoning.llm_calls.call_chat", slow_call):
             run_all([lambda: endpoint.call(model, [])] * 8)
         return state["peak"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from reasonloop.reasoning_quality import score_reasoning_quality
+from reasonloop.evaluation.reasoning_quality import score_reasoning_quality
 from reasonloop.schemas import AnswerRecord, ReasoningSteps, RetrievedChunk
 
 CONTEXT = [RetrievedChunk(chunk_id="c1", doc_id="d1", text="The Broncos beat the Panthers 24 to 10.", score=0.9,

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from reasonloop.cli import app
 from reasonloop.providers import ServingIndex, build_embedder, open_serving_index
-from reasonloop.retrieval import ChunkRetriever, fuse, rrf_fuse, zscore_fuse
+from reasonloop.retrieval.retriever import ChunkRetriever, fuse, rrf_fuse, zscore_fuse
 from reasonloop.settings import Settings, load_settings
 
 from .conftest import SAMPLE_CORPUS, build_index, read_jsonl, write_jsonl

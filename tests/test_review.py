@@ -12,7 +12,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from reasonloop.cli import app
-from reasonloop.review import QUEUE_ARTIFACT, review_queue, review_reasons
+from reasonloop.evaluation.review import QUEUE_ARTIFACT, review_queue, review_reasons
 from reasonloop.schemas import AnswerRecord, Question, QuestionResult, RetrievedChunk, Verdict
 from reasonloop.settings import ReviewConfig
 
@@ -64,8 +64,8 @@ def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 def test_review_cli_lists_and_exports_the_newest_runs_queue(state: Path) -> None:
     import mlflow
 
+    from reasonloop.monitoring.tracking import ensure_experiment
     from reasonloop.settings import load_settings
-    from reasonloop.tracking import ensure_experiment
 
     runner = CliRunner()
     assert "no nightly eval run yet" in runner.invoke(app, ["review", "list"]).output

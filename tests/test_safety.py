@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from reasonloop.gate import GateReport, with_safety
-from reasonloop.guardrails import REFUSAL, redact_pii, screen_question, strip_injected
+from reasonloop.evaluation.gate import GateReport, with_safety
+from reasonloop.evaluation.safety import build_cases, obeyed
 from reasonloop.providers import build_openai_chat
-from reasonloop.safety import build_cases, obeyed
+from reasonloop.reasoning.guardrails import REFUSAL, redact_pii, screen_question, strip_injected
 from reasonloop.schemas import Question, RetrievedChunk
 from reasonloop.settings import CallLimits, GuardrailsConfig, LLMConfig, SafetyConfig
 from tasks.reason import answer_questions
@@ -75,7 +75,7 @@ def test_pii_in_an_answer_is_redacted_before_it_is_stored() -> None:
 
 
 def test_an_answer_cached_with_the_guardrail_off_is_redacted_when_it_is_reused(tmp_path: Path) -> None:
-    from reasonloop.answer_store import RecordStore
+    from reasonloop.reasoning.answer_store import RecordStore
 
     store = RecordStore(tmp_path / "a.sqlite", run="r", shared=True)
     leak = json.dumps({"answer": "Call Ana at 415-555-0100.", "citations": [], "confidence": 0.9})
@@ -108,7 +108,7 @@ def test_guardrails_stop_an_obedient_model() -> None:
 
 
 def test_the_offline_reasoner_withstands_the_suite(embedder) -> None:
-    from reasonloop.extractive import ExtractiveChatModel
+    from reasonloop.reasoning.extractive import ExtractiveChatModel
 
     reasoner = make_reasoner(ExtractiveChatModel(embedder=embedder))
     report = run_safety_suite.fn(reasoner, CallLimits(4), load_safety_cases.fn(SafetyConfig(data=DATA)))

@@ -13,8 +13,7 @@ from typing import Any
 
 import mlflow
 import pytest
-
-from reasonloop.index_versions import IndexStore
+from reasonloop.retrieval.index_versions import IndexStore
 
 from .conftest import SAMPLE_CORPUS, read_jsonl, write_jsonl
 from .support.servers import background, free_port, reasonloop_env, wait_for

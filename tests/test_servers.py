@@ -10,12 +10,12 @@ from pathlib import Path
 
 import mlflow
 import pytest
+from reasonloop.retrieval.index_versions import IndexStore
 
 from flows.nightly_eval import nightly_eval
 from flows.reindex import reindex
-from reasonloop.index_versions import IndexStore
+from reasonloop.retrieval.vectorstore import chroma_client
 from reasonloop.settings import Settings, load_settings
-from reasonloop.vectorstore import chroma_client
 
 from .conftest import ROOT
 from .support.servers import background, chroma_server, free_port, mlflow_server, reasonloop_env
@@ -94,7 +94,7 @@ def test_batches_run_on_a_dask_cluster(make_settings: Callable[..., Settings], d
 def test_a_worker_of_a_process_work_pool_runs_the_deployments(tiny_data: tuple[Path, Path], tmp_path: Path) -> None:
     """prefect.yaml deployed to a real Prefect server, a process work pool and a worker: `reasonloop trigger`
     starts the reindex and the nightly eval there, and both complete and land in MLflow."""
-    from reasonloop.prefect_server import local_server
+    from reasonloop.ops.prefect_server import local_server
 
     corpus, questions = tiny_data
     state = tmp_path / "state"

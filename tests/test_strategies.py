@@ -7,11 +7,11 @@ import json
 
 import pytest
 
-from reasonloop.metrics import normalize_answer
 from reasonloop.providers import build_openai_chat
-from reasonloop.routing import complexity, route_of
+from reasonloop.reasoning.routing import complexity, route_of
 from reasonloop.schemas import Question, RetrievedChunk
 from reasonloop.settings import CallLimits, LLMConfig, ReasoningConfig
+from reasonloop.text import normalize_answer
 from tasks.aggregate import collect_results, summarize_results
 from tasks.reason import answer_questions
 

@@ -15,8 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
 from reasonloop.cli import app
+from reasonloop.monitoring.vitals import VITALS, prometheus_text, render_dashboard
 from reasonloop.settings import Settings
-from reasonloop.vitals import VITALS, prometheus_text, render_dashboard
 
 from .support.servers import free_port, http_server, reasonloop_env
 

@@ -1,6 +1,6 @@
 """Faithfulness of the offline heuristic judge against human labels: SummEdits (all pairs of the three shared
 domains), judged as `reasonloop judge calibrate` judges them (the summary is the answer, the document its only
-evidence; consistent = no unsupported sentence). The claim checks of reasonloop/faithfulness.py were developed on
+evidence; consistent = no unsupported sentence). The claim checks of evaluation/faithfulness.py were developed on
 sales_call only, so scitldr and qmsumm measure how they generalise; each domain is also split by SummEdits' own
 `split` field. Target: balanced accuracy >= 0.65 on the domains not tuned on.
 
@@ -59,7 +59,7 @@ def main() -> None:
 
     settings = load_settings(state_dir=Path(tempfile.mkdtemp(prefix="reasonloop-faithfulness-")))
     apply_environment(settings)
-    from reasonloop.judges import HeuristicJudge
+    from reasonloop.evaluation.judges import HeuristicJudge
     from reasonloop.providers import build_embedder
     from tasks.calibrate import agreement, calibrate_judge
     from tasks.load import load_labeled_pairs

@@ -32,13 +32,13 @@ def main() -> None:
     from langchain_core.messages import BaseMessage
     from openai import AsyncOpenAI
 
-    from reasonloop.answer_store import RecordStore
-    from reasonloop.llm_calls import run_coroutine
-    from reasonloop.prompts import format_chunks, load_prompt
     from reasonloop.providers import build_openai_chat, role_prompts
+    from reasonloop.reasoning.answer_store import RecordStore
+    from reasonloop.reasoning.llm_calls import run_coroutine
+    from reasonloop.reasoning.prompts import format_chunks, load_prompt
+    from reasonloop.reasoning.strategies import Reasoner
     from reasonloop.schemas import Question, RetrievedChunk
     from reasonloop.settings import CallLimits, LLMConfig, Price, load_settings
-    from reasonloop.strategies import Reasoner
     from tasks.reason import answer_questions
 
     server = subprocess.Popen([sys.executable, "-m", "tests.support.openai_server", str(LATENCY_S)], cwd=ROOT,

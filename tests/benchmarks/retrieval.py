@@ -38,7 +38,7 @@ def main() -> None:
         print("SQuAD not found in the shared data folder (REASONLOOP_SHARED_DATA): retrieval benchmark skipped")  # noqa: T201
         return
     work = args.work or Path(tempfile.mkdtemp(prefix="reasonloop-retrieval-"))
-    from reasonloop.squad import load_squad, passage_records, questions_for
+    from reasonloop.retrieval.squad import load_squad, passage_records, questions_for
 
     squad = load_squad(squad_path)
     records = passage_records(squad)
@@ -50,9 +50,10 @@ def main() -> None:
                              chroma={"collection": "squad"}).model_copy(update={"quality": QualityConfig()})
     apply_environment(settings)
 
-    from reasonloop.lexical import LexicalIndex
+    from reasonloop.retrieval.lexical import LexicalIndex
+
     from reasonloop.providers import build_embedder, open_serving_index
-    from reasonloop.retrieval import fuse
+    from reasonloop.retrieval.retriever import fuse
     from tasks.chunk import chunk_documents
     from tasks.index import chunk_metadata, index_text, publish_index_version, stage_index_version
     from tasks.load import load_documents

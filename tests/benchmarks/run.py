@@ -30,7 +30,7 @@ def shared_squad() -> Path | None:
 
 def write_dataset(work: Path, paragraphs: int, questions: int) -> tuple[Path, Path, str]:
     """Corpus + questions for the run: a SQuAD slice (first N paragraphs in file order) or the sample."""
-    from reasonloop.squad import load_squad, passage_records, questions_for
+    from reasonloop.retrieval.squad import load_squad, passage_records, questions_for
 
     squad_path = shared_squad()
     corpus_dir = work / "corpus"
@@ -55,7 +55,8 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
 
 def corpus_chunks(settings: Any) -> list[Any]:
     """The chunks the reindex flow will embed (a clean corpus: nothing quarantined), computed outside it."""
-    from reasonloop.embeddings import load_embedder
+    from reasonloop.retrieval.embeddings import load_embedder
+
     from tasks.chunk import chunk_documents
     from tasks.load import load_documents
 
@@ -80,10 +81,10 @@ def bench_embedding(settings: Any) -> dict[str, Any]:
     """The reindex flow (load, validate, scan, chunk, embed, upsert, BM25, verify, log) vs encoding the same chunk
     texts bare: with our encoder (the ratio is the pipeline's overhead) and with SentenceTransformer.encode at the
     same batch size (the library's own path). Prefect's server is already up."""
+    from reasonloop.retrieval.embeddings import bundled_model_path, load_embedder
     from sentence_transformers import SentenceTransformer
 
     from flows.reindex import reindex
-    from reasonloop.embeddings import bundled_model_path, load_embedder
     from tasks.index import index_text
 
     chunks = corpus_chunks(settings)
@@ -106,7 +107,8 @@ def bench_batch_sizes(settings: Any, sizes: tuple[int, ...] = (8, 16, 32, 64), n
                       rounds: int = 2) -> dict[str, Any]:
     """Encoder chunks/s per batch size on the same chunks (warmed up, best of `rounds`): justifies
     embedding.batch_size (on small CPUs small batches win: their activations stay in cache)."""
-    from reasonloop.embeddings import load_embedder
+    from reasonloop.retrieval.embeddings import load_embedder
+
     from tasks.index import index_text
 
     texts = [index_text(c, settings.chunking.title_prefix) for c in corpus_chunks(settings)[:n]]
@@ -137,9 +139,9 @@ def bench_langchain(settings: Any, flow_s: float) -> dict[str, Any]:
     from langchain_chroma import Chroma
     from langchain_core.documents import Document as LCDocument
     from langchain_huggingface import HuggingFaceEmbeddings
+    from reasonloop.retrieval.embeddings import bundled_model_path
 
-    from reasonloop.embeddings import bundled_model_path
-    from reasonloop.vectorstore import chroma_client
+    from reasonloop.retrieval.vectorstore import chroma_client
     from tasks.index import index_text
 
     chunks = corpus_chunks(settings)
@@ -280,7 +282,7 @@ def main() -> None:
 
     warm = load_settings(state_dir=work / "warm", corpus={"path": ROOT / "data" / "corpus"})
     reindex(warm)  # start Prefect's server, import everything, load the model: not part of any ratio
-    from reasonloop.tracking import ensure_experiment
+    from reasonloop.monitoring.tracking import ensure_experiment
 
     for kind in ("reindex", "nightly-eval"):  # create the MLflow store once, as any second run finds it
         ensure_experiment(settings, kind)

@@ -10,9 +10,9 @@ from typing import Literal, Protocol
 from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel, ConfigDict, Field
 
-from reasonloop.judges import Judge, JudgeItem, ask_verdict
-from reasonloop.llm_calls import endpoint_for, run_all
-from reasonloop.prompts import PromptTemplate, format_chunks, quote_data
+from reasonloop.evaluation.judges import Judge, JudgeItem, ask_verdict
+from reasonloop.reasoning.llm_calls import endpoint_for, run_all
+from reasonloop.reasoning.prompts import PromptTemplate, format_chunks, quote_data
 from reasonloop.schemas import AnswerRecord, Question, Record, RetrievedChunk
 from reasonloop.settings import CallLimits
 

@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import re
-import string
 from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
 
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
-_PUNCT = str.maketrans("", "", string.punctuation)
-
-
-def normalize_answer(text: str) -> str:
-    """Lower-case, drop punctuation and articles, squeeze whitespace (the official SQuAD normalization)."""
-    return " ".join(_ARTICLES.sub(" ", text.lower().translate(_PUNCT)).split())
+from reasonloop.text import normalize_answer
 
 
 def exact_match(prediction: str, reference: str) -> bool:
@@ -70,14 +62,6 @@ def percentile(values: Sequence[float], q: float) -> float | None:
 
 def mean(values: Sequence[float]) -> float | None:
     return float(np.mean(np.asarray(values, dtype=float))) if len(values) else None
-
-
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])")
-
-
-def split_sentences(text: str) -> list[str]:
-    """Sentence split on end punctuation followed by a capital or digit; keeps abbreviations mostly intact."""
-    return [s.strip() for s in _SENTENCE_END.split(text.strip()) if s.strip()]
 
 
 def unique_in_order(ids: Sequence[str]) -> list[str]:

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from reasonloop.drift import SignalResult
-from reasonloop.report import inline_figures
+from reasonloop.monitoring.drift_stats import SignalResult
+from reasonloop.monitoring.report import inline_figures
 
 _METRIC_KEY = re.compile(r"[^\w\-. :/]")  # what MLflow accepts in a metric name
 REFERENCE, CURRENT = "#8c8c8c", "#c0392b"

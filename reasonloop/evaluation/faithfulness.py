@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-from reasonloop.metrics import split_sentences
+from reasonloop.text import split_sentences
 
 NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)*%?")
 WORD = re.compile(r"[^\W\d_][\w'-]*")  # letters of any script: "Norðmaðr" is one word, not "Nor"

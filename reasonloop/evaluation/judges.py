@@ -16,16 +16,17 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from pydantic import BaseModel, ConfigDict, Field
 
-from reasonloop.embeddings import Embedder
-from reasonloop.faithfulness import claim_problems
-from reasonloop.llm_calls import Endpoint, describe, endpoint_for, endpoint_of, parse_reply, run_all
-from reasonloop.metrics import exact_match, mean, reference_recall, split_sentences, token_f1
-from reasonloop.prompts import PromptTemplate, format_chunks, format_reasoning
-from reasonloop.reasoning_quality import score_reasoning_quality
+from reasonloop.evaluation.faithfulness import claim_problems
+from reasonloop.evaluation.metrics import exact_match, mean, reference_recall, token_f1
+from reasonloop.evaluation.reasoning_quality import score_reasoning_quality
+from reasonloop.reasoning.llm_calls import Endpoint, describe, endpoint_for, endpoint_of, parse_reply, run_all
+from reasonloop.reasoning.prompts import PromptTemplate, format_chunks, format_reasoning
 from reasonloop.recipes import Travels
 from reasonloop.redact import redact
+from reasonloop.retrieval.embeddings import Embedder
 from reasonloop.schemas import AnswerRecord, Question, RetrievedChunk, Verdict
 from reasonloop.settings import CallLimits, Price
+from reasonloop.text import split_sentences
 
 
 @dataclass(frozen=True)
@@ -50,9 +51,9 @@ class Judge(Protocol):
 class HeuristicJudge(Travels):
     """Offline judge: correctness = max(token F1, reference recall, cosine to the reference) >= threshold;
     grounded fraction = share of answer sentences whose best cosine to a context sentence >= threshold and whose
-    numbers, names and negation the context bears out (reasonloop/faithfulness.py). An answer with no sentences is
-    grounded (nothing was claimed). Relevance = cosine of answer and question (clipped at 0); reasoning quality by
-    reasonloop/reasoning_quality.py."""
+    numbers, names and negation the context bears out (`faithfulness.py`). An answer with no sentences is grounded
+    (nothing was claimed). Relevance = cosine of answer and question (clipped at 0); reasoning quality by
+    reasonloop/evaluation/reasoning_quality.py."""
 
     version = "heuristic-v5"
 

@@ -12,8 +12,8 @@ from chromadb.api.types import Documents, EmbeddingFunction, Embeddings
 from chromadb.config import Settings as ChromaSettings
 from chromadb.utils.embedding_functions import register_embedding_function
 
-from reasonloop.embeddings import Embedder, load_embedder
 from reasonloop.errors import ProviderError
+from reasonloop.retrieval.embeddings import Embedder, load_embedder
 from reasonloop.settings import EmbeddingConfig, Settings
 
 

@@ -10,7 +10,7 @@ import io
 from collections import defaultdict
 from typing import Any
 
-from reasonloop.gate import GateReport
+from reasonloop.evaluation.gate import GateReport
 from reasonloop.schemas import EvalSummary, QuestionResult
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from langchain_core.language_models import BaseChatModel
 
-from reasonloop.prompts import PromptTemplate
+from reasonloop.reasoning.prompts import PromptTemplate
 from reasonloop.schemas import Question, RetrievedChunk
 from reasonloop.settings import STRATEGIES, ReasoningConfig, Route, Strategy
 

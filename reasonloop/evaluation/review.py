@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from reasonloop.injection import detect_injection
+from reasonloop.retrieval.injection import detect_injection
 from reasonloop.schemas import QuestionResult
 from reasonloop.settings import ReviewConfig
 

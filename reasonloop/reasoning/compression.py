@@ -10,8 +10,8 @@ import re
 from collections import Counter
 from collections.abc import Callable
 
-from reasonloop.metrics import normalize_answer, split_sentences
 from reasonloop.schemas import RetrievedChunk
+from reasonloop.text import normalize_answer, split_sentences
 
 WORD = re.compile(r"[a-z0-9]+")
 STOPWORDS = frozenset("a an the of in on at to for by with from and or is are was were be been what which who whom "

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from reasonloop.sources import corpus_files
+from reasonloop.retrieval.sources import corpus_files
 
 log = logging.getLogger(__name__)
 

@@ -27,8 +27,8 @@ from typing import Any, Literal, Protocol
 import numpy as np
 from pydantic import Field
 
-from reasonloop import guardrails
-from reasonloop.feedback import FeedbackRecord
+from reasonloop.feedback.records import FeedbackRecord
+from reasonloop.reasoning import guardrails
 from reasonloop.redact import redact
 from reasonloop.schemas import MetadataValue, Record
 from reasonloop.settings import PairSource, PreferencesConfig

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from reasonloop.metrics import normalize_answer, split_sentences
 from reasonloop.schemas import AnswerRecord, Record, RetrievedChunk
+from reasonloop.text import normalize_answer, split_sentences
 
 CLEAR_WORDS = 30
 STOPWORDS = frozenset("a an the of in on at to for by with from and or is are was were be been being it its as into "

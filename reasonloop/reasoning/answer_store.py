@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reasonloop.llm_calls import endpoint_of
-from reasonloop.prompts import format_chunks
-from reasonloop.routing import Plan
+from reasonloop.reasoning.llm_calls import endpoint_of
+from reasonloop.reasoning.prompts import format_chunks
+from reasonloop.reasoning.routing import Plan
 from reasonloop.schemas import AnswerRecord, Question, RetrievedChunk, Verdict
 from reasonloop.settings import CacheConfig
 

@@ -11,9 +11,9 @@ from langchain_core.documents import Document as LCDocument
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict
 
-from reasonloop.embeddings import Embedder
-from reasonloop.lexical import LexicalIndex
 from reasonloop.recipes import Travels
+from reasonloop.retrieval.embeddings import Embedder
+from reasonloop.retrieval.lexical import LexicalIndex
 from reasonloop.schemas import RetrievedChunk
 from reasonloop.settings import RetrievalConfig
 

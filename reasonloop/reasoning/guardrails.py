@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import re
 
-from reasonloop.injection import detect_injection
-from reasonloop.metrics import split_sentences
+from reasonloop.retrieval.injection import detect_injection
 from reasonloop.schemas import RetrievedChunk
+from reasonloop.text import split_sentences
 
 QUESTION_RULES = frozenset({"override", "role_hijack", "chat_markup", "exfiltration"})
 REFUSAL = "I can't follow instructions embedded in a question; please ask the question alone."

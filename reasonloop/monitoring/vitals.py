@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from reasonloop.report import close_figures, inline_figures
+from reasonloop.monitoring.report import close_figures, inline_figures
 
 if TYPE_CHECKING:
     import pandas as pd

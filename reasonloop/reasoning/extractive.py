@@ -28,9 +28,9 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import ConfigDict
 
-from reasonloop.embeddings import Embedder
-from reasonloop.metrics import normalize_answer, split_sentences
+from reasonloop.retrieval.embeddings import Embedder
 from reasonloop.schemas import ModelAnswer
+from reasonloop.text import normalize_answer, split_sentences
 
 QUESTION = re.compile(r"<question>(.*?)</question>", re.S)
 CHUNK = re.compile(r'<chunk id="([^"]+)"[^>]*>\n?(.*?)\n?</chunk>', re.S)

@@ -153,7 +153,7 @@ def serve_deployments(settings: Settings, version: str) -> None:
     PREFECT_API_URL must point at a real server (schedules need its scheduler)."""
     from prefect import serve
 
-    from reasonloop.corpus_watch import CorpusWatcher
+    from reasonloop.ops.corpus_watch import CorpusWatcher
 
     deployments = build_deployments(settings, version)
     watch = settings.deployments.watch_corpus

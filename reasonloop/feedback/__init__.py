@@ -1,0 +1,1 @@
+"""reasonloop.feedback.records."""
