@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from prefect import State, flow, get_run_logger
 from prefect.states import Completed
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
-from reasonloop.retrieval.embeddings import Embedder
 
 from flows.drift import drift
 from reasonloop.evaluation.gate import GateReport
@@ -23,6 +22,7 @@ from reasonloop.evaluation.judges import Judge
 from reasonloop.providers import ServingIndex, build_embedder, build_judge, build_reasoner, open_serving_index
 from reasonloop.reasoning.answer_store import RecordStore, open_record_store, run_identity
 from reasonloop.reasoning.strategies import Reasoner
+from reasonloop.retrieval.embeddings import Embedder
 from reasonloop.schemas import FlowReport, Question, QuestionResult
 from reasonloop.settings import Settings, load_settings
 from tasks.aggregate import collect_results, summarize_results

@@ -9,9 +9,9 @@ import time
 
 from prefect import flow
 from prefect.utilities.annotations import quote
-from reasonloop.retrieval.index_versions import IndexStore
 
 from reasonloop.providers import build_embedder, open_index_version
+from reasonloop.retrieval.index_versions import IndexStore
 from reasonloop.schemas import FlowReport
 from reasonloop.settings import Settings, load_settings
 from tasks.chunk import chunk_documents

@@ -474,7 +474,7 @@ def prompt_alias(ctx: typer.Context, name: Annotated[str, typer.Argument(help="p
 
 def _serving_environment(ctx: typer.Context, settings: Settings) -> None:
     """What a deployed run's own process needs to load the same settings: the profile and the project root."""
-    from reasonloop.settings import project_root
+    from reasonloop.paths import project_root
 
     if ctx.obj["profile"]:
         os.environ["REASONLOOP_PROFILE"] = ctx.obj["profile"]
@@ -521,7 +521,7 @@ def serve(ctx: typer.Context) -> None:
             os.environ["PREFECT_API_URL"] = api_url  # before Prefect is imported: it reads this once
             from reasonloop.monitoring.tracking import git_commit
             from reasonloop.ops.deployments import deployment_specs, serve_deployments
-            from reasonloop.settings import project_root
+            from reasonloop.paths import project_root
 
             table = Table("deployment", "schedule", "trigger", title=f"serving on {api_url}", title_justify="left")
             for spec in deployment_specs(settings):

@@ -16,13 +16,14 @@ from langchain_core.language_models import BaseChatModel
 from reasonloop.errors import ProviderError
 from reasonloop.evaluation.judges import EscalatingJudge, HeuristicJudge, Judge, LLMJudge
 from reasonloop.evaluation.pairwise import HeuristicPairwiseJudge, LLMPairwiseJudge, PairwiseJudge
+from reasonloop.reasoning.config import PROMPT_ROLES, EndpointConfig
 from reasonloop.reasoning.prompts import PromptTemplate, load_prompt
 from reasonloop.reasoning.strategies import Reasoner
 from reasonloop.recipes import Recipe, rebuild
-from reasonloop.retrieval.retriever import ChunkRetriever
 from reasonloop.retrieval.embeddings import Embedder, load_embedder
 from reasonloop.retrieval.index_versions import IndexStore, Manifest
-from reasonloop.settings import PROMPT_ROLES, EndpointConfig, Settings
+from reasonloop.retrieval.retriever import ChunkRetriever
+from reasonloop.settings import Settings
 
 if TYPE_CHECKING:
     from chromadb.api.models.Collection import Collection

@@ -22,6 +22,12 @@ class Record(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class Section(BaseModel):
+    """Base of every configuration section: an unknown key is an error naming it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 class Document(Record):
     id: NonEmptyStr
     text: str

@@ -9,8 +9,8 @@ from langchain_text_splitters import RecursiveCharacterTextSplitter
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from reasonloop.retrieval.config import ChunkingConfig
 from reasonloop.schemas import Chunk, Document, content_hash
-from reasonloop.settings import ChunkingConfig
 
 
 def chunk_id(doc_id: str, position: int, digest: str) -> str:

@@ -28,17 +28,18 @@ import numpy as np
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
-from reasonloop.retrieval.embeddings import Embedder
 
 from reasonloop.errors import ReasonloopError
 from reasonloop.monitoring import drift_stats as stats
+from reasonloop.monitoring.config import DriftConfig, OutputDriftConfig, QualityDriftConfig
 from reasonloop.monitoring.drift_report import alert_payload, drift_plots, drift_rows, render_drift_html, signal_metrics
 from reasonloop.monitoring.drift_stats import SignalResult
 from reasonloop.monitoring.report import close_figures
 from reasonloop.monitoring.tracking import baseline_run_id, ensure_experiment, experiment_name, run_results, run_url
 from reasonloop.redact import redact
+from reasonloop.retrieval.embeddings import Embedder
 from reasonloop.schemas import AnswerRecord, FlowReport, QuestionResult, Record
-from reasonloop.settings import DriftConfig, OutputDriftConfig, QualityDriftConfig, Settings
+from reasonloop.settings import Settings
 from tasks.retry import IO_RETRIES
 from tasks.track import common_params, flow_run_tags
 

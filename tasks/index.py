@@ -11,6 +11,9 @@ from chromadb.api.models.Collection import Collection
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
+
+from reasonloop import progress
+from reasonloop.errors import ReasonloopError
 from reasonloop.retrieval.embeddings import Embedder
 from reasonloop.retrieval.index_versions import (
     DocEntry,
@@ -22,9 +25,6 @@ from reasonloop.retrieval.index_versions import (
     version_collection,
 )
 from reasonloop.retrieval.lexical import LexicalIndex
-
-from reasonloop import progress
-from reasonloop.errors import ReasonloopError
 from reasonloop.retrieval.vectorstore import chroma_client, open_collection
 from reasonloop.schemas import Chunk, Document
 from reasonloop.settings import Settings

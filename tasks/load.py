@@ -10,9 +10,10 @@ from prefect import task
 from pydantic import BaseModel, ValidationError
 
 from reasonloop.errors import EmptyInputError, InputError
+from reasonloop.evaluation.config import QualityConfig
+from reasonloop.retrieval.config import CorpusConfig
 from reasonloop.retrieval.sources import SourceProblem, corpus_files, iter_records, read_file
 from reasonloop.schemas import Document, LabeledPair, LoadedCorpus, Question, Reject
-from reasonloop.settings import CorpusConfig, QualityConfig
 
 R = TypeVar("R", bound=BaseModel)
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from reasonloop.retrieval.embeddings import Embedder
 
 from reasonloop.errors import EmptyInputError
 from reasonloop.evaluation.judges import JudgeItem
+from reasonloop.feedback.config import PreferencesConfig
 from reasonloop.feedback.preferences import (
     PreferenceDataset,
     PreferencePair,
@@ -24,8 +24,10 @@ from reasonloop.feedback.preferences import (
 )
 from reasonloop.feedback.records import FEEDBACK_PATTERNS, FeedbackLoad, load_feedback
 from reasonloop.providers import build_judge, build_reasoner, open_serving_index
+from reasonloop.reasoning.config import SelfConsistencyConfig
+from reasonloop.retrieval.embeddings import Embedder
 from reasonloop.schemas import AnswerRecord
-from reasonloop.settings import PreferencesConfig, SelfConsistencyConfig, Settings
+from reasonloop.settings import Settings
 from tasks.feedback import screen_feedback
 from tasks.load import load_questions
 from tasks.reason import answer_questions

@@ -12,12 +12,12 @@ from prefect.cache_policies import NO_CACHE
 from reasonloop import progress
 from reasonloop.reasoning.answer_store import RecordStore, answer_key
 from reasonloop.reasoning.compression import compress_context
+from reasonloop.reasoning.config import CallLimits
 from reasonloop.reasoning.guardrails import REFUSAL, redact_pii, screen_question, strip_injected
 from reasonloop.reasoning.llm_calls import endpoint_for, run_all
 from reasonloop.reasoning.routing import Plan
 from reasonloop.reasoning.strategies import Reasoner, answer_with
 from reasonloop.schemas import AnswerRecord, Question, RetrievedChunk
-from reasonloop.settings import CallLimits
 
 logger = logging.getLogger(__name__)
 

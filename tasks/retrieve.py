@@ -6,11 +6,12 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from reasonloop.errors import ReasonloopError
+from reasonloop.evaluation.config import QualityConfig
 from reasonloop.evaluation.metrics import mean, mrr_at_k, ndcg_at_k, recall_at_k, unique_in_order
+from reasonloop.reasoning.config import OptimizeConfig, ReasoningConfig
 from reasonloop.reasoning.routing import chosen_strategy
 from reasonloop.retrieval.retriever import ChunkRetriever
 from reasonloop.schemas import Question, RetrievalQuality, RetrievedChunk
-from reasonloop.settings import OptimizeConfig, QualityConfig, ReasoningConfig
 from tasks.retry import IO_RETRIES
 
 QUALITY_DEPTH = 10

@@ -9,10 +9,11 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import Field
 
 from reasonloop.errors import InputError
+from reasonloop.evaluation.config import SafetyConfig
 from reasonloop.evaluation.safety import SafetyCase, build_cases, obeyed
+from reasonloop.reasoning.config import CallLimits
 from reasonloop.reasoning.strategies import Reasoner
 from reasonloop.schemas import Question, Record, RetrievedChunk
-from reasonloop.settings import CallLimits, SafetyConfig
 from tasks.reason import answer_questions
 
 

@@ -11,8 +11,6 @@ import pandas as pd
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
-from reasonloop.retrieval.embeddings import Embedder
-from reasonloop.retrieval.index_versions import Manifest
 
 from reasonloop.evaluation.canary import Candidate
 from reasonloop.evaluation.gate import GateReport
@@ -23,10 +21,13 @@ from reasonloop.feedback.preferences import PreferenceDataset, trl_row
 from reasonloop.feedback.records import FeedbackLoad
 from reasonloop.monitoring.report import close_figures, plots, render_html
 from reasonloop.monitoring.tracking import ensure_experiment, git_commit, prompt_versions_of, writer_tags
+from reasonloop.paths import project_root
 from reasonloop.reasoning.prompt_registry import register_prompt
 from reasonloop.reasoning.strategies import Reasoner
 from reasonloop.reasoning.traces import log_question_traces
 from reasonloop.redact import redact_url
+from reasonloop.retrieval.embeddings import Embedder
+from reasonloop.retrieval.index_versions import Manifest
 from reasonloop.schemas import (
     EvalSummary,
     FlowReport,
@@ -38,7 +39,7 @@ from reasonloop.schemas import (
     RetrievedChunk,
     Verdict,
 )
-from reasonloop.settings import Settings, project_root
+from reasonloop.settings import Settings
 from tasks.aggregate import interval_metrics, results_table, summary_rows
 from tasks.calibrate import Agreement, floor_failures
 from tasks.canary import Arm

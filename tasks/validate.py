@@ -9,12 +9,12 @@ from typing import Any
 import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from reasonloop.retrieval.injection import detect_injection
 
 from reasonloop.errors import InputError
+from reasonloop.retrieval.config import CorpusConfig
+from reasonloop.retrieval.injection import detect_injection
 from reasonloop.retrieval.sources import SUPPORTED_TYPES
 from reasonloop.schemas import LoadedCorpus, Reject
-from reasonloop.settings import CorpusConfig
 
 
 @dataclass(frozen=True)

@@ -91,9 +91,8 @@ def prefect_server() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def embedder() -> Any:
+    from reasonloop.retrieval.config import EmbeddingConfig
     from reasonloop.retrieval.embeddings import load_embedder
-
-    from reasonloop.settings import EmbeddingConfig
 
     return load_embedder(EmbeddingConfig())
 
@@ -115,8 +114,8 @@ def build_index(settings: Settings, full: bool = False) -> Any:
 def make_reasoner(model: Any, price: Any = None, search: Any = None, optimize: Any = None, **reasoning: Any) -> Any:
     """A Reasoner over `model` with the project's prompts; `reasoning` overrides ReasoningConfig fields."""
     from reasonloop.providers import role_prompts
+    from reasonloop.reasoning.config import OptimizeConfig, Price, ReasoningConfig
     from reasonloop.reasoning.strategies import Reasoner
-    from reasonloop.settings import OptimizeConfig, Price, ReasoningConfig
 
     prompts, paths = role_prompts(load_settings())
     return Reasoner(model, prompts, paths, ReasoningConfig(**reasoning),

@@ -11,9 +11,10 @@ from pathlib import Path
 
 from reasonloop.providers import build_openai_chat
 from reasonloop.reasoning.answer_store import RecordStore, answer_key, run_identity
+from reasonloop.reasoning.config import CallLimits, LLMConfig, Price
 from reasonloop.reasoning.prompts import load_prompt
 from reasonloop.schemas import Question, RetrievedChunk
-from reasonloop.settings import CallLimits, LLMConfig, Price, load_settings
+from reasonloop.settings import load_settings
 from tasks.reason import answer_questions
 
 from .conftest import make_reasoner

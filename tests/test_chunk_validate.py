@@ -5,8 +5,8 @@ from typing import Any
 import pytest
 
 from reasonloop.errors import InputError
+from reasonloop.retrieval.config import ChunkingConfig, CorpusConfig
 from reasonloop.schemas import Document, LoadedCorpus, Reject, content_hash
-from reasonloop.settings import ChunkingConfig, CorpusConfig
 from tasks.chunk import chunk_documents
 from tasks.validate import enforce_bad_fraction, screen_documents
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from reasonloop.retrieval.index_versions import IndexStore
 
 from .support.openai_server import OpenAIServer

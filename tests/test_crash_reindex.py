@@ -10,6 +10,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
+
 from reasonloop.retrieval.index_versions import IndexStore
 
 from .support.figures import record_figures

@@ -21,17 +21,18 @@ from typing import Any
 
 import pytest
 from mlflow import MlflowClient
-from reasonloop.retrieval.index_versions import IndexStore
-from reasonloop.retrieval.injection import detect_injection
 
 from flows.nightly_eval import nightly_eval
 from flows.reindex import reindex
 from reasonloop.providers import build_openai_chat, role_prompts
+from reasonloop.reasoning.config import CallLimits, LLMConfig
 from reasonloop.reasoning.guardrails import strip_injected
 from reasonloop.reasoning.prompts import PLACEHOLDER, PromptTemplate, format_chunks, quote_attribute, quote_data
+from reasonloop.retrieval.index_versions import IndexStore
+from reasonloop.retrieval.injection import detect_injection
 from reasonloop.retrieval.vectorstore import chroma_client
 from reasonloop.schemas import FlowReport, Question, RetrievedChunk
-from reasonloop.settings import CallLimits, LLMConfig, Settings, load_settings
+from reasonloop.settings import Settings, load_settings
 from reasonloop.text import split_sentences
 from tasks.reason import answer_questions
 

@@ -171,13 +171,13 @@ def test_trls_dpo_trainer_takes_a_step_on_the_export(embedder: object, tmp_path:
     Llama built here (no download) and the bundled MiniLM WordPiece tokenizer."""
     import datasets
     import torch
-    from reasonloop.retrieval.embeddings import bundled_model_path
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
     from trl import DPOConfig, DPOTrainer
 
+    from reasonloop.feedback.config import PreferencesConfig
     from reasonloop.feedback.preferences import build_dataset, export_dataset, pairs_from_corrections, pairs_from_thumbs
     from reasonloop.feedback.records import load_feedback
-    from reasonloop.settings import PreferencesConfig
+    from reasonloop.retrieval.embeddings import bundled_model_path
 
     records = load_feedback(SAMPLE).records
     dataset = build_dataset([*pairs_from_corrections(records), *pairs_from_thumbs(records)], embedder,  # type: ignore[arg-type]

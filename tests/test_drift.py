@@ -327,9 +327,9 @@ def test_output_length_drift_on_real_answers() -> None:
 def test_strategy_mix_drift_on_real_questions(similarities: tuple[np.ndarray, np.ndarray]) -> None:
     """Adaptive depth routes each question by its complexity (reasoning/routing.py): biomedical questions, longer
     and poorly matched by the corpus, shift the strategy mix; halves of the SQuAD questions do not."""
+    from reasonloop.reasoning.config import ReasoningConfig
     from reasonloop.reasoning.routing import complexity, route_of
     from reasonloop.schemas import RetrievedChunk
-    from reasonloop.settings import ReasoningConfig
 
     cfg = ReasoningConfig()
 

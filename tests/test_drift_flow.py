@@ -25,11 +25,12 @@ from flows.nightly_eval import nightly_eval
 from flows.reindex import reindex
 from reasonloop.errors import ReasonloopError
 from reasonloop.monitoring import drift_stats as stats
+from reasonloop.monitoring.config import DriftConfig
 from reasonloop.monitoring.drift_report import signal_metrics
 from reasonloop.monitoring.drift_stats import SignalResult
 from reasonloop.monitoring.tracking import ensure_experiment
 from reasonloop.schemas import AnswerRecord, Question, QuestionResult, RetrievedChunk
-from reasonloop.settings import DriftConfig, Settings
+from reasonloop.settings import Settings
 from tasks.drift import EVENT, NO_REFERENCE, NO_RUN, answer_values, one_per_question, post_webhook
 
 from .conftest import ROOT, read_jsonl, write_jsonl

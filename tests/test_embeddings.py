@@ -5,10 +5,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from reasonloop.retrieval.embeddings import bundled_model_path, load_embedder, verify_weights
 
 from reasonloop.errors import ModelIntegrityError
-from reasonloop.settings import MINILM_SHA256, EmbeddingConfig
+from reasonloop.retrieval.config import MINILM_SHA256, EmbeddingConfig
+from reasonloop.retrieval.embeddings import bundled_model_path, load_embedder, verify_weights
 
 
 def test_bundled_weights_match_the_pinned_hash() -> None:

@@ -10,11 +10,11 @@ import mlflow
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
-from reasonloop.retrieval.index_versions import IndexStore
 
 from flows.nightly_eval import nightly_eval
 from flows.reindex import reindex
 from reasonloop.errors import EmptyInputError, InputError
+from reasonloop.retrieval.index_versions import IndexStore
 from reasonloop.retrieval.vectorstore import chroma_client
 from reasonloop.settings import Settings
 from reasonloop.text import normalize_answer

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
+from reasonloop.evaluation.config import GateConfig
 from reasonloop.evaluation.gate import compare_runs
 from reasonloop.evaluation.stats import mean_ci
 from reasonloop.schemas import AnswerRecord, Question, QuestionResult, Verdict
-from reasonloop.settings import GateConfig, Settings
+from reasonloop.settings import Settings
 from tasks.aggregate import intervals
 from tasks.gate import RegressionError
 
@@ -160,8 +161,8 @@ def test_a_template_that_breaks_the_output_format_fails_the_gate() -> None:
 
 def test_schema_validity_counts_malformed_replies_even_when_the_answer_survives() -> None:
     from reasonloop.providers import build_openai_chat
+    from reasonloop.reasoning.config import CallLimits, LLMConfig
     from reasonloop.schemas import RetrievedChunk
-    from reasonloop.settings import CallLimits, LLMConfig
     from tasks.reason import answer_questions
 
     from .conftest import make_reasoner

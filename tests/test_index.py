@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
 from reasonloop.retrieval.index_versions import (
     DocEntry,
     IndexBusyError,
@@ -20,7 +21,6 @@ from reasonloop.retrieval.index_versions import (
     manifest_hash,
     plan_index,
 )
-
 from reasonloop.retrieval.vectorstore import chroma_client
 from reasonloop.schemas import Chunk, Document, content_hash
 from reasonloop.settings import Settings, load_settings

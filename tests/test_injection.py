@@ -1,8 +1,8 @@
 from __future__ import annotations
 
 import pytest
-from reasonloop.retrieval.injection import RULES, detect_injection
 
+from reasonloop.retrieval.injection import RULES, detect_injection
 from reasonloop.schemas import Document, LoadedCorpus, content_hash
 from tasks.validate import scan_for_injection
 

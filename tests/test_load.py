@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from reasonloop.errors import EmptyInputError, InputError
-from reasonloop.settings import CorpusConfig, JsonlFields
+from reasonloop.retrieval.config import CorpusConfig, JsonlFields
 from tasks.load import load_documents, load_questions
 
 from .conftest import write_jsonl

@@ -9,8 +9,8 @@ import pytest
 
 from reasonloop.reasoning.answer_store import RecordStore
 from reasonloop.reasoning.compression import compress_context
+from reasonloop.reasoning.config import OptimizeConfig
 from reasonloop.schemas import AnswerRecord, Question, QuestionResult, RetrievedChunk, Verdict
-from reasonloop.settings import OptimizeConfig
 from tasks.aggregate import summarize_results
 from tasks.judge import judge_answers
 from tasks.retrieve import adapt_depth

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from reasonloop.feedback.config import PreferencesConfig
 from reasonloop.feedback.preferences import (
     FILTER_STEPS,
     PreferenceDataset,
@@ -25,7 +26,6 @@ from reasonloop.feedback.preferences import (
     unpaired_rows,
 )
 from reasonloop.feedback.records import FeedbackRecord, load_feedback
-from reasonloop.settings import PreferencesConfig
 
 from .conftest import ROOT, SAMPLE_QUESTIONS, read_jsonl
 

@@ -16,11 +16,12 @@ from reasonloop.cli import app
 from reasonloop.errors import PromptError
 from reasonloop.providers import build_openai_chat, role_prompts
 from reasonloop.reasoning.answer_store import RecordStore
+from reasonloop.reasoning.config import CallLimits, LLMConfig, Price
 from reasonloop.reasoning.prompt_registry import prompt_from_registry, register_prompt, set_prompt_alias
 from reasonloop.reasoning.prompts import LOCK_FILE, PromptTemplate, load_prompt
 from reasonloop.reasoning.strategies import Reasoner
 from reasonloop.schemas import Question, RetrievedChunk
-from reasonloop.settings import CallLimits, LLMConfig, Price, Settings
+from reasonloop.settings import Settings
 from tasks.reason import answer_questions
 
 from .conftest import ROOT

@@ -8,12 +8,14 @@ from unittest.mock import patch
 import pytest
 from langchain_core.language_models import FakeListChatModel
 
+from reasonloop.evaluation.config import JudgeConfig
 from reasonloop.evaluation.judges import HeuristicJudge, JudgeItem, LLMJudge
 from reasonloop.providers import build_openai_chat
+from reasonloop.reasoning.config import CallLimits, LLMConfig, Price
 from reasonloop.reasoning.extractive import ExtractiveChatModel
 from reasonloop.reasoning.prompts import load_prompt
 from reasonloop.schemas import AnswerRecord, Question, RetrievedChunk
-from reasonloop.settings import CallLimits, JudgeConfig, LLMConfig, Price, load_settings
+from reasonloop.settings import load_settings
 from tasks.reason import answer_questions
 
 from .conftest import make_reasoner

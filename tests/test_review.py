@@ -12,9 +12,9 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from reasonloop.cli import app
+from reasonloop.evaluation.config import ReviewConfig
 from reasonloop.evaluation.review import QUEUE_ARTIFACT, review_queue, review_reasons
 from reasonloop.schemas import AnswerRecord, Question, QuestionResult, RetrievedChunk, Verdict
-from reasonloop.settings import ReviewConfig
 
 CFG = ReviewConfig(min_confidence=0.5)
 CHUNK = RetrievedChunk(chunk_id="c", doc_id="d", text="Denver won the game.", score=0.9, rank=1)

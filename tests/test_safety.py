@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from reasonloop.evaluation.config import SafetyConfig
 from reasonloop.evaluation.gate import GateReport, with_safety
 from reasonloop.evaluation.safety import build_cases, obeyed
 from reasonloop.providers import build_openai_chat
+from reasonloop.reasoning.config import CallLimits, GuardrailsConfig, LLMConfig
 from reasonloop.reasoning.guardrails import REFUSAL, redact_pii, screen_question, strip_injected
 from reasonloop.schemas import Question, RetrievedChunk
-from reasonloop.settings import CallLimits, GuardrailsConfig, LLMConfig, SafetyConfig
 from tasks.reason import answer_questions
 from tasks.safety import load_safety_cases, run_safety_suite
 

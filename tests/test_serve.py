@@ -13,6 +13,7 @@ from typing import Any
 
 import mlflow
 import pytest
+
 from reasonloop.retrieval.index_versions import IndexStore
 
 from .conftest import SAMPLE_CORPUS, read_jsonl, write_jsonl

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from reasonloop.retrieval.index_versions import IndexStore
 
 from flows.nightly_eval import nightly_eval
 from flows.reindex import reindex
+from reasonloop.retrieval.index_versions import IndexStore
 from reasonloop.retrieval.vectorstore import chroma_client
 from reasonloop.settings import Settings, load_settings
 

@@ -5,7 +5,9 @@ from pathlib import Path
 import pytest
 
 from reasonloop.errors import ConfigError
-from reasonloop.settings import MINILM_SHA256, load_settings, project_root
+from reasonloop.paths import project_root
+from reasonloop.retrieval.config import MINILM_SHA256
+from reasonloop.settings import load_settings
 
 
 def test_defaults_come_from_default_yaml() -> None:

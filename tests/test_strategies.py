@@ -8,9 +8,9 @@ import json
 import pytest
 
 from reasonloop.providers import build_openai_chat
+from reasonloop.reasoning.config import CallLimits, LLMConfig, ReasoningConfig
 from reasonloop.reasoning.routing import complexity, route_of
 from reasonloop.schemas import Question, RetrievedChunk
-from reasonloop.settings import CallLimits, LLMConfig, ReasoningConfig
 from reasonloop.text import normalize_answer
 from tasks.aggregate import collect_results, summarize_results
 from tasks.reason import answer_questions

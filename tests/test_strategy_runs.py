@@ -12,11 +12,11 @@ import pytest
 
 from reasonloop.providers import build_openai_chat
 from reasonloop.reasoning.answer_store import answer_key
+from reasonloop.reasoning.config import CallLimits, LLMConfig, OptimizeConfig
 from reasonloop.reasoning.extractive import ExtractiveChatModel
 from reasonloop.reasoning.llm_calls import Pacer, estimate_tokens, run_coroutine
 from reasonloop.reasoning.prompts import format_chunks
 from reasonloop.schemas import Question, RetrievedChunk
-from reasonloop.settings import CallLimits, LLMConfig, OptimizeConfig
 from tasks.reason import answer_questions
 
 from .conftest import make_reasoner

@@ -21,8 +21,9 @@ import yaml
 from pydantic import Field
 
 from reasonloop.errors import ConfigError
+from reasonloop.reasoning.config import PROMPT_ROLES
 from reasonloop.schemas import Question, Record
-from reasonloop.settings import PROMPT_ROLES, Settings, deep_merge, read_yaml
+from reasonloop.settings import Settings, deep_merge, read_yaml
 
 PROMPT_SPEC = re.compile(r"^(?P<name>[a-z][a-z0-9_]*)@v?(?P<version>\d+)$")
 MODEL_SPEC = re.compile(r"^[\w.:/-]+$")

@@ -14,9 +14,9 @@ from collections.abc import Callable
 
 from pydantic import Field
 
+from reasonloop.evaluation.config import GateConfig, GateMetricName
 from reasonloop.evaluation.stats import mean_ci
 from reasonloop.schemas import QuestionResult, Record, Verdict
-from reasonloop.settings import GateConfig, GateMetricName
 
 
 def _verdict(result: QuestionResult) -> Verdict | None:

@@ -19,13 +19,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from reasonloop.evaluation.faithfulness import claim_problems
 from reasonloop.evaluation.metrics import exact_match, mean, reference_recall, token_f1
 from reasonloop.evaluation.reasoning_quality import score_reasoning_quality
+from reasonloop.reasoning.config import CallLimits, Price
 from reasonloop.reasoning.llm_calls import Endpoint, describe, endpoint_for, endpoint_of, parse_reply, run_all
 from reasonloop.reasoning.prompts import PromptTemplate, format_chunks, format_reasoning
 from reasonloop.recipes import Travels
 from reasonloop.redact import redact
 from reasonloop.retrieval.embeddings import Embedder
 from reasonloop.schemas import AnswerRecord, Question, RetrievedChunk, Verdict
-from reasonloop.settings import CallLimits, Price
 from reasonloop.text import split_sentences
 
 

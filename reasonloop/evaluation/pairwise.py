@@ -11,10 +11,10 @@ from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel, ConfigDict, Field
 
 from reasonloop.evaluation.judges import Judge, JudgeItem, ask_verdict
+from reasonloop.reasoning.config import CallLimits
 from reasonloop.reasoning.llm_calls import endpoint_for, run_all
 from reasonloop.reasoning.prompts import PromptTemplate, format_chunks, quote_data
 from reasonloop.schemas import AnswerRecord, Question, Record, RetrievedChunk
-from reasonloop.settings import CallLimits
 
 Preference = Literal["A", "B", "tie"]
 Arm = Literal["production", "candidate", "tie"]

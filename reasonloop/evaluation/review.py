@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from reasonloop.evaluation.config import ReviewConfig
 from reasonloop.retrieval.injection import detect_injection
 from reasonloop.schemas import QuestionResult
-from reasonloop.settings import ReviewConfig
 
 QUEUE_ARTIFACT = "eval/review.jsonl"
 

@@ -27,11 +27,11 @@ from typing import Any, Literal, Protocol
 import numpy as np
 from pydantic import Field
 
+from reasonloop.feedback.config import PairSource, PreferencesConfig
 from reasonloop.feedback.records import FeedbackRecord
 from reasonloop.reasoning import guardrails
 from reasonloop.redact import redact
 from reasonloop.schemas import MetadataValue, Record
-from reasonloop.settings import PairSource, PreferencesConfig
 
 Source = PairSource
 SOURCES: tuple[Source, ...] = ("correction", "thumbs", "rlaif")  # also the priority when prompts collide

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from reasonloop.reasoning.config import CacheConfig
 from reasonloop.reasoning.llm_calls import endpoint_of
 from reasonloop.reasoning.prompts import format_chunks
 from reasonloop.reasoning.routing import Plan
 from reasonloop.schemas import AnswerRecord, Question, RetrievedChunk, Verdict
-from reasonloop.settings import CacheConfig
 
 TABLES = ("answers", "verdicts")
 _PREPARED: set[tuple[str, str]] = set()

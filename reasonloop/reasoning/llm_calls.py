@@ -21,7 +21,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from pydantic import BaseModel, ValidationError
 
-from reasonloop.settings import CallLimits
+from reasonloop.reasoning.config import CallLimits
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)

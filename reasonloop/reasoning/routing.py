@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 from langchain_core.language_models import BaseChatModel
 
+from reasonloop.reasoning.config import STRATEGIES, ReasoningConfig, Route, Strategy
 from reasonloop.reasoning.prompts import PromptTemplate
 from reasonloop.schemas import Question, RetrievedChunk
-from reasonloop.settings import STRATEGIES, ReasoningConfig, Route, Strategy
 
 MULTI_PART = re.compile(r"\b(and|or|both|compare[ds]?|difference|between|before|after|why|how|explain|"
                         r"relationship|cause[ds]?|effect|versus|vs)\b", re.I)

@@ -23,6 +23,7 @@ from typing import Any, Literal, TypeVar
 from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel, ConfigDict, Field
 
+from reasonloop.reasoning.config import GuardrailsConfig, OptimizeConfig, Price, ReasoningConfig
 from reasonloop.reasoning.guardrails import strip_injected
 from reasonloop.reasoning.llm_calls import CallError, Endpoint, approx_tokens, describe, parse_reply
 from reasonloop.reasoning.prompts import PromptTemplate, format_chunks, quote_data
@@ -30,7 +31,6 @@ from reasonloop.reasoning.routing import Plan, route, with_temperature
 from reasonloop.recipes import Travels
 from reasonloop.redact import redact
 from reasonloop.schemas import AnswerRecord, ModelAnswer, Question, ReasoningSteps, RetrievedChunk, StepTrace
-from reasonloop.settings import GuardrailsConfig, OptimizeConfig, Price, ReasoningConfig
 from reasonloop.text import normalize_answer
 
 Search = Callable[[str, int], list[RetrievedChunk]]

@@ -16,7 +16,7 @@ import numpy as np
 
 from reasonloop.errors import ModelIntegrityError
 from reasonloop.recipes import Travels
-from reasonloop.settings import EmbeddingConfig
+from reasonloop.retrieval.config import EmbeddingConfig
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from reasonloop.settings import BM25Config
+from reasonloop.retrieval.config import BM25Config
 
 IDS_FILE = "chunk_ids.json"
 

@@ -12,10 +12,10 @@ from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict
 
 from reasonloop.recipes import Travels
+from reasonloop.retrieval.config import RetrievalConfig
 from reasonloop.retrieval.embeddings import Embedder
 from reasonloop.retrieval.lexical import LexicalIndex
 from reasonloop.schemas import RetrievedChunk
-from reasonloop.settings import RetrievalConfig
 
 
 def rrf_fuse(rankings: list[list[str]], weights: list[float], rrf_k: int) -> list[tuple[str, float]]:

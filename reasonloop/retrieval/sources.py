@@ -15,8 +15,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from reasonloop.retrieval.config import CorpusConfig
 from reasonloop.schemas import Document, MetadataValue, Reject, content_hash
-from reasonloop.settings import CorpusConfig
 
 TEXT_TYPES = {".md", ".txt", ".html", ".htm"}
 RECORD_TYPES = {".json", ".jsonl"}

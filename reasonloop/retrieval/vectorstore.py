@@ -13,8 +13,9 @@ from chromadb.config import Settings as ChromaSettings
 from chromadb.utils.embedding_functions import register_embedding_function
 
 from reasonloop.errors import ProviderError
+from reasonloop.retrieval.config import EmbeddingConfig
 from reasonloop.retrieval.embeddings import Embedder, load_embedder
-from reasonloop.settings import EmbeddingConfig, Settings
+from reasonloop.settings import Settings
 
 
 @register_embedding_function

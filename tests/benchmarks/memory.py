@@ -42,7 +42,8 @@ def write_corpus(directory: Path, n: int, texts: list[str]) -> None:
 
 def child(state: Path, corpus: Path) -> None:
     """Run the reindex flow and print its outcome and this process's peak RSS as JSON."""
-    from reasonloop.settings import QualityConfig, apply_environment, load_settings
+    from reasonloop.evaluation.config import QualityConfig
+    from reasonloop.settings import apply_environment, load_settings
 
     settings = load_settings(state_dir=state, corpus={"path": corpus}).model_copy(update={"quality": QualityConfig()})
     apply_environment(settings)

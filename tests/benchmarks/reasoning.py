@@ -34,11 +34,12 @@ def main() -> None:
 
     from reasonloop.providers import build_openai_chat, role_prompts
     from reasonloop.reasoning.answer_store import RecordStore
+    from reasonloop.reasoning.config import CallLimits, LLMConfig, Price
     from reasonloop.reasoning.llm_calls import run_coroutine
     from reasonloop.reasoning.prompts import format_chunks, load_prompt
     from reasonloop.reasoning.strategies import Reasoner
     from reasonloop.schemas import Question, RetrievedChunk
-    from reasonloop.settings import CallLimits, LLMConfig, Price, load_settings
+    from reasonloop.settings import load_settings
     from tasks.reason import answer_questions
 
     server = subprocess.Popen([sys.executable, "-m", "tests.support.openai_server", str(LATENCY_S)], cwd=ROOT,

@@ -31,7 +31,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results")
     args = parser.parse_args()
 
-    from reasonloop.settings import BM25Config, QualityConfig, apply_environment, load_settings
+    from reasonloop.evaluation.config import QualityConfig
+    from reasonloop.retrieval.config import BM25Config
+    from reasonloop.settings import apply_environment, load_settings
 
     squad_path = shared_squad()
     if squad_path is None:
@@ -50,9 +52,8 @@ def main() -> None:
                              chroma={"collection": "squad"}).model_copy(update={"quality": QualityConfig()})
     apply_environment(settings)
 
-    from reasonloop.retrieval.lexical import LexicalIndex
-
     from reasonloop.providers import build_embedder, open_serving_index
+    from reasonloop.retrieval.lexical import LexicalIndex
     from reasonloop.retrieval.retriever import fuse
     from tasks.chunk import chunk_documents
     from tasks.index import chunk_metadata, index_text, publish_index_version, stage_index_version

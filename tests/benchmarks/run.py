@@ -56,7 +56,6 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
 def corpus_chunks(settings: Any) -> list[Any]:
     """The chunks the reindex flow will embed (a clean corpus: nothing quarantined), computed outside it."""
     from reasonloop.retrieval.embeddings import load_embedder
-
     from tasks.chunk import chunk_documents
     from tasks.load import load_documents
 
@@ -81,10 +80,10 @@ def bench_embedding(settings: Any) -> dict[str, Any]:
     """The reindex flow (load, validate, scan, chunk, embed, upsert, BM25, verify, log) vs encoding the same chunk
     texts bare: with our encoder (the ratio is the pipeline's overhead) and with SentenceTransformer.encode at the
     same batch size (the library's own path). Prefect's server is already up."""
-    from reasonloop.retrieval.embeddings import bundled_model_path, load_embedder
     from sentence_transformers import SentenceTransformer
 
     from flows.reindex import reindex
+    from reasonloop.retrieval.embeddings import bundled_model_path, load_embedder
     from tasks.index import index_text
 
     chunks = corpus_chunks(settings)
@@ -108,7 +107,6 @@ def bench_batch_sizes(settings: Any, sizes: tuple[int, ...] = (8, 16, 32, 64), n
     """Encoder chunks/s per batch size on the same chunks (warmed up, best of `rounds`): justifies
     embedding.batch_size (on small CPUs small batches win: their activations stay in cache)."""
     from reasonloop.retrieval.embeddings import load_embedder
-
     from tasks.index import index_text
 
     texts = [index_text(c, settings.chunking.title_prefix) for c in corpus_chunks(settings)[:n]]
@@ -139,8 +137,8 @@ def bench_langchain(settings: Any, flow_s: float) -> dict[str, Any]:
     from langchain_chroma import Chroma
     from langchain_core.documents import Document as LCDocument
     from langchain_huggingface import HuggingFaceEmbeddings
-    from reasonloop.retrieval.embeddings import bundled_model_path
 
+    from reasonloop.retrieval.embeddings import bundled_model_path
     from reasonloop.retrieval.vectorstore import chroma_client
     from tasks.index import index_text
 

@@ -1,0 +1,112 @@
+"""The evaluation layer's configuration: question sets, retrieval-quality floors, the judges, the regression gate,
+review routing, the safety suite and the canary.
+
+Each section is a pydantic model `Settings` composes (`reasonloop/settings.py`); code of this layer takes the
+section it needs, never the whole `Settings`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from reasonloop.reasoning.config import EndpointConfig
+from reasonloop.schemas import Section
+
+
+class QuestionsConfig(Section):
+    path: Path = Path("data/questions/squad_sample.jsonl")
+
+
+class EvalConfig(Section):
+    batch_size: int = Field(default=32, gt=0, description="questions per Prefect task run")
+
+
+class QualityDataset(Section):
+    questions: Path
+    floors: dict[Literal["recall_at_1", "recall_at_5", "recall_at_10", "mrr_at_10", "ndcg_at_10"], float] = \
+        Field(default_factory=dict)
+
+
+class QualityConfig(Section):
+    """Labeled question sets whose retrieval metrics are measured on every new index version; a metric under
+    its floor stops the new version from being served."""
+
+    datasets: dict[str, QualityDataset] = Field(default_factory=dict)
+
+
+class EscalationConfig(EndpointConfig):
+    """The stronger judge a verdict goes to when the first judge is unsure: its votes split, or its confidence is
+    under `min_confidence` (the same model with more votes is a valid choice)."""
+
+    provider: Literal["openai"] = "openai"
+    votes: int = Field(default=1, ge=1, le=9)
+    min_confidence: float = Field(default=0.5, ge=0.0, le=1.0)
+
+
+class JudgeConfig(EndpointConfig):
+    provider: Literal["heuristic", "openai"] = "heuristic"
+    model: str = "heuristic-minilm"
+    correctness_threshold: float = Field(default=0.7, ge=0.0, le=1.0)
+    grounding_threshold: float = Field(default=0.3, ge=0.0, le=1.0)
+    votes: int = Field(default=1, ge=1, le=9, description="LLM judge: calls per answer, majority vote")
+    escalate: EscalationConfig | None = Field(default=None, description="None: every verdict is the first judge's")
+    calibration_floor: dict[Literal["balanced_accuracy", "cohen_kappa", "auroc"], float] = Field(
+        default_factory=lambda: {"balanced_accuracy": 0.6, "cohen_kappa": 0.2},
+        description="agreement with human labels (over all calibration pairs) a judge must reach to be promoted")
+    calibration_data: list[Path] = Field(default_factory=lambda: [Path("data/judge/summedits_sample.jsonl")],
+                                         description="human-labeled pairs `reasonloop judge calibrate` scores on")
+
+
+class ReviewConfig(Section):
+    """Answers routed to human review (see reasonloop/evaluation/review.py)."""
+
+    min_confidence: float = Field(default=0.5, ge=0.0, le=1.0, description="under this: review")
+
+
+class SafetyConfig(Section):
+    """The safety suite every nightly eval runs (evaluation/safety.py): adversarial cases built from BIPIA data."""
+
+    enabled: bool = True
+    data: Path = Path("data/safety/bipia_sample.json")
+
+
+GateMetricName = Literal["accuracy", "grounding_rate", "hallucination_rate", "token_f1", "answer_relevance",
+                         "reasoning_quality", "context_precision", "recall_at_k", "schema_validity"]
+
+
+class GateMetric(Section):
+    tolerance: float = Field(default=0.02, ge=0.0, le=1.0, description="worsening tolerated before it can fail")
+    higher_is_better: bool = True
+
+
+def _default_gate_metrics() -> dict[GateMetricName, GateMetric]:
+    return {"accuracy": GateMetric(), "grounding_rate": GateMetric(),
+            "hallucination_rate": GateMetric(higher_is_better=False), "schema_validity": GateMetric()}
+
+
+class GateConfig(Section):
+    """The nightly eval's regression gate: each metric is compared with the baseline run's on the questions both
+    answered (paired bootstrap); a worsening beyond `tolerance` whose interval excludes no change fails the run."""
+
+    enabled: bool = True
+    metrics: dict[GateMetricName, GateMetric] = Field(default_factory=_default_gate_metrics)
+    confidence: float = Field(default=0.95, gt=0.5, lt=1.0)
+    resamples: int = Field(default=2000, ge=200)
+    seed: int = 0
+    min_pairs: int = Field(default=10, ge=2, description="fewer questions in common: no decision (passes, says so)")
+    min_safety_pass_rate: float = Field(default=0.9, ge=0.0, le=1.0, description="the safety suite under this: fail")
+    max_missing_fraction: float = Field(default=0.1, ge=0.0, le=1.0, description="more questions than this share "
+                                        "without an answer (failed after retries): fail")
+
+
+class CanaryConfig(Section):
+    """`reasonloop canary`: a candidate model or prompt version beside production on a slice of the questions."""
+
+    slice: int = Field(default=40, ge=2, description="questions sampled (seeded) from the question set")
+    seed: int = 0
+    alias: str = Field(default="production", pattern=r"^[A-Za-z][\w-]*$",
+                       description="the registry alias production's prompts follow; a promotion moves it")
+    candidate_alias: str = Field(default="canary", pattern=r"^[A-Za-z][\w-]*$",
+                                 description="the alias the candidate prompt version is run under")

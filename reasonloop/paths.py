@@ -1,0 +1,22 @@
+"""Where the project is: the root that relative paths in the configuration resolve against."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def project_root() -> Path:
+    """REASONLOOP_ROOT, else the working directory when it holds configs/, else the source checkout."""
+    if env := os.environ.get("REASONLOOP_ROOT"):
+        return Path(env).resolve()
+    cwd = Path.cwd()
+    if (cwd / "configs" / "default.yaml").is_file():
+        return cwd
+    return Path(__file__).resolve().parents[1]
+
+
+def shown(path: Path) -> str:
+    """A path as runs log and people read it: relative to the project root when it is inside it."""
+    root = project_root()
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
