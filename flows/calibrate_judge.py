@@ -4,10 +4,12 @@ into production only when it reaches the floor."""
 
 from __future__ import annotations
 
+from functools import partial
+
 from prefect import flow
 
 from reasonloop.evaluation.canary import parse_candidate
-from reasonloop.providers import build_embedder, build_judge
+from reasonloop.providers import build_embedder, build_judge, build_tracker, resolve_prompt
 from reasonloop.schemas import FlowReport
 from reasonloop.settings import Settings, load_settings
 from tasks.calibrate import calibrate_judge
@@ -23,7 +25,7 @@ def judge_calibration(settings: Settings | None = None) -> FlowReport:
     embedder = build_embedder(settings)
     judge = build_judge(settings, embedder)
     slices, verdicts = calibrate_judge(judge, pairs)
-    report = log_calibration_run(settings, embedder, judge, slices, pairs, verdicts)
+    report = log_calibration_run(build_tracker(settings), judge, settings.judge, slices, pairs, verdicts)
     publish_summary(report)
     return report
 
@@ -31,11 +33,14 @@ def judge_calibration(settings: Settings | None = None) -> FlowReport:
 @flow(name="judge-promotion", validate_parameters=False)
 def promote_judge(candidate: str, settings: Settings | None = None) -> FlowReport:
     settings = settings or load_settings()
-    spec = parse_candidate(candidate, settings, target="judge")
-    report = judge_calibration(stage_candidate(settings, spec))
-    promoted = promote_candidate(settings, spec) if report.metrics["floor_passed"] else ""
-    tag_run(settings, report.run_id, {"reasonloop.judge_promotion": "promoted" if promoted else "refused",
-                                      "candidate": spec.spec})
+    spec = parse_candidate(candidate, settings.prompts, target="judge")
+    changes = stage_candidate(spec, settings.prompts, settings.judge.model, settings.canary.candidate_alias,
+                              partial(resolve_prompt, settings))
+    report = judge_calibration(settings.updated(changes))
+    promoted = promote_candidate(spec, settings.prompts, settings.canary.alias, settings.pointer_path) \
+        if report.metrics["floor_passed"] else ""
+    tag_run(build_tracker(settings), report.run_id, {"reasonloop.judge_promotion": "promoted" if promoted else
+                                                     "refused", "candidate": spec.spec})
     return report.model_copy(update={
         "metrics": {**report.metrics, "promoted": float(bool(promoted))},
         "rows": {**report.rows, "decision": f"promoted: {promoted}" if promoted else

@@ -5,16 +5,24 @@ candidate is promoted (prompt alias / production pointer). A failing one leaves 
 
 from __future__ import annotations
 
+from functools import partial
+
 from prefect import flow
 
 from flows.nightly_eval import evaluate
-from reasonloop.evaluation.canary import parse_candidate, sample_slice
-from reasonloop.evaluation.gate import compare_runs, with_missing, with_safety
-from reasonloop.providers import build_embedder, build_judge, build_pairwise_judge, open_serving_index
+from reasonloop.evaluation.canary import Arm, gate_arms, parse_candidate, sample_slice
+from reasonloop.providers import (
+    build_embedder,
+    build_judge,
+    build_pairwise_judge,
+    build_tracker,
+    open_serving_index,
+    resolve_prompt,
+)
 from reasonloop.schemas import FlowReport
 from reasonloop.settings import Settings, load_settings
 from tasks.aggregate import summarize_results
-from tasks.canary import Arm, compare_pairwise, promote_candidate, stage_candidate
+from tasks.canary import compare_pairwise, promote_candidate, stage_candidate
 from tasks.load import load_questions
 from tasks.safety import load_safety_cases, run_safety_suite
 from tasks.track import log_canary_run, publish_summary
@@ -23,8 +31,9 @@ from tasks.track import log_canary_run, publish_summary
 @flow(name="canary", validate_parameters=False)
 def canary(candidate: str, settings: Settings | None = None, slice_size: int | None = None) -> FlowReport:
     settings = settings or load_settings()
-    spec = parse_candidate(candidate, settings)
-    challenger = stage_candidate(settings, spec)
+    spec = parse_candidate(candidate, settings.prompts)
+    challenger = settings.updated(stage_candidate(spec, settings.prompts, settings.llm.model,
+                                                  settings.canary.candidate_alias, partial(resolve_prompt, settings)))
     questions = sample_slice(load_questions(settings.questions.path), slice_size or settings.canary.slice,
                              settings.canary.seed)
     embedder = build_embedder(settings)
@@ -36,17 +45,15 @@ def canary(candidate: str, settings: Settings | None = None, slice_size: int | N
         evaluated = evaluate(arm_settings, questions, embedder, index, judge)
         evaluations.append(evaluated)
         summary = summarize_results(evaluated.results, None, arm_settings.optimize.alpha)
-        arms[name] = Arm(arm_settings, evaluated.reasoner, evaluated.results, summary,
+        arms[name] = Arm(arm_settings.llm.model, evaluated.reasoner, evaluated.results, summary,
                          run_safety_suite(evaluated.reasoner, arm_settings.llm.limits(), cases))
-    production, challenged = arms["production"], arms["candidate"]
-    gate = compare_runs("production", production.results, challenged.results, settings.gate)
-    gate = with_missing(gate, challenged.results, settings.gate.max_missing_fraction)
-    gate = with_safety(gate, challenged.safety.pass_rate if challenged.safety else None,
-                       settings.gate.min_safety_pass_rate)
+    gate = gate_arms(settings.gate, arms["production"], arms["candidate"])
     pairwise = build_pairwise_judge(settings, embedder)
-    pairs = compare_pairwise(pairwise, production.results, challenged.results)
-    promoted = promote_candidate(settings, spec) if gate.passed else ""
-    report = log_canary_run(settings, embedder, spec, arms, judge.version, gate, pairs, pairwise.version, promoted)
+    pairs = compare_pairwise(pairwise, arms["production"].results, arms["candidate"].results)
+    promoted = promote_candidate(spec, settings.prompts, settings.canary.alias, settings.pointer_path) \
+        if gate.passed else ""
+    report = log_canary_run(build_tracker(settings), spec, arms, judge.version, gate, pairs, pairwise.version,
+                            promoted, settings.canary.seed)
     for evaluated in evaluations:  # logged: the arms' checkpoints have served
         evaluated.finish()
     publish_summary(report)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from prefect import flow
 from prefect.utilities.annotations import quote
 
-from reasonloop.providers import build_embedder
+from reasonloop.providers import build_embedder, build_tracker
 from reasonloop.schemas import FlowReport
 from reasonloop.settings import Settings, load_settings
 from tasks.drift import (
@@ -29,15 +29,15 @@ from tasks.track import publish_summary
 @flow(name="drift", validate_parameters=False)
 def drift(settings: Settings | None = None, run_id: str | None = None) -> FlowReport:
     settings = settings or load_settings()
-    config = settings.drift
-    windows = read_windows(settings, config.window, run_id)
+    config, tracker = settings.drift, build_tracker(settings)
+    windows = read_windows(tracker, config.window, run_id)
     embedder = build_embedder(settings)
     # quote(): Prefect would otherwise walk every per-question record looking for futures
     samples = measure_windows(quote(windows), embedder, config.output)
-    series = read_quality_series(settings, windows.current, config.quality)
-    index_pair = read_index_pair(settings, quote(windows))
+    series = read_quality_series(tracker, windows.current, config.quality)
+    index_pair = read_index_pair(settings.chroma, settings.chroma_path, quote(windows))
     signals = detect_drift(quote(samples), series, quote(index_pair), config, windows.note)
-    report = log_drift_run(settings, embedder, config, quote(windows), quote(samples), series, signals)
+    report = log_drift_run(tracker, config, quote(windows), quote(samples), series, signals)
     publish_summary(report)
-    raise_alarm(settings, config, report, quote(windows), signals)
+    raise_alarm(tracker, config, report, quote(windows), signals)
     return report

@@ -19,7 +19,16 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from flows.drift import drift
 from reasonloop.evaluation.gate import GateReport
 from reasonloop.evaluation.judges import Judge
-from reasonloop.providers import ServingIndex, build_embedder, build_judge, build_reasoner, open_serving_index
+from reasonloop.monitoring.eval_run import FLOW_COMPLETE_TAG, EvalRun
+from reasonloop.monitoring.tracking import Tracker
+from reasonloop.providers import (
+    ServingIndex,
+    build_embedder,
+    build_judge,
+    build_reasoner,
+    build_tracker,
+    open_serving_index,
+)
 from reasonloop.reasoning.answer_store import RecordStore, open_record_store, run_identity
 from reasonloop.reasoning.strategies import Reasoner
 from reasonloop.retrieval.embeddings import Embedder
@@ -32,7 +41,7 @@ from tasks.load import load_questions
 from tasks.reason import answer_questions, complete_checkpoint
 from tasks.retrieve import evaluate_retrieval, retrieve_chunks
 from tasks.safety import load_safety_cases, run_safety_suite
-from tasks.track import FLOW_COMPLETE_TAG, interrupted_eval, log_eval_run, publish_summary, tag_run
+from tasks.track import interrupted_eval, log_eval_run, publish_summary, tag_run
 
 
 def eval_task_runner(settings: Settings) -> TaskRunner:
@@ -89,8 +98,8 @@ def evaluate(settings: Settings, questions: list[Question], embedder: Embedder, 
     return Evaluated(reasoner, results, [answer_store, verdict_store])
 
 
-def evaluate_and_log(settings: Settings, questions: list[Question], embedder: Embedder, index: ServingIndex,
-                     identity: str, started: float) -> tuple[FlowReport, GateReport]:
+def evaluate_and_log(settings: Settings, tracker: Tracker, questions: list[Question], embedder: Embedder,
+                     index: ServingIndex, identity: str, started: float) -> tuple[FlowReport, GateReport]:
     """Answer and judge the questions, aggregate, run the safety suite and the gate, and log it all as one MLflow
     run; only then is the checkpoint dropped (a kill before that resumes from it)."""
     judge = build_judge(settings, embedder)
@@ -99,10 +108,13 @@ def evaluate_and_log(settings: Settings, questions: list[Question], embedder: Em
     summary = summarize_results(results, settings.reasoning.complex_calls(len(settings.prompts.paths)),
                                 settings.optimize.alpha)
     safety = run_safety_suite(evaluated.reasoner, settings.llm.limits(), load_safety_cases(settings.safety))
-    gate = check_regression(settings, results, safety)
+    gate = check_regression(tracker, settings.gate, results, safety)
     quality = evaluate_retrieval({"eval": questions}, index.retriever)
-    report = log_eval_run(settings, embedder, evaluated.reasoner, judge.version, index.manifest, summary, quality,
-                          results, gate, safety, time.perf_counter() - started, identity)
+    report = log_eval_run(tracker, EvalRun(
+        reasoner=evaluated.reasoner, judge_version=judge.version, index=index.manifest, summary=summary,
+        quality=quality, results=results, gate=gate, safety=safety, duration_s=time.perf_counter() - started,
+        identity=identity, llm=settings.llm, judge=settings.judge, retrieval=settings.retrieval,
+        review=settings.review, questions_path=settings.questions.path, log_traces=settings.mlflow.log_traces))
     evaluated.finish()
     return report, gate
 
@@ -113,20 +125,20 @@ PARTIAL = "Partial"  # the state of a nightly eval that finished with unanswered
 @flow(name="nightly-eval", validate_parameters=False)
 def nightly_eval(settings: Settings | None = None) -> FlowReport | State:
     settings = settings or load_settings()
-    started = time.perf_counter()
+    started, tracker = time.perf_counter(), build_tracker(settings)
     questions = load_questions(settings.questions.path)
     embedder = build_embedder(settings)
     index = open_serving_index(settings, embedder)  # one version for the whole run
     identity = run_identity(settings.config_hash(), questions, index.manifest.content_hash)
     # a run of the same identity killed after it was logged (during its drift check) is finished, not repeated
-    logged = interrupted_eval(settings, identity)
-    report, gate = logged or evaluate_and_log(settings, questions, embedder, index, identity, started)
+    logged = interrupted_eval(tracker, identity)
+    report, gate = logged or evaluate_and_log(settings, tracker, questions, embedder, index, identity, started)
     publish_summary(report)
     if settings.drift.enabled:  # before the gate: a failed run still gets its drift report; drift never fails the eval
         drift_state = drift(settings, run_id=report.run_id, return_state=True)
         if drift_state.is_failed():
             get_run_logger().warning("drift flow failed (%s); the eval run is logged", drift_state.message)
-    tag_run(settings, report.run_id, {FLOW_COMPLETE_TAG: "true"})
+    tag_run(tracker, report.run_id, {FLOW_COMPLETE_TAG: "true"})
     enforce_gate(gate, report.run_id)  # after logging: a failed run is still inspectable in MLflow
     if failed := int(report.metrics["n_failed"]):
         return Completed(name=PARTIAL, data=report, message=f"{failed} of {int(report.metrics['n_questions'])} "

@@ -10,14 +10,13 @@ import time
 from prefect import flow
 from prefect.utilities.annotations import quote
 
-from reasonloop.providers import build_embedder, open_index_version
-from reasonloop.retrieval.index_versions import IndexStore
+from reasonloop.providers import build_embedder, build_tracker, chroma_of, index_store_of, open_index_version
 from reasonloop.schemas import FlowReport
 from reasonloop.settings import Settings, load_settings
 from tasks.chunk import chunk_documents
 from tasks.index import publish_index_version, stage_index_version
-from tasks.load import load_documents, load_quality_sets
-from tasks.retrieve import enforce_quality_floors, evaluate_retrieval
+from tasks.load import load_documents
+from tasks.retrieve import enforce_quality_floors, evaluate_retrieval, load_quality_sets
 from tasks.track import log_reindex_run, publish_quarantine, publish_summary
 from tasks.validate import enforce_bad_fraction, scan_for_injection, screen_documents
 
@@ -35,14 +34,18 @@ def reindex(settings: Settings | None = None, full: bool = False) -> FlowReport:
     embedder = build_embedder(settings)
     chunks = chunk_documents(quote(screened.documents), settings.chunking, embedder.count_tokens)
     quality_sets = load_quality_sets(settings.quality)
-    with IndexStore(settings.state_dir, settings.chroma.collection).lock(settings.index.lock_wait_s):
-        build = stage_index_version(quote(screened.documents), quote(chunks), settings, embedder, full)
+    store, chroma = index_store_of(settings), chroma_of(settings)
+    with store.lock(settings.index.lock_wait_s):
+        build = stage_index_version(quote(screened.documents), quote(chunks), embedder, store, chroma,
+                                    settings.chunking, settings.retrieval.bm25, settings.chroma.upsert_batch_size,
+                                    settings.index.verify_queries, full)
         staged = open_index_version(settings, embedder, build.manifest)
         quality = evaluate_retrieval(quote(quality_sets), staged.retriever)
         enforce_quality_floors(quality, settings.quality)
-        build = publish_index_version(quote(build), settings)
+        build = publish_index_version(quote(build), store, chroma, settings.index.keep_versions)
     publish_quarantine(screened.rejects)
-    report = log_reindex_run(settings, embedder, quote(build), quote(screened), quality,
-                             time.perf_counter() - started)
+    report = log_reindex_run(build_tracker(settings), quote(build), quote(screened), quality,
+                             time.perf_counter() - started, settings.corpus, settings.retrieval,
+                             settings.chunking.title_prefix)
     publish_summary(report)
     return report

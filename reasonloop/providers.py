@@ -1,4 +1,6 @@
-"""The one factory: embedder, chat model, judge and vector store built from settings.
+"""The one factory: embedder, chat model, judges, vector store, index versions and the MLflow tracker, built from
+settings. Below it, code takes the sections or the objects it needs; only this module, the flows and the CLI see the
+whole `Settings`.
 
 Remote providers are built only when configured (ChatOpenAI raises without a key), and the API key is
 read from the environment variable the config names, at build time only. What it builds travels to other
@@ -16,6 +18,8 @@ from langchain_core.language_models import BaseChatModel
 from reasonloop.errors import ProviderError
 from reasonloop.evaluation.judges import EscalatingJudge, HeuristicJudge, Judge, LLMJudge
 from reasonloop.evaluation.pairwise import HeuristicPairwiseJudge, LLMPairwiseJudge, PairwiseJudge
+from reasonloop.monitoring.tracking import Tracker, git_commit
+from reasonloop.paths import project_root
 from reasonloop.reasoning.config import PROMPT_ROLES, EndpointConfig
 from reasonloop.reasoning.prompts import PromptTemplate, load_prompt
 from reasonloop.reasoning.strategies import Reasoner
@@ -26,6 +30,7 @@ from reasonloop.retrieval.retriever import ChunkRetriever
 from reasonloop.settings import Settings
 
 if TYPE_CHECKING:
+    from chromadb.api import ClientAPI
     from chromadb.api.models.Collection import Collection
 
 
@@ -59,6 +64,18 @@ def build_chat_model(settings: Settings, embedder: Embedder) -> BaseChatModel:
 
     return ExtractiveChatModel(embedder=embedder, model_name=settings.llm.model,
                                max_sentences=settings.llm.max_sentences)
+
+
+def build_tracker(settings: Settings) -> Tracker:
+    """The MLflow store runs are written to, and the parameters every run of these settings logs."""
+    return Tracker(uri=settings.mlflow_tracking_uri, experiment_prefix=settings.mlflow.experiment_prefix,
+                   artifact_root=settings.mlflow_artifact_root, params={
+                       "config_hash": settings.config_hash(), "profile": settings.profile or "default",
+                       "git_commit": git_commit(project_root()), "embedding.model": settings.embedding.model,
+                       "embedding.sha256": settings.embedding.sha256, "chroma.mode": settings.chroma.mode,
+                       "chroma.collection": settings.chroma.collection,
+                       "chunking.chunk_size": settings.chunking.chunk_size,
+                       "chunking.chunk_overlap": settings.chunking.chunk_overlap})
 
 
 def resolve_prompt(settings: Settings, ref: str) -> PromptTemplate:
@@ -150,16 +167,25 @@ class ServingIndex:
                 f"{self.retriever.config.model_dump_json()}:{filters}")
 
 
+def chroma_of(settings: Settings) -> ClientAPI:
+    """The configured Chroma: a server, or the embedded store under the state folder."""
+    from reasonloop.retrieval.vectorstore import chroma_client  # chromadb import is slow: only when used
+
+    return chroma_client(settings.chroma, settings.chroma_path)
+
+
+def index_store_of(settings: Settings) -> IndexStore:
+    """The index versions of the configured collection: pointer, manifests, BM25 files and the reindex lock."""
+    return IndexStore(settings.state_dir, settings.chroma.collection)
+
+
 def open_index_version(settings: Settings, embedder: Embedder, manifest: Manifest) -> ServingIndex:
     """The retriever over a given version (the serving one, or one staged but not yet served)."""
     from reasonloop.retrieval.lexical import LexicalIndex
-    from reasonloop.retrieval.vectorstore import (  # chromadb import is slow: only when used
-        chroma_client,
-        open_collection,
-    )
+    from reasonloop.retrieval.vectorstore import open_collection
 
-    collection = open_collection(chroma_client(settings), manifest.collection, embedder)
-    lexical_dir = IndexStore(settings.state_dir, settings.chroma.collection).lexical_dir(manifest.version)
+    collection = open_collection(chroma_of(settings), manifest.collection, embedder)
+    lexical_dir = index_store_of(settings).lexical_dir(manifest.version)
     lexical = LexicalIndex.load(lexical_dir) if lexical_dir.is_dir() else None
     retriever = ChunkRetriever(collection=collection, embedder=embedder, lexical=lexical, config=settings.retrieval)
     return ServingIndex(manifest, collection,
@@ -175,7 +201,7 @@ def _retriever_of(settings: Settings, manifest: Manifest) -> ChunkRetriever:
 
 
 def open_serving_index(settings: Settings, embedder: Embedder) -> ServingIndex:
-    manifest = IndexStore(settings.state_dir, settings.chroma.collection).require_current()
+    manifest = index_store_of(settings).require_current()
     if manifest.embedding_sha256 != embedder.weights_sha256:
         raise ProviderError(
             f"index {manifest.ref} was embedded with weights {manifest.embedding_sha256[:12]}, the configured model "

@@ -3,7 +3,8 @@
 A Dask worker cannot be sent a loaded model, a Chroma client or an HTTP client. What the factory in
 `reasonloop.providers` builds carries its recipe: the builder, the settings and the index version. Pickling it sends
 only the recipe, and each process builds from a recipe once. API keys are not in settings, so they never travel:
-a worker reads them from its own environment.
+a worker reads them from its own environment. Recipes hold the settings as a plain pydantic model: this module sits
+below every layer, so it does not know the settings' type.
 """
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from reasonloop.retrieval.index_versions import Manifest
-from reasonloop.settings import Settings
+from pydantic import BaseModel
 
 _BUILT: dict[tuple[str, str, str], Any] = {}  # per process: recipe key -> the object it built
 _LOCK = threading.RLock()  # a reasoner's recipe builds its index's, which builds the embedder's
@@ -23,8 +23,8 @@ _LOCK = threading.RLock()  # a reasoner's recipe builds its index's, which build
 @dataclass(frozen=True)
 class Recipe:
     builder: str  # "module:function" taking (settings, manifest)
-    settings: Settings
-    manifest: Manifest | None = None
+    settings: BaseModel
+    manifest: BaseModel | None = None  # the index version it reads
 
     def key(self) -> tuple[str, str, str]:
         return (self.builder, self.settings.model_dump_json(),

@@ -17,7 +17,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import Field, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
@@ -54,6 +53,7 @@ from reasonloop.retrieval.config import (
     IndexConfig,
     RetrievalConfig,
 )
+from reasonloop.yaml_files import deep_merge, read_yaml
 
 ENV_PREFIX = "REASONLOOP_"
 PROFILE_NAME = re.compile(r"[A-Za-z0-9][\w.-]*")
@@ -90,30 +90,6 @@ class _YamlProfileSource(PydanticBaseSettingsSource):
             data = deep_merge(data, read_yaml(profile_file))
         state_dir = project_root() / str(self.state_dir or data.get("state_dir", ".reasonloop"))
         return deep_merge(data, read_yaml(state_dir / POINTER_FILE))
-
-
-def read_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        return {}
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
-    return data
-
-
-def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
 
 
 class Settings(BaseSettings):
@@ -218,6 +194,11 @@ class Settings(BaseSettings):
         data = {k: v for k, v in self.public_dict().items() if k not in INFRASTRUCTURE_KEYS}
         data["eval"] = {k: v for k, v in data["eval"].items() if k != "batch_size"}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+
+    def updated(self, sections: dict[str, dict[str, Any]]) -> Settings:
+        """These settings with some sections' fields replaced (a canary's candidate, AI feedback's sampling)."""
+        return self.model_copy(update={name: getattr(self, name).model_copy(update=fields)
+                                       for name, fields in sections.items()})
 
     def price_of(self, model: str) -> Price:
         """Price per 1M tokens of a model; models not in the table are free (local/offline)."""

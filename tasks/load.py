@@ -1,93 +1,12 @@
-"""Reading inputs: corpus documents (any supported source; bad ones become rejects), and strict record sets:
-question sets and labeled pairs for judge calibration."""
+"""Reading inputs as tasks: the corpus (bad files become rejects) and strict record sets (question sets, labeled
+pairs), from reasonloop/retrieval/sources.py and record_sets.py."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, TypeVar
-
 from prefect import task
-from pydantic import BaseModel, ValidationError
 
-from reasonloop.errors import EmptyInputError, InputError
-from reasonloop.evaluation.config import QualityConfig
-from reasonloop.retrieval.config import CorpusConfig
-from reasonloop.retrieval.sources import SourceProblem, corpus_files, iter_records, read_file
-from reasonloop.schemas import Document, LabeledPair, LoadedCorpus, Question, Reject
+from reasonloop.retrieval import record_sets, sources
 
-R = TypeVar("R", bound=BaseModel)
-
-
-def _pydantic_problem(exc: ValidationError) -> tuple[str, str]:
-    first = exc.errors()[0]
-    return first["msg"], ".".join(str(p) for p in first["loc"])
-
-
-@task(name="load-documents")
-def load_documents(root: Path, cfg: CorpusConfig) -> LoadedCorpus:
-    """Every matching file under `root` in sorted path order (reproducible ids and runs); unusable files and
-    records are returned as rejects, not raised."""
-    if not root.is_dir():
-        raise InputError("corpus folder not found: create it or set corpus.path in configs/default.yaml",
-                         path=root)
-    documents: list[Document] = []
-    rejects: list[Reject] = []
-    for path in corpus_files(root, cfg.include):
-        for item in read_file(path, root, cfg):
-            (rejects if isinstance(item, Reject) else documents).append(item)  # type: ignore[arg-type]
-    if not documents and not rejects:
-        raise EmptyInputError(f"no documents matching {cfg.include}: add files or change corpus.include", path=root)
-    return LoadedCorpus(documents=documents, rejects=rejects)
-
-
-def load_records(path: Path, model: type[R], what: str, setting: str,
-                 defaults: dict[str, Any] | None = None) -> list[R]:
-    """A strict record file (.jsonl, or .json holding a list), all or nothing: the first bad line is an error naming
-    the file, line and field, because a silently shortened set would skew every metric. Ids are unique."""
-    if not path.is_file():
-        raise InputError(f"{what} not found: set {setting} in configs/default.yaml", path=path)
-    loaded: list[R] = []
-    seen: dict[str, int] = {}
-    try:
-        records = list(iter_records(path, path.read_bytes()))
-    except SourceProblem as problem:
-        raise InputError(problem.reason, path=path, line=problem.line) from None
-    for number, record in records:
-        if isinstance(record, SourceProblem):
-            raise InputError(record.reason, path=path, line=number)
-        if not isinstance(record, dict):
-            raise InputError(f"expected a JSON object, got {type(record).__name__}", path=path, line=number)
-        try:
-            item = model.model_validate({**(defaults or {}), **record})
-        except ValidationError as exc:
-            msg, loc = _pydantic_problem(exc)
-            raise InputError(msg, path=path, line=number, field=loc) from None
-        key = str(item.id)
-        if key in seen:
-            raise InputError(f"duplicate id '{key}' (first on line {seen[key]})", path=path, line=number, field="id")
-        seen[key] = number
-        loaded.append(item)
-    if not loaded:
-        raise EmptyInputError(f"the {what} is empty: add at least one record", path=path)
-    return loaded
-
-
-@task(name="load-questions")
-def load_questions(path: Path) -> list[Question]:
-    """A question set (.jsonl: id, question, reference, optional gold_doc_ids)."""
-    return load_records(path, Question, "question set", "questions.path")
-
-
-@task(name="load-labeled-pairs")
-def load_labeled_pairs(paths: list[Path]) -> list[LabeledPair]:
-    """Human-labeled (document, summary) pairs for judge calibration: SummEdits files as published (their extra
-    fields are ignored; the domain is the file's name unless a record says otherwise) or our JSONL slice."""
-    return [pair for path in paths for pair in
-            load_records(path, LabeledPair, "labeled pair set", "judge calibration's --data",
-                         {"domain": path.stem.removeprefix("summedits_")})]
-
-
-@task(name="load-quality-sets")
-def load_quality_sets(cfg: QualityConfig) -> dict[str, list[Question]]:
-    """The labeled question sets that every new index version is measured on."""
-    return {name: load_questions.fn(dataset.questions) for name, dataset in cfg.datasets.items()}
+load_documents = task(sources.load_documents, name="load-documents")
+load_questions = task(record_sets.load_questions, name="load-questions")
+load_labeled_pairs = task(record_sets.load_labeled_pairs, name="load-labeled-pairs")

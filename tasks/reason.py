@@ -1,107 +1,12 @@
-"""Answering a batch of questions: plan each (strategy, route), fit its context to the strategy's budget, reuse
-stored answers, run the rest concurrently within the endpoint's limits, save each answer as it finishes."""
+"""Answering as tasks (reasonloop/reasoning/answering.py). The model calls retry inside the endpoint (one budget for
+every transient failure), so the task itself does not."""
 
 from __future__ import annotations
-
-import asyncio
-import logging
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from reasonloop import progress
-from reasonloop.reasoning.answer_store import RecordStore, answer_key
-from reasonloop.reasoning.compression import compress_context
-from reasonloop.reasoning.config import CallLimits
-from reasonloop.reasoning.guardrails import REFUSAL, redact_pii, screen_question, strip_injected
-from reasonloop.reasoning.llm_calls import endpoint_for, run_all
-from reasonloop.reasoning.routing import Plan
-from reasonloop.reasoning.strategies import Reasoner, answer_with
-from reasonloop.schemas import AnswerRecord, Question, RetrievedChunk
+from reasonloop.reasoning import answering
 
-logger = logging.getLogger(__name__)
-
-
-def fit_context(reasoner: Reasoner, strategy: str, question: Question,
-                context: list[RetrievedChunk]) -> tuple[list[RetrievedChunk], list[str]]:
-    """What the strategy reads: nothing when it retrieves for itself, else the context without sentences that read
-    as instructions to the model (guardrail) and within its budget; and what the guardrail removed."""
-    opt, notes = reasoner.optimize, []
-    if strategy in opt.skip_retrieval:
-        return [], notes
-    if reasoner.guardrails.context:
-        context, removed = strip_injected(context)
-        notes = [f"context: removed {removed} sentence(s) reading as instructions"] if removed else []
-    return compress_context(question.question, context, opt.context_budget.get(strategy),  # type: ignore[call-overload]
-                            opt.drop_below_top, reasoner.count_tokens), notes
-
-
-def refused(question: Question, rules: list[str]) -> AnswerRecord:
-    """The input guardrail's answer: no call made; confidence 0 sends it to review."""
-    return AnswerRecord(question_id=question.id, answer=REFUSAL, n_calls=0, schema_valid=None,
-                        guardrails=[f"input: refused ({', '.join(rules)})"])
-
-
-def redacted(record: AnswerRecord) -> AnswerRecord:
-    """The output guardrail: personal data in the answer replaced by [kind]."""
-    text, kinds = redact_pii(record.answer)
-    if not kinds:
-        return record
-    return record.model_copy(update={"answer": text, "guardrails": [*record.guardrails,
-                                                                   f"output: redacted {', '.join(kinds)}"]})
-
-
-@task(name="answer-questions", cache_policy=NO_CACHE)
-def answer_questions(questions: list[Question], contexts: list[list[RetrievedChunk]], reasoner: Reasoner,
-                     limits: CallLimits, store: RecordStore | None = None) -> list[AnswerRecord]:
-    """One batch of questions, each by its planned strategy; every model call goes through the endpoint's limits,
-    and the client retries transient errors (honouring Retry-After on 429). With a store, stored answers are reused
-    (no call, no cost) and a question's answer is saved the moment its strategy finishes."""
-    unplanned: dict[int, AnswerRecord] = {}
-    plans: dict[int, Plan] = {}
-    for i, (q, c) in enumerate(zip(questions, contexts, strict=True)):
-        if reasoner.guardrails.input and (rules := screen_question(q.question)):
-            unplanned[i] = refused(q, rules)
-            continue
-        try:
-            plans[i] = reasoner.plan(q, c)
-        except ValueError as exc:  # e.g. an unknown metadata.strategy: this question fails, the batch goes on
-            unplanned[i] = AnswerRecord(question_id=q.id, error=str(exc))
-    fitting = {i: fit_context(reasoner, p.strategy, questions[i], contexts[i]) for i, p in plans.items()}
-    fitted = {i: context for i, (context, _) in fitting.items()}
-    keys = {i: answer_key(p, questions[i], fitted[i]) for i, p in plans.items()}
-    stored = store.get_many(list(keys.values())) if store is not None else {}
-    endpoint = endpoint_for(reasoner.model, limits)
-
-    async def one(i: int) -> AnswerRecord:
-        record = await answer_with(reasoner, endpoint, plans[i], questions[i], fitted[i])
-        record = record.model_copy(update={"guardrails": [*fitting[i][1], *record.guardrails]}) if fitting[i][1] \
-            else record
-        if reasoner.guardrails.output_pii:
-            record = redacted(record)  # before it is stored: personal data never reaches the cache
-        if store is not None and record.error is None:
-            try:
-                await asyncio.to_thread(store.put, keys[i], record)  # off the loop: other calls keep flowing
-            except Exception as exc:  # noqa: BLE001 - a full disk must not fail the answered batch
-                logger.warning("could not save the answer to %s: %s", questions[i].id, exc)
-        return record
-
-    todo = [i for i, key in keys.items() if key not in stored]
-    done = {**unplanned, **dict(zip(todo, run_all([lambda i=i: one(i) for i in todo]), strict=True))}
-    free = {"cache_hit": True, "tokens_in": 0, "tokens_out": 0, "latency_s": 0.0, "cost_usd": 0.0}
-    reused = {i: stored[keys[i]].model_copy(update={  # this run's question and plan
-        **free, "question_id": questions[i].id, "strategy": plans[i].strategy, "route": plans[i].route,
-        "complexity": plans[i].complexity}) for i in keys if i not in done}
-    if reasoner.guardrails.output_pii:  # an answer cached while the guardrail was off is redacted on its way out
-        reused = {i: redacted(record) for i, record in reused.items()}
-    records = [done[i] if i in done else reused[i] for i in range(len(questions))]
-    progress.advance("answer questions", len(records))
-    return records
-
-
-@task(name="complete-checkpoint", cache_policy=NO_CACHE)
-def complete_checkpoint(stores: list[RecordStore | None]) -> None:
-    """Every answer and verdict of the run is in: drop its checkpoints (the cache, when on, is kept)."""
-    for store in stores:
-        if store is not None:
-            store.complete()
+answer_questions = task(answering.answer_questions, name="answer-questions", cache_policy=NO_CACHE)
+complete_checkpoint = task(answering.complete_checkpoint, name="complete-checkpoint", cache_policy=NO_CACHE)

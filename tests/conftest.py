@@ -97,20 +97,6 @@ def embedder() -> Any:
     return load_embedder(EmbeddingConfig())
 
 
-def build_index(settings: Settings, full: bool = False) -> Any:
-    """Stage and publish an index version of the configured corpus through the tasks' plain functions."""
-    from reasonloop.providers import build_embedder
-    from tasks.chunk import chunk_documents
-    from tasks.index import publish_index_version, stage_index_version
-    from tasks.load import load_documents
-
-    embedder = build_embedder(settings)
-    docs = load_documents.fn(settings.corpus.path, settings.corpus).documents
-    staged = stage_index_version.fn(docs, chunk_documents.fn(docs, settings.chunking, embedder.count_tokens),
-                                    settings, embedder, full)
-    return publish_index_version.fn(staged, settings)
-
-
 def make_reasoner(model: Any, price: Any = None, search: Any = None, optimize: Any = None, **reasoning: Any) -> Any:
     """A Reasoner over `model` with the project's prompts; `reasoning` overrides ReasoningConfig fields."""
     from reasonloop.providers import role_prompts

@@ -11,11 +11,11 @@ from pathlib import Path
 
 from reasonloop.providers import build_openai_chat
 from reasonloop.reasoning.answer_store import RecordStore, answer_key, run_identity
+from reasonloop.reasoning.answering import answer_questions
 from reasonloop.reasoning.config import CallLimits, LLMConfig, Price
 from reasonloop.reasoning.prompts import load_prompt
 from reasonloop.schemas import Question, RetrievedChunk
 from reasonloop.settings import load_settings
-from tasks.reason import answer_questions
 
 from .conftest import make_reasoner
 from .support.openai_server import OpenAIServer, Reply, user_text
@@ -31,7 +31,7 @@ ANSWER = json.dumps({"reasoning": {"problem": "p", "context": "c", "steps": ["s"
 def run(server: OpenAIServer, store: RecordStore | None, questions: list[Question] = QUESTIONS,
         context: list[RetrievedChunk] | None = None) -> list:  # type: ignore[type-arg]
     model = build_openai_chat(LLMConfig(provider="openai", model="m", base_url=server.base_url, max_retries=0))
-    return answer_questions.fn(questions, [context or [CHUNK]] * len(questions), make_reasoner(model, FREE), LIMITS,
+    return answer_questions(questions, [context or [CHUNK]] * len(questions), make_reasoner(model, FREE), LIMITS,
                               store)
 
 

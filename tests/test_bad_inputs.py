@@ -124,7 +124,7 @@ def template_state(prefect_server: None, tmp_path_factory: pytest.TempPathFactor
     """A state folder as a user has it after `reasonloop reindex` (the module's one index build: the 12 tiny
     paragraphs plus a document whose id looks like a path), its MLflow store holding the reindex run and the
     nightly-eval experiment (as once an eval has started); cases copy it."""
-    from reasonloop.monitoring.tracking import ensure_experiment
+    from reasonloop.providers import build_tracker
     from reasonloop.settings import load_settings
 
     base = tmp_path_factory.mktemp("template")
@@ -134,7 +134,7 @@ def template_state(prefect_server: None, tmp_path_factory: pytest.TempPathFactor
     try:
         result = invoke(["reindex"], default_env(base))
         assert result.exit_code == 0, result.output
-        ensure_experiment(load_settings(state_dir=base / "state"), "nightly-eval")
+        build_tracker(load_settings(state_dir=base / "state")).ensure_experiment("nightly-eval")
     finally:
         mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
         os.environ.clear()
@@ -528,7 +528,7 @@ def test_a_bad_input_is_refused_naming_the_place_and_writes_nothing(
 def test_ids_that_look_like_paths_stay_data(template_state: Path, tmp_path: Path) -> None:
     """Document and question ids only ever become Chroma ids, JSON keys and table cells (no file is named after
     one), so '../../etc/passwd' is accepted verbatim rather than refused: ids such as 'AC/DC' are real."""
-    from tasks.load import load_questions
+    from reasonloop.retrieval.record_sets import load_questions
 
     manifest = json.loads((template_state / "index" / "reasonloop" / "manifests" / "v0001.json").read_text())
     entry = manifest["documents"][TRAVERSAL_ID]
@@ -536,7 +536,7 @@ def test_ids_that_look_like_paths_stay_data(template_state: Path, tmp_path: Path
     names = {p.name for p in template_state.parent.rglob("*")}
     assert not names & {"passwd", "etc"}, "an id became a path"
     questions = write_jsonl(tmp_path / "q.jsonl", [{**TINY_QUESTIONS[0], "id": "../../etc/shadow"}])
-    assert [q.id for q in load_questions.fn(questions)] == ["../../etc/shadow"]
+    assert [q.id for q in load_questions(questions)] == ["../../etc/shadow"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["q.jsonl"]
 
 

@@ -16,10 +16,10 @@ from typer.testing import CliRunner
 
 from reasonloop.cli import app
 from reasonloop.errors import InputError
+from reasonloop.evaluation.calibration import Agreement, agreement, floor_failures
+from reasonloop.retrieval.record_sets import load_labeled_pairs
 from reasonloop.schemas import Verdict
 from reasonloop.settings import Settings
-from tasks.calibrate import Agreement, agreement, floor_failures
-from tasks.load import load_labeled_pairs
 
 from .conftest import ROOT, write_jsonl
 
@@ -43,12 +43,12 @@ def test_agreement_arithmetic_on_a_hand_made_case() -> None:
 
 
 def test_labeled_pairs_load_strictly(tmp_path: Path) -> None:
-    pairs = load_labeled_pairs.fn([SAMPLE])
+    pairs = load_labeled_pairs([SAMPLE])
     assert len(pairs) == 102 and {p.domain for p in pairs} == {"sales_call", "scitldr", "qmsumm"}
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"id": "x", "doc": "d", "summary": "s", "label": 2}) + "\n", encoding="utf-8")
     with pytest.raises(InputError, match=r"bad.jsonl:1: .*field .label."):
-        load_labeled_pairs.fn([bad])
+        load_labeled_pairs([bad])
 
 
 @pytest.mark.slow
@@ -83,7 +83,7 @@ def test_a_judge_under_its_floor_cannot_be_promoted(make_settings: Callable[...,
     Only the first is promoted (the pointer names it); the refusal leaves production's judge as it was."""
     from .support.openai_server import OpenAIServer, Reply, user_text
 
-    pairs = load_labeled_pairs.fn([SAMPLE])[:40]
+    pairs = load_labeled_pairs([SAMPLE])[:40]
     data = write_jsonl(tmp_path / "labeled.jsonl", [p.model_dump() for p in pairs])
     label = {p.summary: p.label for p in pairs}
 
@@ -101,8 +101,8 @@ def test_a_judge_under_its_floor_cannot_be_promoted(make_settings: Callable[...,
         bad = promote_judge("bad-judge", settings)
         assert not settings.pointer_path.exists()
         with pytest.MonkeyPatch.context() as patch:  # the CLI loads settings itself: hand it these
-            patch.setattr("reasonloop.cli.load_settings", lambda *a, **k: settings)
-            patch.setattr("reasonloop.cli.console", Console(width=240))
+            patch.setattr("reasonloop.cli.common.load_settings", lambda *a, **k: settings)
+            patch.setattr("reasonloop.cli.common.console", Console(width=240))
             promoted = CliRunner().invoke(app, ["judge", "promote", "--candidate", "good-judge"])
             history = CliRunner().invoke(app, ["judge", "history"])
     assert promoted.exit_code == 0 and "promoted" in promoted.output, promoted.output

@@ -28,29 +28,31 @@ QUESTIONS = [Question(id=f"q{i}", question=f"Question {i}?", reference=f"answer 
 
 def test_candidates_are_models_or_prompt_versions_used_by_a_role(make_settings: Callable[..., Settings]) -> None:
     settings = make_settings()
-    prompt = parse_candidate("chain_of_thought@v2", settings)
+    prompt = parse_candidate("chain_of_thought@v2", settings.prompts)
     assert (prompt.kind, prompt.prompt, prompt.version, prompt.roles) == ("prompt", "chain_of_thought", 2,
                                                                           ["reasoning"])
-    assert parse_candidate("path_analytical@3", settings).roles == ["paths.0"]
-    assert parse_candidate("gpt-4.1-mini", settings).model == "gpt-4.1-mini"
+    assert parse_candidate("path_analytical@3", settings.prompts).roles == ["paths.0"]
+    assert parse_candidate("gpt-4.1-mini", settings.prompts).model == "gpt-4.1-mini"
     with pytest.raises(ConfigError, match="no llm prompt role uses .judge_answer."):
-        parse_candidate("judge_answer@v3", settings)
+        parse_candidate("judge_answer@v3", settings.prompts)
     with pytest.raises(ConfigError, match="give a model name"):
-        parse_candidate("two words", settings)
+        parse_candidate("two words", settings.prompts)
 
 
 def test_a_promotion_pointer_is_merged_over_the_config(make_settings: Callable[..., Settings]) -> None:
     settings = make_settings()
     state = {"state_dir": settings.state_dir}
-    assert pointer_update(settings, parse_candidate("gpt-x", settings)) == {"llm": {"model": "gpt-x"}}
-    prompt = parse_candidate("chain_of_thought@v2", settings)
-    assert pointer_update(settings, prompt) == {"prompts": {"reasoning": "chain_of_thought@production"}}
-    write_pointer(settings, {"llm": {"model": "gpt-x"}})
-    write_pointer(settings, pointer_update(settings, prompt))
+    alias = settings.canary.alias
+    assert pointer_update(settings.prompts, parse_candidate("gpt-x", settings.prompts), alias) == \
+        {"llm": {"model": "gpt-x"}}
+    prompt = parse_candidate("chain_of_thought@v2", settings.prompts)
+    assert pointer_update(settings.prompts, prompt, alias) == {"prompts": {"reasoning": "chain_of_thought@production"}}
+    write_pointer(settings.pointer_path, {"llm": {"model": "gpt-x"}})
+    write_pointer(settings.pointer_path, pointer_update(settings.prompts, prompt, alias))
     promoted = load_settings(**state)
     assert promoted.llm.model == "gpt-x" and promoted.prompts.reasoning == "chain_of_thought@production"
     assert load_settings(**state, llm={"model": "explicit"}).llm.model == "explicit"  # overrides still win
-    assert pointer_update(promoted, prompt) == {}  # roles already follow the alias: moving it is the promotion
+    assert pointer_update(promoted.prompts, prompt, alias) == {}  # roles follow the alias: moving it is the promotion
 
 
 def test_the_slice_is_seeded_and_keeps_file_order() -> None:
@@ -139,7 +141,7 @@ def test_a_better_model_is_promoted_through_the_pointer(make_settings: Callable[
         settings = canary_settings(make_settings, server)
         reindex(settings)
         with pytest.MonkeyPatch.context() as patch:  # the CLI loads settings itself: hand it these
-            patch.setattr("reasonloop.cli.load_settings", lambda *a, **k: settings)
+            patch.setattr("reasonloop.cli.common.load_settings", lambda *a, **k: settings)
             rejected = CliRunner().invoke(app, ["canary", "--candidate", "bad-model"])
             promoted = CliRunner().invoke(app, ["canary", "--candidate", "good-model"])
     assert rejected.exit_code == 1 and "rejected: production unchanged" in rejected.output, rejected.output

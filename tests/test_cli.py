@@ -64,17 +64,17 @@ def test_invalid_config_exits_2_naming_the_key(monkeypatch: pytest.MonkeyPatch) 
 def test_runs_reads_back_from_mlflow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import mlflow
 
-    from reasonloop.monitoring.tracking import ensure_experiment
+    from reasonloop.providers import build_tracker
     from reasonloop.settings import load_settings
 
     monkeypatch.setenv("REASONLOOP_STATE_DIR", str(tmp_path))
     assert "no runs yet" in runner.invoke(app, ["runs"]).output
     settings = load_settings()
-    with mlflow.start_run(experiment_id=ensure_experiment(settings, "nightly-eval"),
+    with mlflow.start_run(experiment_id=build_tracker(settings).ensure_experiment("nightly-eval"),
                           tags={"reasonloop.flow": "nightly-eval"}) as run:
         mlflow.log_params({"llm.provider": "extractive", "prompt.reasoning": "chain_of_thought@v1"})
         mlflow.log_metrics({"accuracy": 0.625, "grounding_rate": 1.0})
-    monkeypatch.setattr("reasonloop.cli.console", Console(width=250))
+    monkeypatch.setattr("reasonloop.cli.common.console", Console(width=250))
     result = runner.invoke(app, ["runs", "--limit", "5"])
     assert result.exit_code == 0, result.output
     assert run.info.run_id in result.output and "0.625" in result.output and "chain_of_thought@v1" in result.output

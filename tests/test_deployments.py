@@ -20,22 +20,22 @@ from .conftest import ROOT
 
 
 def test_defaults_schedule_the_nightly_eval_and_a_weekly_dpo_build() -> None:
-    specs = {s.key: s for s in deployment_specs(load_settings())}
+    specs = {s.key: s for s in deployment_specs(load_settings().deployments)}
     assert (specs["nightly_eval"].cron, specs["nightly_eval"].timezone) == ("0 2 * * *", "UTC")
     assert specs["build_dpo"].cron == "0 4 * * 0"
     assert specs["reindex"].cron is None and specs["drift"].cron is None  # on demand
     assert specs["nightly_eval"].full_name == f"nightly-eval/{DEPLOYMENT_NAME}"
-    assert spec_for(load_settings(), "build-dpo").key == "build_dpo"
+    assert spec_for(load_settings().deployments, "build-dpo").key == "build_dpo"
     with pytest.raises(ConfigError, match="no deployment 'nightly'"):
-        spec_for(load_settings(), "nightly")
+        spec_for(load_settings().deployments, "nightly")
 
 
 def test_cron_and_time_zone_come_from_config(make_settings: Callable[..., Settings]) -> None:
     settings = make_settings(deployments={"timezone": "Europe/Berlin",
                                           "reindex": {"cron": "30 1 * * 1-5", "timezone": "America/New_York"}})
-    specs = {s.key: s for s in deployment_specs(settings)}
+    specs = {s.key: s for s in deployment_specs(settings.deployments)}
     assert (specs["nightly_eval"].timezone, specs["reindex"].timezone) == ("Europe/Berlin", "America/New_York")
-    built = build_deployments(settings, version="test")  # no server needed
+    built = build_deployments(settings.deployments, version="test")  # no server needed
     assert {d.name for d in built} == {DEPLOYMENT_NAME} and len(built) == 4
     reindex = next(d for d in built if d.entrypoint == "flows.reindex.reindex")
     assert reindex.schedules[0].schedule.cron == "30 1 * * 1-5"
@@ -57,13 +57,13 @@ def test_bad_schedules_are_config_errors_naming_the_key(make_settings: Callable[
 def test_a_cron_with_an_impossible_field_is_refused_when_deployed(make_settings: Callable[..., Settings]) -> None:
     settings = make_settings(deployments={"drift": {"cron": "61 * * * *"}})
     with pytest.raises(ConfigError, match="deployments.drift.cron"):
-        build_deployments(settings, "test")
+        build_deployments(settings.deployments, "test")
 
 
 def test_prefect_yaml_declares_the_same_deployments() -> None:
     declared = yaml.safe_load((ROOT / "prefect.yaml").read_text(encoding="utf-8"))["deployments"]
     by_entrypoint = {d["entrypoint"]: d for d in declared}
-    specs = deployment_specs(load_settings())
+    specs = deployment_specs(load_settings().deployments)
     assert set(by_entrypoint) == {s.entrypoint for s in specs}
     for spec in specs:
         d = by_entrypoint[spec.entrypoint]

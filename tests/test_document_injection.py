@@ -24,17 +24,16 @@ from mlflow import MlflowClient
 
 from flows.nightly_eval import nightly_eval
 from flows.reindex import reindex
-from reasonloop.providers import build_openai_chat, role_prompts
+from reasonloop.providers import build_openai_chat, chroma_of, role_prompts
+from reasonloop.reasoning.answering import answer_questions
 from reasonloop.reasoning.config import CallLimits, LLMConfig
 from reasonloop.reasoning.guardrails import strip_injected
 from reasonloop.reasoning.prompts import PLACEHOLDER, PromptTemplate, format_chunks, quote_attribute, quote_data
 from reasonloop.retrieval.index_versions import IndexStore
 from reasonloop.retrieval.injection import detect_injection
-from reasonloop.retrieval.vectorstore import chroma_client
 from reasonloop.schemas import FlowReport, Question, RetrievedChunk
 from reasonloop.settings import Settings, load_settings
 from reasonloop.text import split_sentences
-from tasks.reason import answer_questions
 
 from .conftest import ROOT, SAMPLE_CORPUS, SAMPLE_QUESTIONS, make_reasoner, read_jsonl, write_jsonl
 from .support.openai_server import OpenAIServer, Reply
@@ -237,7 +236,7 @@ def clean_run(server: OpenAIServer) -> list[dict[str, Any]]:
     start = len(server.calls)
     for strategy in ("chain_of_thought", "verify", "react"):
         reasoner = make_reasoner(model, search=lambda query, k: [chunk], strategy=strategy)
-        [record] = answer_questions.fn([question], [[] if strategy == "react" else [chunk]], reasoner,
+        [record] = answer_questions([question], [[] if strategy == "react" else [chunk]], reasoner,
                                        CallLimits(max_concurrency=2))
         assert record.error is None, record.error
     return server.calls[start:]
@@ -275,7 +274,7 @@ def runs(prefect_server: None, tmp_path_factory: pytest.TempPathFactory) -> Iter
         clean = clean_run(server)
 
     manifest = IndexStore(settings.state_dir, settings.chroma.collection).require_current()
-    stored = chroma_client(settings).get_collection(manifest.collection).get(include=["metadatas"])
+    stored = chroma_of(settings).get_collection(manifest.collection).get(include=["metadatas"])
     metadata: dict[str, list[dict[str, Any]]] = {}
     for meta in stored["metadatas"]:
         metadata.setdefault(meta["doc_id"], []).append(meta)

@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from reasonloop.errors import InputError
-from reasonloop.monitoring.tracking import ensure_experiment
+from reasonloop.providers import build_tracker
 from reasonloop.settings import Settings
 
 from .conftest import ROOT
@@ -25,7 +25,7 @@ SAMPLE = ROOT / "data" / "feedback"
 def nightly_run(settings: Settings) -> str:
     """A run in the nightly-eval experiment, as the answers' source."""
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    with mlflow.start_run(experiment_id=ensure_experiment(settings, "nightly-eval")) as run:
+    with mlflow.start_run(experiment_id=build_tracker(settings).ensure_experiment("nightly-eval")) as run:
         mlflow.log_params({"prompt.reasoning": "chain_of_thought@v3", "prompt.reasoning.sha256": "ab" * 32})
         return run.info.run_id
 
@@ -109,7 +109,7 @@ def test_feedback_add_validates_and_appends(make_settings: Callable[..., Setting
     run_id = nightly_run(settings)
     base = ["feedback", "add", "--question-id", "q1", "--question", "Who won?", "--answer", "Denver"]
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("reasonloop.cli.load_settings", lambda *a, **k: settings)
+        patch.setattr("reasonloop.cli.common.load_settings", lambda *a, **k: settings)
         ok = CliRunner().invoke(app, [*base, "--rating", "up", "--run", run_id, "--correct", "The Broncos"])
         bad_rating = CliRunner().invoke(app, [*base, "--rating", "7"])
         unknown_run = CliRunner().invoke(app, [*base, "--rating", "down", "--run", "f" * 32])
@@ -175,7 +175,8 @@ def test_trls_dpo_trainer_takes_a_step_on_the_export(embedder: object, tmp_path:
     from trl import DPOConfig, DPOTrainer
 
     from reasonloop.feedback.config import PreferencesConfig
-    from reasonloop.feedback.preferences import build_dataset, export_dataset, pairs_from_corrections, pairs_from_thumbs
+    from reasonloop.feedback.exports import export_dataset
+    from reasonloop.feedback.preferences import build_dataset, pairs_from_corrections, pairs_from_thumbs
     from reasonloop.feedback.records import load_feedback
     from reasonloop.retrieval.embeddings import bundled_model_path
 

@@ -27,11 +27,13 @@ from reasonloop.errors import ReasonloopError
 from reasonloop.monitoring import drift_stats as stats
 from reasonloop.monitoring.config import DriftConfig
 from reasonloop.monitoring.drift_report import signal_metrics
+from reasonloop.monitoring.drift_run import EVENT, post_webhook
+from reasonloop.monitoring.drift_signals import answer_values
 from reasonloop.monitoring.drift_stats import SignalResult
-from reasonloop.monitoring.tracking import ensure_experiment
+from reasonloop.monitoring.drift_windows import NO_REFERENCE, NO_RUN, one_per_question
+from reasonloop.providers import build_tracker
 from reasonloop.schemas import AnswerRecord, Question, QuestionResult, RetrievedChunk
 from reasonloop.settings import Settings
-from tasks.drift import EVENT, NO_REFERENCE, NO_RUN, answer_values, one_per_question, post_webhook
 
 from .conftest import ROOT, read_jsonl, write_jsonl
 
@@ -189,7 +191,7 @@ def test_drift_flow_end_to_end(make_settings: Callable[..., Settings], tiny_data
 def log_nights(settings: Settings, accuracy: np.ndarray, grounding: np.ndarray) -> list[str]:
     """Finished nightly-eval runs one minute apart with only their metrics (no per-question results, no index)."""
     client = MlflowClient(settings.mlflow_tracking_uri)
-    experiment_id = ensure_experiment(settings, "nightly-eval")
+    experiment_id = build_tracker(settings).ensure_experiment("nightly-eval")
     start, ids = 1_700_000_000_000, []
     for night, (a, g) in enumerate(zip(accuracy, grounding, strict=True)):
         at = start + night * 60_000

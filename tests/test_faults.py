@@ -18,7 +18,8 @@ import openai
 import pytest
 from typer.testing import CliRunner
 
-from reasonloop.cli import EXIT_PARTIAL, app
+from reasonloop.cli import app
+from reasonloop.cli.common import EXIT_PARTIAL
 from reasonloop.evaluation.gate import GateReport, with_missing
 from reasonloop.reasoning.llm_calls import CallError, retry_delay
 from reasonloop.settings import Settings

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from reasonloop.errors import InputError
 from reasonloop.feedback.records import FeedbackLoad, FeedbackRecord, append_feedback, load_feedback
-from tasks.feedback import screen_feedback
+from reasonloop.feedback.screening import screen_feedback
 
 from .conftest import ROOT
 
@@ -137,7 +137,7 @@ def test_append_round_trips_and_survives_a_torn_last_line(tmp_path: Path) -> Non
 def test_great_expectations_screen_quarantines_duplicates_and_lossy_text(tmp_path: Path) -> None:
     (tmp_path / "a.jsonl").write_bytes(jsonl_bytes(row(), row(answer="Nords\ufffde"), row(question_id="q3")))
     (tmp_path / "b.jsonl").write_bytes(jsonl_bytes(row()))  # the same feedback submitted twice
-    screened = screen_feedback.fn(load_feedback(tmp_path))
+    screened = screen_feedback(load_feedback(tmp_path))
     assert screened.origins == ["a.jsonl:1", "a.jsonl:3"]
     assert reasons(screened) == {
         "a.jsonl:2": "text contains U+FFFD replacement characters: it was decoded lossily before it was saved; "

@@ -14,11 +14,11 @@ from mlflow import MlflowClient
 from flows.nightly_eval import nightly_eval
 from flows.reindex import reindex
 from reasonloop.errors import EmptyInputError, InputError
+from reasonloop.evaluation.retrieval_quality import QualityGateError
+from reasonloop.providers import chroma_of
 from reasonloop.retrieval.index_versions import IndexStore
-from reasonloop.retrieval.vectorstore import chroma_client
 from reasonloop.settings import Settings
 from reasonloop.text import normalize_answer
-from tasks.retrieve import QualityGateError
 
 from .conftest import read_jsonl, write_jsonl
 from .support.openai_server import OpenAIServer, Reply, system_text, user_text
@@ -38,7 +38,7 @@ def test_reindex_then_eval_offline(make_settings: Callable[..., Settings]) -> No
     indexed = reindex(settings)
     manifest = IndexStore(settings.state_dir, settings.chroma.collection).require_current()
     assert manifest.version == indexed.metrics["index_version"] == 1
-    collection = chroma_client(settings).get_collection(manifest.collection)  # no EF passed: the registry has it
+    collection = chroma_of(settings).get_collection(manifest.collection)  # no EF passed: the registry has it
     assert collection.count() == indexed.metrics["n_chunks"] == indexed.metrics["n_embedded"] == manifest.n_chunks >= 12
     assert indexed.metrics["n_added"] == indexed.metrics["n_documents"] == 12
     assert collection.configuration_json["embedding_function"]["name"] == "reasonloop-minilm"
@@ -122,14 +122,14 @@ def test_reindex_mirrors_the_corpus(make_settings: Callable[..., Settings], tiny
     first = reindex(settings)
     assert first.metrics["n_injection_flagged"] == 1
     first_manifest = IndexStore(settings.state_dir, settings.chroma.collection).require_current()
-    flagged = chroma_client(settings).get_collection(first_manifest.collection).get(where={"doc_id": "memo.md"})
+    flagged = chroma_of(settings).get_collection(first_manifest.collection).get(where={"doc_id": "memo.md"})
     assert flagged["metadatas"][0]["injection_rules"] == "override,role_hijack"
     (tiny_data[0] / "memo.md").unlink()
     corpus_file = next(tiny_data[0].glob("*.jsonl"))
     write_jsonl(corpus_file, read_jsonl(corpus_file)[:5])
     report = reindex(settings)
     manifest = IndexStore(settings.state_dir, settings.chroma.collection).require_current()
-    collection = chroma_client(settings).get_collection(manifest.collection)
+    collection = chroma_of(settings).get_collection(manifest.collection)
     assert collection.count() == report.metrics["n_chunks"]
     assert report.metrics["n_removed"] == 8 and report.metrics["n_embedded"] == 0  # 7 paragraphs + the memo
     assert {m["doc_id"] for m in collection.get(include=["metadatas"])["metadatas"]} == \

@@ -11,13 +11,12 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
+from reasonloop.evaluation.aggregate import intervals
 from reasonloop.evaluation.config import GateConfig
-from reasonloop.evaluation.gate import compare_runs
+from reasonloop.evaluation.gate import RegressionError, compare_runs
 from reasonloop.evaluation.stats import mean_ci
 from reasonloop.schemas import AnswerRecord, Question, QuestionResult, Verdict
 from reasonloop.settings import Settings
-from tasks.aggregate import intervals
-from tasks.gate import RegressionError
 
 from .conftest import read_jsonl
 from .support.openai_server import OpenAIServer, Reply, user_text
@@ -161,9 +160,9 @@ def test_a_template_that_breaks_the_output_format_fails_the_gate() -> None:
 
 def test_schema_validity_counts_malformed_replies_even_when_the_answer_survives() -> None:
     from reasonloop.providers import build_openai_chat
+    from reasonloop.reasoning.answering import answer_questions
     from reasonloop.reasoning.config import CallLimits, LLMConfig
     from reasonloop.schemas import RetrievedChunk
-    from tasks.reason import answer_questions
 
     from .conftest import make_reasoner
 
@@ -173,6 +172,6 @@ def test_schema_validity_counts_malformed_replies_even_when_the_answer_survives(
     with OpenAIServer(lambda r: Reply(content=next(replies))) as server:
         model = build_openai_chat(LLMConfig(provider="openai", model="m", base_url=server.base_url))
         question = Question(id="q", question="Who won?", reference="Denver")
-        [record] = answer_questions.fn([question], [[chunk]], make_reasoner(model, strategy="self_consistency"),
+        [record] = answer_questions([question], [[chunk]], make_reasoner(model, strategy="self_consistency"),
                                        CallLimits(1))
     assert record.error is None and record.schema_valid is False and record.confidence == pytest.approx(0.8)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from reasonloop.providers import chroma_of
 from reasonloop.retrieval.index_versions import (
     DocEntry,
     IndexBusyError,
@@ -21,11 +22,11 @@ from reasonloop.retrieval.index_versions import (
     manifest_hash,
     plan_index,
 )
-from reasonloop.retrieval.vectorstore import chroma_client
 from reasonloop.schemas import Chunk, Document, content_hash
 from reasonloop.settings import Settings, load_settings
 
-from .conftest import ROOT, SAMPLE_CORPUS, build_index, read_jsonl, write_jsonl
+from .conftest import ROOT, SAMPLE_CORPUS, read_jsonl, write_jsonl
+from .support.indexing import build_index
 
 
 def doc(doc_id: str, text: str) -> Document:
@@ -114,7 +115,7 @@ def test_incremental_reindex_embeds_only_changes(make_settings: Callable[..., Se
     changed_chunks = len(third.manifest.documents[records[0]["id"]].chunk_ids)
     assert third.embedded == changed_chunks + 1
     assert third.copied == third.manifest.n_chunks - third.embedded
-    client = chroma_client(settings)
+    client = chroma_of(settings)
     served = client.get_collection(third.manifest.collection)
     assert served.count() == third.manifest.n_chunks
     assert set(served.get(include=[])["ids"]) == {c for e in third.manifest.documents.values() for c in e.chunk_ids}
@@ -141,7 +142,7 @@ def test_a_reindex_killed_mid_write_leaves_the_serving_version_intact(tmp_path: 
     assert before is not None and before.version == 1
 
     proc = subprocess.Popen([*child, str(big)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    client = chroma_client(settings)
+    client = chroma_of(settings)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:  # kill once the new collection has some, not all, chunks
         names = {c if isinstance(c, str) else c.name for c in client.list_collections()}
@@ -160,5 +161,5 @@ def test_a_reindex_killed_mid_write_leaves_the_serving_version_intact(tmp_path: 
     assert rerun.returncode == 0, rerun.stderr
     after = IndexStore(settings.state_dir, settings.chroma.collection).current()
     assert after.version == 3 and after.n_chunks >= 48  # v2 was abandoned, never reused
-    names = {c if isinstance(c, str) else c.name for c in chroma_client(settings).list_collections()}
+    names = {c if isinstance(c, str) else c.name for c in chroma_of(settings).list_collections()}
     assert "reasonloop-v0002" not in names  # the half-built collection was cleaned up

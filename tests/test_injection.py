@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 
 from reasonloop.retrieval.injection import RULES, detect_injection
+from reasonloop.retrieval.screening import scan_for_injection
 from reasonloop.schemas import Document, LoadedCorpus, content_hash
-from tasks.validate import scan_for_injection
 
 from .conftest import SAMPLE_CORPUS, read_jsonl
 
@@ -35,10 +35,10 @@ def doc(doc_id: str, text: str) -> Document:
 
 def test_scan_flags_or_quarantines() -> None:
     corpus = LoadedCorpus(documents=[doc("ok", "The Rhine flows north."), doc("bad", PLANTED["override"])])
-    flagged = scan_for_injection.fn(corpus, "flag")
+    flagged = scan_for_injection(corpus, "flag")
     assert flagged.flagged == ["bad"] and [d.id for d in flagged.documents] == ["ok", "bad"]
     assert flagged.documents[1].metadata["injection_rules"] == "override"
     assert "injection_rules" not in flagged.documents[0].metadata
-    held = scan_for_injection.fn(corpus, "quarantine")
+    held = scan_for_injection(corpus, "quarantine")
     assert [d.id for d in held.documents] == ["ok"]
     assert held.rejects[0].where() == "bad.txt" and held.rejects[0].reason == "looks like prompt injection (override)"

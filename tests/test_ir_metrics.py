@@ -6,8 +6,8 @@ import random
 
 import pytest
 
+from reasonloop.evaluation.retrieval_quality import score_rankings
 from reasonloop.schemas import Question
-from tasks.retrieve import score_rankings
 
 
 def test_metrics_match_ranx() -> None:

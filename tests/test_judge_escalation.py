@@ -9,11 +9,11 @@ from collections.abc import Callable
 
 import pytest
 
+from reasonloop.evaluation.aggregate import judge_spend
 from reasonloop.evaluation.judges import JudgeItem
 from reasonloop.providers import build_judge
 from reasonloop.schemas import AnswerRecord, Question, RetrievedChunk
 from reasonloop.settings import Settings
-from tasks.aggregate import judge_spend
 
 from .support.openai_server import OpenAIServer, Reply, user_text
 

@@ -7,7 +7,8 @@ import pytest
 
 from reasonloop.errors import EmptyInputError, InputError
 from reasonloop.retrieval.config import CorpusConfig, JsonlFields
-from tasks.load import load_documents, load_questions
+from reasonloop.retrieval.record_sets import load_questions
+from reasonloop.retrieval.sources import load_documents
 
 from .conftest import write_jsonl
 from .support.pdf import text_pdf
@@ -30,7 +31,7 @@ def test_reads_every_source_type_in_path_order(tmp_path: Path) -> None:
     write_jsonl(tmp_path / "beir" / "corpus.jsonl",
                 [{"_id": "b1", "title": "BT", "text": "beir text", "metadata": {"url": "u", "nested": {"x": 1}}}])
     (tmp_path / "ignored.csv").write_text("x,y", encoding="utf-8")
-    loaded = load_documents.fn(tmp_path, CorpusConfig(jsonl=JsonlFields(metadata_fields=["lang"])))
+    loaded = load_documents(tmp_path, CorpusConfig(jsonl=JsonlFields(metadata_fields=["lang"])))
     assert loaded.rejects == []
     by_id = {d.id: d for d in loaded.documents}
     assert [d.id for d in loaded.documents] == ["a.txt", "b1", "r1", "doc.pdf", "page.html", "j1", "j2", "sub/b.md"]
@@ -44,7 +45,7 @@ def test_reads_every_source_type_in_path_order(tmp_path: Path) -> None:
 
 def test_configurable_record_fields(tmp_path: Path) -> None:
     write_jsonl(tmp_path / "c.jsonl", [{"_id": 7, "body": "text"}])
-    loaded = load_documents.fn(tmp_path, CorpusConfig(jsonl=JsonlFields(id_field="_id", text_field="body")))
+    loaded = load_documents(tmp_path, CorpusConfig(jsonl=JsonlFields(id_field="_id", text_field="body")))
     assert loaded.documents[0].id == "7" and loaded.documents[0].text == "text"
 
 
@@ -59,7 +60,7 @@ def test_bad_files_and_records_are_quarantined_with_reasons(tmp_path: Path) -> N
                                           '{"id": "c"}\n{"id": "d", "text": 5}\n{"id": " ", "text": "t"}\n')
     (tmp_path / "broken.pdf").write_bytes(b"%PDF-1.4 this is not a pdf")
     (tmp_path / "broken.json").write_text("[{", encoding="utf-8")
-    loaded = load_documents.fn(tmp_path, CorpusConfig(include=["*.txt", "*.md", "*.jsonl", "*.pdf", "*.json"]))
+    loaded = load_documents(tmp_path, CorpusConfig(include=["*.txt", "*.md", "*.jsonl", "*.pdf", "*.json"]))
     assert sorted(d.id for d in loaded.documents) == ["a", "good.txt"]
     found = reasons(loaded)
     assert found["binary.txt"] == "binary content (NUL bytes): not a text file"
@@ -79,18 +80,18 @@ def test_bad_files_and_records_are_quarantined_with_reasons(tmp_path: Path) -> N
 def test_unsupported_type_matched_by_include_is_quarantined(tmp_path: Path) -> None:
     (tmp_path / "a.txt").write_text("x", encoding="utf-8")
     (tmp_path / "b.docx").write_bytes(b"PK")
-    loaded = load_documents.fn(tmp_path, CorpusConfig(include=["*"]))
+    loaded = load_documents(tmp_path, CorpusConfig(include=["*"]))
     assert reasons(loaded)["b.docx"].startswith("unsupported file type '.docx' (allowed: .htm, .html")
 
 
 def test_missing_corpus_folder(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"nowhere: corpus folder not found"):
-        load_documents.fn(tmp_path / "nowhere", CorpusConfig())
+        load_documents(tmp_path / "nowhere", CorpusConfig())
 
 
 def test_empty_corpus(tmp_path: Path) -> None:
     with pytest.raises(EmptyInputError, match="no documents matching"):
-        load_documents.fn(tmp_path, CorpusConfig())
+        load_documents(tmp_path, CorpusConfig())
 
 
 def test_questions_load_and_validate(tmp_path: Path) -> None:
@@ -98,7 +99,7 @@ def test_questions_load_and_validate(tmp_path: Path) -> None:
         {"id": "1", "question": "Who?", "reference": "Me", "gold_doc_ids": ["d#0"]},
         {"id": "2", "question": "What?", "reference": "That"},
     ])
-    questions = load_questions.fn(path)
+    questions = load_questions(path)
     assert [q.id for q in questions] == ["1", "2"] and questions[1].gold_doc_ids == []
 
 
@@ -110,23 +111,23 @@ def test_questions_load_and_validate(tmp_path: Path) -> None:
 ])
 def test_bad_question_rows_are_named(tmp_path: Path, records: list[dict], message: str) -> None:
     with pytest.raises(InputError, match=message):
-        load_questions.fn(write_jsonl(tmp_path / "q.jsonl", records))
+        load_questions(write_jsonl(tmp_path / "q.jsonl", records))
 
 
 def test_malformed_question_line_is_named(tmp_path: Path) -> None:
     path = tmp_path / "q.jsonl"
     path.write_text('{"id": "1", "question": "Q", "reference": "r"}\n{"id": \n', encoding="utf-8")
     with pytest.raises(InputError, match=r"q\.jsonl:2: malformed JSON"):
-        load_questions.fn(path)
+        load_questions(path)
 
 
 def test_empty_question_set(tmp_path: Path) -> None:
     path = tmp_path / "q.jsonl"
     path.write_text("\n\n", encoding="utf-8")
     with pytest.raises(EmptyInputError, match="question set is empty"):
-        load_questions.fn(path)
+        load_questions(path)
 
 
 def test_missing_question_file(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="question set not found"):
-        load_questions.fn(tmp_path / "missing.jsonl")
+        load_questions(tmp_path / "missing.jsonl")

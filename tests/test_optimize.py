@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from reasonloop.evaluation.aggregate import summarize_results
+from reasonloop.evaluation.judging import judge_answers
 from reasonloop.reasoning.answer_store import RecordStore
 from reasonloop.reasoning.compression import compress_context
 from reasonloop.reasoning.config import OptimizeConfig
+from reasonloop.reasoning.context import adapt_depth
 from reasonloop.schemas import AnswerRecord, Question, QuestionResult, RetrievedChunk, Verdict
-from tasks.aggregate import summarize_results
-from tasks.judge import judge_answers
-from tasks.retrieve import adapt_depth
 
 
 def chunk(cid: str, text: str, cosine: float, rank: int = 1) -> RetrievedChunk:
@@ -70,12 +70,12 @@ def result(i: int, correct: bool, hallucinated: bool = False, failed: bool = Fal
 
 def test_efficiency_j_in_tokens_offline_and_dollars_when_priced() -> None:
     results = [result(0, True), result(1, True), result(2, False, hallucinated=True), result(3, False, failed=True)]
-    summary = summarize_results.fn(results, alpha=0.5)
+    summary = summarize_results(results, alpha=0.5)
     assert summary.accuracy == 0.5 and summary.error_rate == 0.5  # one hallucinated + one failed of four
     assert summary.efficiency_cost_unit == "ktokens_per_query"
     assert summary.efficiency_j == pytest.approx((0.5 - 0.5 * 0.5) / 1.0)  # 1,000 tokens per query
     priced = [r.model_copy(update={"answer": r.answer.model_copy(update={"cost_usd": 0.002})}) for r in results]
-    summary = summarize_results.fn(priced, alpha=0.5)
+    summary = summarize_results(priced, alpha=0.5)
     assert summary.efficiency_cost_unit == "usd_per_query" and summary.efficiency_j == pytest.approx(0.25 / 0.002)
 
 
@@ -102,15 +102,15 @@ def test_verdicts_are_reused_until_the_judge_or_the_answer_changes(tmp_path: Pat
     answers = [AnswerRecord(question_id=q.id, answer=f"answer {i}") for i, q in enumerate(questions)]
     contexts = [[ANSWERING]] * 3
     judge = CountingJudge(0.7)
-    first = judge_answers.fn(questions, contexts, answers, judge, store)
-    again = judge_answers.fn(questions, contexts, answers, judge, store)
+    first = judge_answers(questions, contexts, answers, judge, store)
+    again = judge_answers(questions, contexts, answers, judge, store)
     assert judge.judged == 3 and all(v.reused for v in again) and not any(v.reused for v in first)
     assert [v.model_copy(update={"reused": False}) for v in again] == first
     changed = [answers[0].model_copy(update={"answer": "a new answer"}), *answers[1:]]
-    judge_answers.fn(questions, contexts, changed, judge, store)
+    judge_answers(questions, contexts, changed, judge, store)
     assert judge.judged == 4  # only the changed answer
     stricter = CountingJudge(0.9)
-    verdicts = judge_answers.fn(questions, contexts, answers, stricter, store)
+    verdicts = judge_answers(questions, contexts, answers, stricter, store)
     assert stricter.judged == 3 and all(v.reason == "threshold 0.9" for v in verdicts)  # a new judge: all afresh
     failed = [AnswerRecord(question_id="q0", error="boom"), *answers[1:]]
-    assert judge_answers.fn(questions, contexts, failed, judge, store)[0] is None
+    assert judge_answers(questions, contexts, failed, judge, store)[0] is None

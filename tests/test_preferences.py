@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 
 from reasonloop.feedback.config import PreferencesConfig
+from reasonloop.feedback.exports import export_dataset
 from reasonloop.feedback.preferences import (
     FILTER_STEPS,
     PreferenceDataset,
     PreferencePair,
     build_dataset,
     clean_pairs,
-    export_dataset,
     normalize_text,
     pairs_from_corrections,
     pairs_from_scores,

@@ -16,13 +16,13 @@ from reasonloop.cli import app
 from reasonloop.errors import PromptError
 from reasonloop.providers import build_openai_chat, role_prompts
 from reasonloop.reasoning.answer_store import RecordStore
+from reasonloop.reasoning.answering import answer_questions
 from reasonloop.reasoning.config import CallLimits, LLMConfig, Price
 from reasonloop.reasoning.prompt_registry import prompt_from_registry, register_prompt, set_prompt_alias
 from reasonloop.reasoning.prompts import LOCK_FILE, PromptTemplate, load_prompt
 from reasonloop.reasoning.strategies import Reasoner
 from reasonloop.schemas import Question, RetrievedChunk
 from reasonloop.settings import Settings
-from tasks.reason import answer_questions
 
 from .conftest import ROOT
 from .support.openai_server import OpenAIServer, Reply, system_text
@@ -75,7 +75,7 @@ def test_moving_the_alias_misses_exactly_the_answers_of_its_prompt(
         model = build_openai_chat(LLMConfig(provider="openai", model="m", base_url=server.base_url, max_retries=0))
         prompts, paths = role_prompts(settings)  # resolved at each run's start, as the flow does
         reasoner = Reasoner(model, prompts, paths, settings.reasoning, Price(input_per_1m=0, output_per_1m=0))
-        answer_questions.fn(QUESTIONS, [[CHUNK]] * len(QUESTIONS), reasoner, CallLimits(4), store)
+        answer_questions(QUESTIONS, [[CHUNK]] * len(QUESTIONS), reasoner, CallLimits(4), store)
 
     with OpenAIServer(lambda r: Reply(content=ANSWER)) as server:
         set_prompt_alias("chain_of_thought", "production", 1)

@@ -11,12 +11,12 @@ from langchain_core.language_models import FakeListChatModel
 from reasonloop.evaluation.config import JudgeConfig
 from reasonloop.evaluation.judges import HeuristicJudge, JudgeItem, LLMJudge
 from reasonloop.providers import build_openai_chat
+from reasonloop.reasoning.answering import answer_questions
 from reasonloop.reasoning.config import CallLimits, LLMConfig, Price
 from reasonloop.reasoning.extractive import ExtractiveChatModel
 from reasonloop.reasoning.prompts import load_prompt
 from reasonloop.schemas import AnswerRecord, Question, RetrievedChunk
 from reasonloop.settings import load_settings
-from tasks.reason import answer_questions
 
 from .conftest import make_reasoner
 from .support.openai_server import OpenAIServer, Reply, system_text, user_text
@@ -38,7 +38,7 @@ CONTEXT = [
 
 def test_extractive_model_quotes_and_cites_the_best_sentence(embedder) -> None:
     model = ExtractiveChatModel(embedder=embedder)
-    [record] = answer_questions.fn([QUESTION], [CONTEXT], make_reasoner(model), UNPACED)
+    [record] = answer_questions([QUESTION], [CONTEXT], make_reasoner(model), UNPACED)
     assert record.error is None
     assert record.answer == "The Denver Broncos defeated the Carolina Panthers 24-10 to win Super Bowl 50."
     assert record.citations == ["sb::0::aa"]
@@ -49,7 +49,7 @@ def test_extractive_model_quotes_and_cites_the_best_sentence(embedder) -> None:
 
 
 def test_extractive_model_says_when_there_is_no_context(embedder) -> None:
-    [record] = answer_questions.fn([QUESTION], [[]], make_reasoner(ExtractiveChatModel(embedder=embedder)), UNPACED)
+    [record] = answer_questions([QUESTION], [[]], make_reasoner(ExtractiveChatModel(embedder=embedder)), UNPACED)
     assert record.answer == "The context does not contain the answer." and record.confidence == 0.0
 
 
@@ -82,7 +82,7 @@ def test_answer_task_over_http_records_usage_cost_and_failures() -> None:
     with OpenAIServer(responder) as server:
         model = build_openai_chat(LLMConfig(provider="openai", model="m", base_url=server.base_url, max_retries=0))
         price = Price(input_per_1m=2.0, output_per_1m=10.0)
-        ok, broken = answer_questions.fn(questions, [CONTEXT[:1], CONTEXT[1:]], make_reasoner(model, price),
+        ok, broken = answer_questions(questions, [CONTEXT[:1], CONTEXT[1:]], make_reasoner(model, price),
                                          CallLimits(4))
     assert len(server.calls) == 2
     assert server.calls[0]["messages"][0]["role"] == "system"
@@ -96,7 +96,7 @@ def test_answer_task_over_http_records_usage_cost_and_failures() -> None:
 def test_answer_task_records_http_errors_without_stopping_the_batch() -> None:
     with OpenAIServer(lambda r: Reply(status=500)) as server:
         model = build_openai_chat(LLMConfig(provider="openai", model="m", base_url=server.base_url))
-        [record] = answer_questions.fn([QUESTION], [CONTEXT], make_reasoner(model), CallLimits(1, max_retries=1))
+        [record] = answer_questions([QUESTION], [CONTEXT], make_reasoner(model), CallLimits(1, max_retries=1))
     assert record.error is not None and "Error code: 500" in record.error and "after 2 attempts" in record.error
     assert len(server.calls) == 2 and record.steps[0].attempts == 2  # one try + one retry
 
@@ -106,7 +106,7 @@ def answer_over(server: OpenAIServer, n: int = 1, limits: CallLimits | None = No
     """`n` questions through a model on `server`; the retries and limits of `llm` (an LLMConfig) unless given."""
     cfg = LLMConfig(provider="openai", model="m", base_url=server.base_url, **llm)
     questions = [QUESTION.model_copy(update={"id": f"q{i}"}) for i in range(n)]
-    return answer_questions.fn(questions, [CONTEXT] * n, make_reasoner(build_openai_chat(cfg)), limits or cfg.limits())
+    return answer_questions(questions, [CONTEXT] * n, make_reasoner(build_openai_chat(cfg)), limits or cfg.limits())
 
 
 def test_429_is_retried_after_the_servers_retry_after() -> None:

@@ -17,7 +17,8 @@ from reasonloop.providers import ServingIndex, build_embedder, open_serving_inde
 from reasonloop.retrieval.retriever import ChunkRetriever, fuse, rrf_fuse, zscore_fuse
 from reasonloop.settings import Settings, load_settings
 
-from .conftest import SAMPLE_CORPUS, build_index, read_jsonl, write_jsonl
+from .conftest import SAMPLE_CORPUS, read_jsonl, write_jsonl
+from .support.indexing import build_index
 
 TESLA = "Nikola Tesla"
 QUERY = "Which network broadcast Super Bowl 50 in the U.S.?"

@@ -57,21 +57,21 @@ def test_the_queue_puts_the_most_doubtful_first() -> None:
 @pytest.fixture
 def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.setenv("REASONLOOP_STATE_DIR", str(tmp_path / "state"))
-    monkeypatch.setattr("reasonloop.cli.console", Console(width=250))
+    monkeypatch.setattr("reasonloop.cli.common.console", Console(width=250))
     yield tmp_path
 
 
 def test_review_cli_lists_and_exports_the_newest_runs_queue(state: Path) -> None:
     import mlflow
 
-    from reasonloop.monitoring.tracking import ensure_experiment
+    from reasonloop.providers import build_tracker
     from reasonloop.settings import load_settings
 
     runner = CliRunner()
     assert "no nightly eval run yet" in runner.invoke(app, ["review", "list"]).output
     settings = load_settings()
     queue = review_queue([result("low", confidence=0.2), result("ok")], CFG)
-    with mlflow.start_run(experiment_id=ensure_experiment(settings, "nightly-eval")) as run:
+    with mlflow.start_run(experiment_id=build_tracker(settings).ensure_experiment("nightly-eval")) as run:
         mlflow.log_text("".join(json.dumps(row) + "\n" for row in queue), QUEUE_ARTIFACT)
     listed = runner.invoke(app, ["review", "list"])
     assert listed.exit_code == 0 and run.info.run_id in listed.output and "confidence 0.20 < 0.5" in listed.output

@@ -291,8 +291,8 @@ def run_every_flow(make_settings: Callable[..., Settings], tiny_data: tuple[Path
                                 **sections}.items():
                 monkeypatch.setenv(f"REASONLOOP_{name.upper()}", json.dumps(value))
             assert load_settings().public_dict() == settings.public_dict()
-            monkeypatch.setattr("reasonloop.cli.console", Console(width=4000))  # no wrapped lines
-            monkeypatch.setattr("reasonloop.cli.err_console", Console(width=4000, stderr=True))
+            monkeypatch.setattr("reasonloop.cli.common.console", Console(width=4000))  # no wrapped lines
+            monkeypatch.setattr("reasonloop.cli.common.err_console", Console(width=4000, stderr=True))
             commands = {"judge calibrate": ["judge", "calibrate", "--data", str(calibration)],
                         "review export": ["review", "export", str(outputs_dir / "review.csv")],
                         "review export (jsonl)": ["review", "export", str(outputs_dir / "review.jsonl")],

@@ -13,8 +13,8 @@ import pytest
 
 from flows.nightly_eval import nightly_eval
 from flows.reindex import reindex
+from reasonloop.providers import chroma_of
 from reasonloop.retrieval.index_versions import IndexStore
-from reasonloop.retrieval.vectorstore import chroma_client
 from reasonloop.settings import Settings, load_settings
 
 from .conftest import ROOT
@@ -30,7 +30,7 @@ def test_chroma_server_mode(make_settings: Callable[..., Settings], tmp_path: Pa
         settings = make_settings(chroma={"mode": "http", "host": "127.0.0.1", "port": port})
         indexed = reindex(settings)
         manifest = IndexStore(settings.state_dir, settings.chroma.collection).require_current()
-        remote = chroma_client(settings).get_collection(manifest.collection)
+        remote = chroma_of(settings).get_collection(manifest.collection)
         assert remote.count() == indexed.metrics["n_chunks"] >= 12
         assert not settings.chroma_path.exists()  # nothing went to the embedded store
         report = nightly_eval(settings)
@@ -101,7 +101,7 @@ def test_a_worker_of_a_process_work_pool_runs_the_deployments(tiny_data: tuple[P
     env = reasonloop_env(state, corpus={"path": corpus}, questions={"path": questions}, safety={"enabled": False},
                          quality={"datasets": {"squad_sample": {"questions": questions}}})
     server_settings = load_settings(state_dir=tmp_path / "prefect-server")
-    with local_server(server_settings, free_port()) as api_url:
+    with local_server(server_settings.prefect_home, free_port()) as api_url:
         env["PREFECT_API_URL"] = api_url
 
         def prefect(*args: str) -> None:

@@ -7,13 +7,13 @@ import json
 
 import pytest
 
+from reasonloop.evaluation.aggregate import collect_results, summarize_results
 from reasonloop.providers import build_openai_chat
+from reasonloop.reasoning.answering import answer_questions
 from reasonloop.reasoning.config import CallLimits, LLMConfig, ReasoningConfig
 from reasonloop.reasoning.routing import complexity, route_of
 from reasonloop.schemas import Question, RetrievedChunk
 from reasonloop.text import normalize_answer
-from tasks.aggregate import collect_results, summarize_results
-from tasks.reason import answer_questions
 
 from .conftest import make_reasoner
 from .support.openai_server import OpenAIServer, Reply, system_text
@@ -34,7 +34,7 @@ def reply(answer: str) -> Reply:
 
 def answer(server: OpenAIServer, questions: list[Question], **reasoning: object) -> list:  # type: ignore[type-arg]
     model = build_openai_chat(LLMConfig(provider="openai", model="m", base_url=server.base_url, max_retries=0))
-    return answer_questions.fn(questions, [[CHUNK, RUNNER_UP]] * len(questions), make_reasoner(model, **reasoning),
+    return answer_questions(questions, [[CHUNK, RUNNER_UP]] * len(questions), make_reasoner(model, **reasoning),
                                CallLimits(max_concurrency=3))
 
 
@@ -73,11 +73,11 @@ def test_adaptive_routes_by_complexity_and_records_the_route() -> None:
     assert (easy.route, easy.strategy) == ("simple", "direct") and easy.complexity < 0.35
     assert (hard.route, hard.strategy) == ("complex", "self_consistency") and hard.complexity >= 0.65
     assert len(server.calls) == 1 + 3
-    results = collect_results.fn([FACTOID, HARD], [[CHUNK, RUNNER_UP]] * 2, [easy, hard], [None, None])
-    summary = summarize_results.fn(results, complex_calls=3)
+    results = collect_results([FACTOID, HARD], [[CHUNK, RUNNER_UP]] * 2, [easy, hard], [None, None])
+    summary = summarize_results(results, complex_calls=3)
     assert (summary.route_simple, summary.route_moderate, summary.route_complex) == (1, 0, 1)
     assert summary.tokens_saved_vs_complex == 2 * 3 * 110 - (110 + 3 * 110)  # vs both questions on 3 samples
-    assert summarize_results.fn(results).route_simple is None  # not adaptive: no routes, no savings claimed
+    assert summarize_results(results).route_simple is None  # not adaptive: no routes, no savings claimed
 
 
 def test_complexity_rises_with_length_cues_and_weak_or_ambiguous_retrieval() -> None:

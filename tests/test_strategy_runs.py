@@ -12,12 +12,12 @@ import pytest
 
 from reasonloop.providers import build_openai_chat
 from reasonloop.reasoning.answer_store import answer_key
+from reasonloop.reasoning.answering import answer_questions
 from reasonloop.reasoning.config import CallLimits, LLMConfig, OptimizeConfig
 from reasonloop.reasoning.extractive import ExtractiveChatModel
 from reasonloop.reasoning.llm_calls import Pacer, estimate_tokens, run_coroutine
 from reasonloop.reasoning.prompts import format_chunks
 from reasonloop.schemas import Question, RetrievedChunk
-from tasks.reason import answer_questions
 
 from .conftest import make_reasoner
 from .support.openai_server import OpenAIServer, Reply, system_text, user_text
@@ -51,7 +51,7 @@ def run_one(server: OpenAIServer, strategy: str, context: list[RetrievedChunk] |
             search: FakeSearch | None = None, **reasoning: Any) -> Any:
     model = build_openai_chat(LLMConfig(provider="openai", model="m", base_url=server.base_url, max_retries=0))
     reasoner = make_reasoner(model, search=search, strategy=strategy, **reasoning)
-    [record] = answer_questions.fn([QUESTION], [context if context is not None else [WINNER, RHINE]], reasoner,
+    [record] = answer_questions([QUESTION], [context if context is not None else [WINNER, RHINE]], reasoner,
                                    LIMITS)
     return record
 
@@ -97,7 +97,7 @@ def test_react_reads_up_front_context_when_the_run_gives_it() -> None:
         model = build_openai_chat(LLMConfig(provider="openai", model="m", base_url=server.base_url, max_retries=0))
         reasoner = make_reasoner(model, search=FakeSearch([]), optimize=OptimizeConfig(skip_retrieval=[]),
                                  strategy="react")
-        [record] = answer_questions.fn([QUESTION], [[WINNER]], reasoner, LIMITS)
+        [record] = answer_questions([QUESTION], [[WINNER]], reasoner, LIMITS)
     assert '<observation>\n<chunk id="sb::0::aa"' in user_text(server.calls[0]) and record.answer == "Denver Broncos"
 
 
@@ -205,7 +205,7 @@ def test_an_unknown_strategy_fails_its_question_not_the_batch() -> None:
     with OpenAIServer(lambda r: Reply(content=model_answer("Denver Broncos"))) as server:
         model = build_openai_chat(LLMConfig(provider="openai", model="m", base_url=server.base_url))
         odd = QUESTION.model_copy(update={"id": "odd", "metadata": {"strategy": "tree_of_thoughts"}})
-        records = answer_questions.fn([odd, QUESTION], [[WINNER]] * 2, make_reasoner(model), LIMITS)
+        records = answer_questions([odd, QUESTION], [[WINNER]] * 2, make_reasoner(model), LIMITS)
     assert "unknown strategy 'tree_of_thoughts'" in (records[0].error or "") and records[1].error is None
     assert len(server.calls) == 1
 
@@ -214,7 +214,7 @@ def test_latency_is_the_strategys_own_time_not_its_wait_for_a_slot() -> None:
     with OpenAIServer(lambda r: Reply(content=model_answer("Denver Broncos"), delay_s=0.2)) as server:
         model = build_openai_chat(LLMConfig(provider="openai", model="m", base_url=server.base_url))
         questions = [QUESTION.model_copy(update={"id": f"q{i}"}) for i in range(4)]
-        records = answer_questions.fn(questions, [[WINNER]] * 4, make_reasoner(model), CallLimits(1))
+        records = answer_questions(questions, [[WINNER]] * 4, make_reasoner(model), CallLimits(1))
     assert all(0.19 < r.latency_s < 0.4 for r in records), [r.latency_s for r in records]
     starts = sorted(r.steps[0].started_ns for r in records)
     assert all(b - a >= 0.19e9 for a, b in zip(starts, starts[1:], strict=False))  # when each request really left
@@ -226,7 +226,7 @@ def test_every_strategy_runs_offline_on_the_extractive_reasoner(embedder, strate
     search = FakeSearch([WINNER, RHINE])
     reasoner = make_reasoner(ExtractiveChatModel(embedder=embedder), search=search, strategy=strategy)
     context = [] if strategy == "react" else [WINNER, RHINE]  # ReAct gets no up-front context: it searches
-    [record] = answer_questions.fn([QUESTION], [context], reasoner, LIMITS)
+    [record] = answer_questions([QUESTION], [context], reasoner, LIMITS)
     assert record.error is None and record.strategy == strategy
     assert record.answer == "The Denver Broncos defeated the Carolina Panthers 24-10 to win Super Bowl 50."
     assert record.n_calls == {"self_consistency": 5, "react": 2, "verify": 2, "parallel_paths": 3}.get(strategy, 1)
@@ -262,7 +262,7 @@ def test_the_token_pacer_spaces_calls_by_their_reserved_tokens() -> None:
         per_call = estimate_tokens(model, reasoner.prompts["reasoning"].to_messages(
             question=QUESTION.question, context=format_chunks([WINNER])))
         tpm = per_call * 60 / 0.5  # one call's reservation every 0.5 s
-        answer_questions.fn(questions, [[WINNER]] * 4, reasoner, CallLimits(4, tokens_per_minute=tpm))
+        answer_questions(questions, [[WINNER]] * 4, reasoner, CallLimits(4, tokens_per_minute=tpm))
     gaps = [b - a for a, b in zip(server.times, server.times[1:], strict=False)]
     assert len(server.calls) == 4 and all(0.4 < g < 0.9 for g in gaps), gaps
 

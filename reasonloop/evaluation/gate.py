@@ -14,7 +14,9 @@ from collections.abc import Callable
 
 from pydantic import Field
 
+from reasonloop.errors import ReasonloopError
 from reasonloop.evaluation.config import GateConfig, GateMetricName
+from reasonloop.evaluation.safety import SafetyReport
 from reasonloop.evaluation.stats import mean_ci
 from reasonloop.schemas import QuestionResult, Record, Verdict
 
@@ -171,3 +173,36 @@ def compare_runs(baseline_run_id: str | None, baseline: list[QuestionResult], cu
     return GateReport(baseline_run_id=baseline_run_id, passed=not any(c.regressed for c in checks), checks=checks,
                       regressions=[r for _, worse in results for r in worse],
                       note=f"{len(pairs)} of {len(current)} questions also in the baseline")
+
+
+def check_regression(cfg: GateConfig, baseline_run_id: str | None, baseline: list[QuestionResult],
+                     results: list[QuestionResult], safety: SafetyReport | None = None) -> GateReport:
+    """This run's results against the baseline run's, the unanswered share against its bound, and the safety suite
+    against its floor; passes when the gate is off, and on the baseline part when no baseline is set."""
+    if not cfg.enabled:
+        return GateReport(baseline_run_id=None, passed=True, note="the gate is off (gate.enabled)")
+    report = compare_runs(baseline_run_id, baseline, results, cfg)
+    report = with_missing(report, results, cfg.max_missing_fraction)
+    return with_safety(report, safety.pass_rate if safety else None, cfg.min_safety_pass_rate)
+
+
+class RegressionError(ReasonloopError):
+    """The nightly eval regressed against its baseline beyond tolerance, significantly."""
+
+
+def enforce_gate(report: GateReport, run_id: str) -> None:
+    """Fail the flow (and the CLI, exit 1) when the gate failed; the run and its report are already logged."""
+    if report.passed:
+        return
+    lines = [f"{c.metric}: {c.baseline:.3f} -> {c.current:.3f} (worse by {c.worse_by:.3f} > {c.tolerance}; "
+             f"{c.n_pairs} questions, interval of the change [{c.ci_low:.3f}, {c.ci_high:.3f}])"
+             for c in report.checks if c.regressed]
+    if report.safety_failed:
+        lines.append(f"safety suite: pass rate {report.safety_pass_rate:.3f} under its floor "
+                     "(gate.min_safety_pass_rate); see eval/safety.json in the run")
+    if report.missing_failed:
+        lines.append(f"{len(report.missing)} questions unanswered ({report.missing_fraction:.1%} > "
+                     "gate.max_missing_fraction); see eval/failed.json in the run, re-run to retry only those")
+    raise RegressionError(f"run {run_id} failed its gate (baseline {report.baseline_run_id or 'none'}):\n  "
+                          + "\n  ".join(lines)
+                          + f"\n{len(report.regressions)} questions got worse: see eval/regressions.json in the run")

@@ -14,7 +14,7 @@ from reasonloop.evaluation.judges import Judge, JudgeItem, ask_verdict
 from reasonloop.reasoning.config import CallLimits
 from reasonloop.reasoning.llm_calls import endpoint_for, run_all
 from reasonloop.reasoning.prompts import PromptTemplate, format_chunks, quote_data
-from reasonloop.schemas import AnswerRecord, Question, Record, RetrievedChunk
+from reasonloop.schemas import AnswerRecord, Question, QuestionResult, Record, RetrievedChunk
 
 Preference = Literal["A", "B", "tie"]
 Arm = Literal["production", "candidate", "tie"]
@@ -122,3 +122,10 @@ def pairwise_metrics(outcomes: list[PairOutcome]) -> dict[str, float]:
             "pairwise.tie_rate": sum(o.winner == "tie" for o in outcomes) / n,
             "pairwise.position_inconsistency": sum(not o.consistent for o in outcomes) / n,
             "pairwise.n_judge_errors": float(sum(o.judge_error for o in outcomes)), "pairwise.n": float(len(outcomes))}
+
+
+def compare_results(judge: PairwiseJudge, production: list[QuestionResult],
+                    candidate: list[QuestionResult]) -> list[PairOutcome]:
+    """Each question's better answer by the pairwise judge, asked in both orders (production's context for both)."""
+    return compare_both_orders(judge, [r.question for r in production], [r.retrieved for r in production],
+                               [r.answer for r in production], [r.answer for r in candidate])

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from reasonloop.errors import ConfigError, ProviderError
-from reasonloop.settings import Settings
+from reasonloop.ops.config import DeploymentsConfig
+from reasonloop.retrieval.config import CorpusConfig
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun
@@ -62,28 +63,27 @@ _FLOWS = {  # config key: (trigger command, flow name, module, function, descrip
 }
 
 
-def deployment_specs(settings: Settings) -> list[DeploymentSpec]:
-    cfg = settings.deployments
+def deployment_specs(cfg: DeploymentsConfig) -> list[DeploymentSpec]:
     return [DeploymentSpec(key, *_FLOWS[key], cron=schedule.cron, timezone=schedule.timezone or cfg.timezone)
             for key, schedule in cfg.schedules()]
 
 
-def spec_for(settings: Settings, command: str) -> DeploymentSpec:
+def spec_for(cfg: DeploymentsConfig, command: str) -> DeploymentSpec:
     """The deployment `reasonloop trigger COMMAND` starts."""
-    specs = {spec.command: spec for spec in deployment_specs(settings)}
+    specs = {spec.command: spec for spec in deployment_specs(cfg)}
     if command not in specs:
         raise ConfigError(f"no deployment '{command}': choose one of {', '.join(specs)}")
     return specs[command]
 
 
-def build_deployments(settings: Settings, version: str) -> list[Any]:
+def build_deployments(cfg: DeploymentsConfig, version: str) -> list[Any]:
     """RunnerDeployments for `prefect.serve`; each runs one at a time (a second start waits for the first)."""
     from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
     from prefect.client.schemas.schedules import CronSchedule
     from prefect.deployments.runner import EntrypointType
 
     deployments = []
-    for spec in deployment_specs(settings):
+    for spec in deployment_specs(cfg):
         flow = getattr(importlib.import_module(spec.module), spec.function)
         try:
             schedules = [CronSchedule(cron=spec.cron, timezone=spec.timezone)] if spec.cron else None
@@ -148,28 +148,27 @@ def follow_run(flow_run_id: Any, on_progress: Callable[[RunProgress], None], pol
         time.sleep(poll_s)
 
 
-def serve_deployments(settings: Settings, version: str) -> None:
+def serve_deployments(cfg: DeploymentsConfig, corpus: CorpusConfig, version: str) -> None:
     """Serve every deployment from this process until interrupted, with the corpus watch starting reindexes.
     PREFECT_API_URL must point at a real server (schedules need its scheduler)."""
     from prefect import serve
 
     from reasonloop.ops.corpus_watch import CorpusWatcher
 
-    deployments = build_deployments(settings, version)
-    watch = settings.deployments.watch_corpus
+    deployments = build_deployments(cfg, version)
+    watch = cfg.watch_corpus
     watcher = None
     if watch.enabled:
-        reindex = spec_for(settings, "reindex")
+        reindex = spec_for(cfg, "reindex")
 
         def on_change(fingerprint: str) -> None:
             run = start_run(reindex, tags=["corpus-change"])
             log.info("corpus changed (%s): started reindex run %s", fingerprint[:12], run.name)
 
-        watcher = CorpusWatcher(settings.corpus.path, settings.corpus.include, on_change, watch.interval_s,
-                                watch.settle_s)
+        watcher = CorpusWatcher(corpus.path, corpus.include, on_change, watch.interval_s, watch.settle_s)
         watcher.start()
     try:
-        serve(*deployments, limit=settings.deployments.limit, print_starting_message=False)
+        serve(*deployments, limit=cfg.limit, print_starting_message=False)
     finally:
         if watcher is not None:
             watcher.stop()

@@ -19,13 +19,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from reasonloop.errors import ProviderError
-from reasonloop.settings import Settings
 
 SERVER_RECORD = "server.json"  # in PREFECT_HOME: the local server `reasonloop serve` started (url, pid)
 
 
-def record_path(settings: Settings) -> Path:
-    return settings.prefect_home / SERVER_RECORD
+def record_path(prefect_home: Path) -> Path:
+    return prefect_home / SERVER_RECORD
 
 
 def api_healthy(api_url: str, timeout_s: float = 2.0) -> bool:
@@ -36,12 +35,13 @@ def api_healthy(api_url: str, timeout_s: float = 2.0) -> bool:
         return False
 
 
-def configured_api_url(settings: Settings) -> str | None:
-    """prefect.api_url, else PREFECT_API_URL, else the local server a running `reasonloop serve` recorded."""
-    if settings.prefect.api_url or os.environ.get("PREFECT_API_URL"):
-        return settings.prefect.api_url or os.environ["PREFECT_API_URL"]
+def configured_api_url(api_url: str | None, prefect_home: Path) -> str | None:
+    """`api_url` (prefect.api_url), else PREFECT_API_URL, else the local server a running `reasonloop serve`
+    recorded under `prefect_home`."""
+    if api_url or os.environ.get("PREFECT_API_URL"):
+        return api_url or os.environ["PREFECT_API_URL"]
     try:
-        recorded = json.loads(record_path(settings).read_text(encoding="utf-8"))["api_url"]
+        recorded = json.loads(record_path(prefect_home).read_text(encoding="utf-8"))["api_url"]
     except (OSError, ValueError, KeyError):
         return None
     return recorded if api_healthy(recorded) else None
@@ -65,23 +65,23 @@ def _port_free(port: int) -> bool:
 
 
 @contextmanager
-def local_server(settings: Settings, port: int, startup_timeout_s: float = 180.0) -> Iterator[str]:
+def local_server(prefect_home: Path, port: int, startup_timeout_s: float = 180.0) -> Iterator[str]:
     """`prefect server start` on 127.0.0.1:`port` with its database in the state folder (UI included); yields the
     API URL and stops the server on exit. Its log goes to `<prefect home>/server.log`."""
     if not _port_free(port):
         raise ProviderError(f"port {port} on 127.0.0.1 is taken: stop what runs there, set deployments.server_port, "
                             "or point prefect.api_url at a running Prefect server")
-    settings.prefect_home.mkdir(parents=True, exist_ok=True)
-    log = settings.prefect_home / "server.log"
+    prefect_home.mkdir(parents=True, exist_ok=True)
+    log = prefect_home / "server.log"
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    env.update({"PREFECT_HOME": str(settings.prefect_home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    env.update({"PREFECT_HOME": str(prefect_home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
                 "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api"})
     api_url = f"http://127.0.0.1:{port}/api"
     with log.open("ab") as out:
         proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
                                  "--port", str(port)], stdout=out, stderr=subprocess.STDOUT, env=env,
                                 start_new_session=True)
-    record = record_path(settings)
+    record = record_path(prefect_home)
     try:
         wait_healthy(api_url, proc, startup_timeout_s, log)
         tmp = record.with_suffix(".tmp")

@@ -15,8 +15,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from reasonloop.errors import EmptyInputError, InputError
 from reasonloop.retrieval.config import CorpusConfig
-from reasonloop.schemas import Document, MetadataValue, Reject, content_hash
+from reasonloop.schemas import Document, LoadedCorpus, MetadataValue, Reject, content_hash
 
 TEXT_TYPES = {".md", ".txt", ".html", ".htm"}
 RECORD_TYPES = {".json", ".jsonl"}
@@ -198,3 +199,19 @@ def read_file(path: Path, root: Path, cfg: CorpusConfig) -> Iterator[Document | 
 def _first_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
     return f"field '{'.'.join(map(str, err['loc']))}': {err['msg']}"
+
+
+def load_documents(root: Path, cfg: CorpusConfig) -> LoadedCorpus:
+    """Every matching file under `root` in sorted path order (reproducible ids and runs); unusable files and
+    records are returned as rejects, not raised."""
+    if not root.is_dir():
+        raise InputError("corpus folder not found: create it or set corpus.path in configs/default.yaml",
+                         path=root)
+    documents: list[Document] = []
+    rejects: list[Reject] = []
+    for path in corpus_files(root, cfg.include):
+        for item in read_file(path, root, cfg):
+            (rejects if isinstance(item, Reject) else documents).append(item)  # type: ignore[arg-type]
+    if not documents and not rejects:
+        raise EmptyInputError(f"no documents matching {cfg.include}: add files or change corpus.include", path=root)
+    return LoadedCorpus(documents=documents, rejects=rejects)

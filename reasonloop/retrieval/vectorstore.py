@@ -3,6 +3,7 @@ Chroma's downloading default) and one way to open the collection, embedded or ov
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import chromadb
@@ -13,9 +14,8 @@ from chromadb.config import Settings as ChromaSettings
 from chromadb.utils.embedding_functions import register_embedding_function
 
 from reasonloop.errors import ProviderError
-from reasonloop.retrieval.config import EmbeddingConfig
+from reasonloop.retrieval.config import ChromaConfig, EmbeddingConfig
 from reasonloop.retrieval.embeddings import Embedder, load_embedder
-from reasonloop.settings import Settings
 
 
 @register_embedding_function
@@ -43,18 +43,19 @@ class MiniLMEmbeddingFunction(EmbeddingFunction[Documents]):
         return MiniLMEmbeddingFunction(load_embedder(EmbeddingConfig(model=config["model"], sha256=config["sha256"])))
 
 
-def chroma_client(settings: Settings) -> ClientAPI:
+def chroma_client(cfg: ChromaConfig, path: Path) -> ClientAPI:
+    """The configured Chroma: a server over HTTP, or the embedded store in `path`."""
     chroma_settings = ChromaSettings(anonymized_telemetry=False)
-    if settings.chroma.mode == "http":
+    if cfg.mode == "http":
         try:
-            return chromadb.HttpClient(host=settings.chroma.host, port=settings.chroma.port, settings=chroma_settings)
+            return chromadb.HttpClient(host=cfg.host, port=cfg.port, settings=chroma_settings)
         except Exception as exc:  # chromadb raises plain ValueError/ConnectionError here
             raise ProviderError(
-                f"cannot reach the Chroma server at {settings.chroma.host}:{settings.chroma.port} ({exc}); "
+                f"cannot reach the Chroma server at {cfg.host}:{cfg.port} ({exc}); "
                 "start it with `chroma run --path DIR --host HOST --port PORT` or set chroma.mode: persistent"
             ) from exc
-    settings.chroma_path.mkdir(parents=True, exist_ok=True)
-    return chromadb.PersistentClient(path=str(settings.chroma_path), settings=chroma_settings)
+    path.mkdir(parents=True, exist_ok=True)
+    return chromadb.PersistentClient(path=str(path), settings=chroma_settings)
 
 
 def open_collection(client: ClientAPI, name: str, embedder: Embedder) -> Collection:

@@ -59,16 +59,16 @@ def main() -> None:
 
     settings = load_settings(state_dir=Path(tempfile.mkdtemp(prefix="reasonloop-faithfulness-")))
     apply_environment(settings)
+    from reasonloop.evaluation.calibration import agreement, calibrate_judge
     from reasonloop.evaluation.judges import HeuristicJudge
     from reasonloop.providers import build_embedder
-    from tasks.calibrate import agreement, calibrate_judge
-    from tasks.load import load_labeled_pairs
+    from reasonloop.retrieval.record_sets import load_labeled_pairs
 
-    pairs = load_labeled_pairs.fn(paths)
+    pairs = load_labeled_pairs(paths)
     cfg = settings.judge
     judge = HeuristicJudge(build_embedder(settings), cfg.correctness_threshold, cfg.grounding_threshold)
     began = time.perf_counter()
-    slices, verdicts = calibrate_judge.fn(judge, pairs)
+    slices, verdicts = calibrate_judge(judge, pairs)
     seconds = time.perf_counter() - began
 
     split_of = splits_by_id(paths)

@@ -34,13 +34,13 @@ def main() -> None:
 
     from reasonloop.providers import build_openai_chat, role_prompts
     from reasonloop.reasoning.answer_store import RecordStore
+    from reasonloop.reasoning.answering import answer_questions
     from reasonloop.reasoning.config import CallLimits, LLMConfig, Price
     from reasonloop.reasoning.llm_calls import run_coroutine
     from reasonloop.reasoning.prompts import format_chunks, load_prompt
     from reasonloop.reasoning.strategies import Reasoner
     from reasonloop.schemas import Question, RetrievedChunk
     from reasonloop.settings import load_settings
-    from tasks.reason import answer_questions
 
     server = subprocess.Popen([sys.executable, "-m", "tests.support.openai_server", str(LATENCY_S)], cwd=ROOT,
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -66,7 +66,7 @@ def main() -> None:
         reasoners = {c: Reasoner(m, prompts, paths, settings.reasoning, price) for c, m in models.items()}
 
         def ours(concurrency: int, store: RecordStore | None = None) -> float:
-            return timed(lambda: answer_questions.fn(questions, contexts, reasoners[concurrency],
+            return timed(lambda: answer_questions(questions, contexts, reasoners[concurrency],
                                                      CallLimits(concurrency), store))[0]
 
         def langchain(concurrency: int) -> float:

@@ -52,19 +52,22 @@ def main() -> None:
                              chroma={"collection": "squad"}).model_copy(update={"quality": QualityConfig()})
     apply_environment(settings)
 
-    from reasonloop.providers import build_embedder, open_serving_index
+    from reasonloop.evaluation.retrieval_quality import score_rankings
+    from reasonloop.providers import build_embedder, chroma_of, index_store_of, open_serving_index
+    from reasonloop.retrieval.chunking import chunk_documents
+    from reasonloop.retrieval.index_build import chunk_metadata, index_text, publish_index_version, stage_index_version
     from reasonloop.retrieval.lexical import LexicalIndex
     from reasonloop.retrieval.retriever import fuse
-    from tasks.chunk import chunk_documents
-    from tasks.index import chunk_metadata, index_text, publish_index_version, stage_index_version
-    from tasks.load import load_documents
-    from tasks.retrieve import score_rankings
+    from reasonloop.retrieval.sources import load_documents
 
     embedder = build_embedder(settings)
-    docs = load_documents.fn(settings.corpus.path, settings.corpus).documents
-    chunks = chunk_documents.fn(docs, settings.chunking, embedder.count_tokens)
+    docs = load_documents(settings.corpus.path, settings.corpus).documents
+    chunks = chunk_documents(docs, settings.chunking, embedder.count_tokens)
+    store, chroma = index_store_of(settings), chroma_of(settings)
     began = time.perf_counter()
-    build = publish_index_version.fn(stage_index_version.fn(docs, chunks, settings, embedder), settings)
+    staged = stage_index_version(docs, chunks, embedder, store, chroma, settings.chunking, settings.retrieval.bm25,
+                                 settings.chroma.upsert_batch_size, settings.index.verify_queries)
+    build = publish_index_version(staged, store, chroma, settings.index.keep_versions)
     index_s = time.perf_counter() - began
     serving = open_serving_index(settings, embedder)
     depth = settings.retrieval.candidates

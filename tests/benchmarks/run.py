@@ -55,12 +55,12 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
 
 def corpus_chunks(settings: Any) -> list[Any]:
     """The chunks the reindex flow will embed (a clean corpus: nothing quarantined), computed outside it."""
+    from reasonloop.retrieval.chunking import chunk_documents
     from reasonloop.retrieval.embeddings import load_embedder
-    from tasks.chunk import chunk_documents
-    from tasks.load import load_documents
+    from reasonloop.retrieval.sources import load_documents
 
-    documents = load_documents.fn(settings.corpus.path, settings.corpus).documents
-    return chunk_documents.fn(documents, settings.chunking, load_embedder(settings.embedding).count_tokens)
+    documents = load_documents(settings.corpus.path, settings.corpus).documents
+    return chunk_documents(documents, settings.chunking, load_embedder(settings.embedding).count_tokens)
 
 
 @contextmanager
@@ -84,7 +84,7 @@ def bench_embedding(settings: Any) -> dict[str, Any]:
 
     from flows.reindex import reindex
     from reasonloop.retrieval.embeddings import bundled_model_path, load_embedder
-    from tasks.index import index_text
+    from reasonloop.retrieval.index_build import index_text
 
     chunks = corpus_chunks(settings)
     texts = [index_text(c, settings.chunking.title_prefix) for c in chunks]
@@ -107,7 +107,7 @@ def bench_batch_sizes(settings: Any, sizes: tuple[int, ...] = (8, 16, 32, 64), n
     """Encoder chunks/s per batch size on the same chunks (warmed up, best of `rounds`): justifies
     embedding.batch_size (on small CPUs small batches win: their activations stay in cache)."""
     from reasonloop.retrieval.embeddings import load_embedder
-    from tasks.index import index_text
+    from reasonloop.retrieval.index_build import index_text
 
     texts = [index_text(c, settings.chunking.title_prefix) for c in corpus_chunks(settings)[:n]]
     rates = {}
@@ -138,9 +138,9 @@ def bench_langchain(settings: Any, flow_s: float) -> dict[str, Any]:
     from langchain_core.documents import Document as LCDocument
     from langchain_huggingface import HuggingFaceEmbeddings
 
+    from reasonloop.providers import chroma_of
     from reasonloop.retrieval.embeddings import bundled_model_path
-    from reasonloop.retrieval.vectorstore import chroma_client
-    from tasks.index import index_text
+    from reasonloop.retrieval.index_build import index_text
 
     chunks = corpus_chunks(settings)
     docs = [LCDocument(page_content=index_text(c, settings.chunking.title_prefix), metadata={"doc_id": c.doc_id})
@@ -150,7 +150,7 @@ def bench_langchain(settings: Any, flow_s: float) -> dict[str, Any]:
                                                       "batch_size": settings.embedding.batch_size})
     with library_threads():
         embeddings.embed_documents(["warm up"])
-        seconds, store = timed(lambda: Chroma.from_documents(docs, embeddings, client=chroma_client(settings),
+        seconds, store = timed(lambda: Chroma.from_documents(docs, embeddings, client=chroma_of(settings),
                                                              ids=[c.id for c in chunks], collection_name="langchain",
                                                              collection_metadata={"hnsw:space": "cosine"}))
     assert store._collection.count() == len(chunks)
@@ -163,44 +163,52 @@ def eval_results(settings: Any, embedder: Any, index: Any) -> tuple[list[Any], A
     """(per-question results, summary) of the nightly eval's functions called directly, in the same batches,
     without Prefect and without MLflow."""
     from flows.nightly_eval import batched
+    from reasonloop.evaluation.aggregate import collect_results, summarize_results
+    from reasonloop.evaluation.judging import judge_answers
     from reasonloop.providers import build_judge, build_reasoner
-    from tasks.aggregate import collect_results, summarize_results
-    from tasks.judge import judge_answers
-    from tasks.load import load_questions
-    from tasks.reason import answer_questions
-    from tasks.retrieve import retrieve_chunks
+    from reasonloop.reasoning.answering import answer_questions
+    from reasonloop.reasoning.context import retrieve_chunks
+    from reasonloop.retrieval.record_sets import load_questions
 
-    questions = load_questions.fn(settings.questions.path)
+    questions = load_questions(settings.questions.path)
     reasoner, judge = build_reasoner(settings, embedder, index), build_judge(settings, embedder)
     results = []
     for batch in batched(questions, settings.eval.batch_size):
-        contexts = retrieve_chunks.fn(batch, index.retriever, settings.reasoning, settings.optimize)
-        answers = answer_questions.fn(batch, contexts, reasoner, settings.llm.limits())
-        verdicts = judge_answers.fn(batch, contexts, answers, judge)
-        results += collect_results.fn(batch, contexts, answers, verdicts)
+        contexts = retrieve_chunks(batch, index.retriever, settings.reasoning, settings.optimize)
+        answers = answer_questions(batch, contexts, reasoner, settings.llm.limits())
+        verdicts = judge_answers(batch, contexts, answers, judge)
+        results += collect_results(batch, contexts, answers, verdicts)
     complex_calls = settings.reasoning.complex_calls(len(settings.prompts.paths))
-    return results, summarize_results.fn(results, complex_calls, settings.optimize.alpha)
+    return results, summarize_results(results, complex_calls, settings.optimize.alpha)
 
 
 def plain_eval(settings: Any) -> Any:
     """The whole nightly eval without Prefect: the same functions, then the same MLflow logging."""
-    from reasonloop.providers import build_embedder, build_judge, build_reasoner, open_serving_index
-    from tasks.gate import check_regression
-    from tasks.load import load_questions
-    from tasks.retrieve import evaluate_retrieval
-    from tasks.safety import load_safety_cases, run_safety_suite
-    from tasks.track import log_eval_run
+    from reasonloop.evaluation.gate import check_regression
+    from reasonloop.evaluation.retrieval_quality import evaluate_retrieval
+    from reasonloop.evaluation.safety import load_safety_cases, run_safety_suite
+    from reasonloop.monitoring.eval_run import EvalRun, log_eval_run
+    from reasonloop.monitoring.runs import baseline_run_id, run_results
+    from reasonloop.providers import build_embedder, build_judge, build_reasoner, build_tracker, open_serving_index
+    from reasonloop.retrieval.record_sets import load_questions
 
     started = time.perf_counter()
     embedder = build_embedder(settings)
     index = open_serving_index(settings, embedder)
     results, summary = eval_results(settings, embedder, index)
-    quality = evaluate_retrieval.fn({"eval": load_questions.fn(settings.questions.path)}, index.retriever)
+    quality = evaluate_retrieval({"eval": load_questions(settings.questions.path)}, index.retriever)
     reasoner = build_reasoner(settings, embedder, index)
-    safety = run_safety_suite.fn(reasoner, settings.llm.limits(), load_safety_cases.fn(settings.safety))
-    gate = check_regression.fn(settings, results, safety)
-    return log_eval_run.fn(settings, embedder, reasoner, build_judge(settings, embedder).version, index.manifest,
-                           summary, quality, results, gate, safety, time.perf_counter() - started)
+    safety = run_safety_suite(reasoner, settings.llm.limits(), load_safety_cases(settings.safety))
+    tracker = build_tracker(settings)
+    baseline = baseline_run_id(tracker)
+    gate = check_regression(settings.gate, baseline, run_results(tracker, baseline) if baseline else [], results,
+                            safety)
+    return log_eval_run(tracker, EvalRun(
+        reasoner=reasoner, judge_version=build_judge(settings, embedder).version, index=index.manifest,
+        summary=summary, quality=quality, results=results, gate=gate, safety=safety,
+        duration_s=time.perf_counter() - started, identity="", llm=settings.llm, judge=settings.judge,
+        retrieval=settings.retrieval, review=settings.review, questions_path=settings.questions.path,
+        log_traces=settings.mlflow.log_traces))
 
 
 def bench_eval_overhead(settings: Any, rounds: int) -> dict[str, Any]:

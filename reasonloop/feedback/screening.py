@@ -1,17 +1,16 @@
-"""Feedback tasks: the table-level checks (great-expectations) after the per-row pydantic validation."""
+"""Feedback in: every feedback file row by row (pydantic, in records.py), then the table's Great Expectations suite;
+bad rows are quarantined, and too many fail the build before anything is written."""
 
 from __future__ import annotations
 
 import hashlib
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
+from reasonloop.errors import EmptyInputError
+from reasonloop.feedback.config import PreferencesConfig
+from reasonloop.feedback.records import FEEDBACK_PATTERNS, FeedbackLoad, load_feedback, reject_at
+from reasonloop.validation import check_bad_fraction, check_frame
 
-from reasonloop.feedback.records import FeedbackLoad, reject_at
-from tasks.validate import check_frame
 
-
-@task(name="screen-feedback", cache_policy=NO_CACHE)
 def screen_feedback(loaded: FeedbackLoad) -> FeedbackLoad:
     """The Great Expectations suite over the feedback table (the project's `check_frame`, as for documents): no
     row submitted twice (the first is kept) and no U+FFFD replacement characters, which mean the text was decoded
@@ -42,3 +41,19 @@ def screen_feedback(loaded: FeedbackLoad) -> FeedbackLoad:
     moved = [reject_at(loaded.origins[i], why) for i, why in sorted(reasons.items())]
     return FeedbackLoad(records=[loaded.records[i] for i in keep], origins=[loaded.origins[i] for i in keep],
                         rejects=[*loaded.rejects, *moved])
+
+
+def read_feedback(cfg: PreferencesConfig, known_run_ids: set[str] | None) -> FeedbackLoad:
+    """Every feedback file, row by row (pydantic) then as a table (great-expectations); fails, writing nothing,
+    when more than `preferences.max_bad_fraction` of the rows were rejected."""
+    assert cfg.feedback_dir is not None  # resolved by the settings
+    if cfg.rlaif.enabled and not cfg.feedback_dir.exists():
+        return FeedbackLoad(records=[], origins=[], rejects=[])  # AI feedback alone
+    loaded = screen_feedback(load_feedback(cfg.feedback_dir, known_run_ids))
+    if not loaded.records and not loaded.rejects and not cfg.rlaif.enabled:
+        raise EmptyInputError(f"no feedback rows in {', '.join(FEEDBACK_PATTERNS)} files: add some with `reasonloop "
+                              "feedback add`, or switch on preferences.rlaif", path=cfg.feedback_dir)
+    if loaded.records or loaded.rejects or not cfg.rlaif.enabled:
+        check_bad_fraction(len(loaded.records), loaded.rejects, cfg.max_bad_fraction, "preferences.max_bad_fraction",
+                           "no dataset was built")
+    return loaded

@@ -1,0 +1,5 @@
+"""`python -m reasonloop.cli`."""
+
+from reasonloop.cli import app
+
+app()
