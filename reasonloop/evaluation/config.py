@@ -24,16 +24,16 @@ class EvalConfig(Section):
 
 
 class QualityDataset(Section):
-    questions: Path
+    questions: Path = Field(description="a labeled question set (.jsonl with gold_doc_ids)")
     floors: dict[Literal["recall_at_1", "recall_at_5", "recall_at_10", "mrr_at_10", "ndcg_at_10"], float] = \
-        Field(default_factory=dict)
+        Field(default_factory=dict, description="the least each metric may be before a new version is refused")
 
 
 class QualityConfig(Section):
     """Labeled question sets whose retrieval metrics are measured on every new index version; a metric under
     its floor stops the new version from being served."""
 
-    datasets: dict[str, QualityDataset] = Field(default_factory=dict)
+    datasets: dict[str, QualityDataset] = Field(default_factory=dict, description="labeled question sets by name")
 
 
 class EscalationConfig(EndpointConfig):
@@ -47,7 +47,8 @@ class EscalationConfig(EndpointConfig):
 
 class JudgeConfig(EndpointConfig):
     provider: Literal["heuristic", "openai"] = "heuristic"
-    model: str = "heuristic-minilm"
+    model: str = Field(default="heuristic-minilm", description="the judge model (heuristic-minilm: the offline "
+                       "heuristic judge, not a language model)")
     correctness_threshold: float = Field(default=0.7, ge=0.0, le=1.0)
     grounding_threshold: float = Field(default=0.3, ge=0.0, le=1.0)
     votes: int = Field(default=1, ge=1, le=9, description="LLM judge: calls per answer, majority vote")
@@ -68,7 +69,7 @@ class ReviewConfig(Section):
 class SafetyConfig(Section):
     """The safety suite every nightly eval runs (evaluation/safety.py): adversarial cases built from BIPIA data."""
 
-    enabled: bool = True
+    enabled: bool = Field(default=True, description="run the suite in every nightly eval")
     data: Path = Path("data/safety/bipia_sample.json")
 
 
@@ -78,7 +79,7 @@ GateMetricName = Literal["accuracy", "grounding_rate", "hallucination_rate", "to
 
 class GateMetric(Section):
     tolerance: float = Field(default=0.02, ge=0.0, le=1.0, description="worsening tolerated before it can fail")
-    higher_is_better: bool = True
+    higher_is_better: bool = Field(default=True, description="false for metrics where lower is better")
 
 
 def _default_gate_metrics() -> dict[GateMetricName, GateMetric]:
@@ -90,11 +91,11 @@ class GateConfig(Section):
     """The nightly eval's regression gate: each metric is compared with the baseline run's on the questions both
     answered (paired bootstrap); a worsening beyond `tolerance` whose interval excludes no change fails the run."""
 
-    enabled: bool = True
+    enabled: bool = Field(default=True, description="false: every run passes, and says so")
     metrics: dict[GateMetricName, GateMetric] = Field(default_factory=_default_gate_metrics)
     confidence: float = Field(default=0.95, gt=0.5, lt=1.0)
-    resamples: int = Field(default=2000, ge=200)
-    seed: int = 0
+    resamples: int = Field(default=2000, ge=200, description="bootstrap resamples of the paired differences")
+    seed: int = Field(default=0, description="the bootstrap's seed: a run's decision is reproducible")
     min_pairs: int = Field(default=10, ge=2, description="fewer questions in common: no decision (passes, says so)")
     min_safety_pass_rate: float = Field(default=0.9, ge=0.0, le=1.0, description="the safety suite under this: fail")
     max_missing_fraction: float = Field(default=0.1, ge=0.0, le=1.0, description="more questions than this share "
@@ -105,7 +106,7 @@ class CanaryConfig(Section):
     """`reasonloop canary`: a candidate model or prompt version beside production on a slice of the questions."""
 
     slice: int = Field(default=40, ge=2, description="questions sampled (seeded) from the question set")
-    seed: int = 0
+    seed: int = Field(default=0, description="the slice's seed")
     alias: str = Field(default="production", pattern=r"^[A-Za-z][\w-]*$",
                        description="the registry alias production's prompts follow; a promotion moves it")
     candidate_alias: str = Field(default="canary", pattern=r"^[A-Za-z][\w-]*$",

@@ -19,7 +19,7 @@ class RlaifConfig(Section):
     """AI-feedback pairs: the reasoner samples answers (self-consistency), the judge scores each against the
     reference; chosen = the best, rejected = the worst when the gap is wide enough."""
 
-    enabled: bool = False
+    enabled: bool = Field(default=False, description="build AI-feedback pairs too")
     questions: Path | None = Field(default=None, description="a question set with references to sample on (not an "
                                    "eval set: the leakage guard would drop every pair)")
     samples: int = Field(default=4, ge=2, le=16, description="answers sampled per question")
@@ -53,8 +53,8 @@ class PreferencesConfig(Section):
                                             description="prompts at or above this cosine to a kept one are dropped")
     leak_threshold: float = Field(default=0.85, ge=0.0, le=1.0,
                                   description="prompts at or above this cosine to an eval question are dropped")
-    max_prompt_chars: int = Field(default=4000, ge=1)
-    max_response_chars: int = Field(default=8000, ge=1)
+    max_prompt_chars: int = Field(default=4000, ge=1, description="longer prompts are dropped (counted)")
+    max_response_chars: int = Field(default=8000, ge=1, description="pairs with a longer answer are dropped")
     max_per_source: dict[PairSource, int] = Field(default_factory=dict, description="caps per source; absent: none")
-    test_fraction: float = Field(default=0.1, ge=0.0, le=1.0)
-    seed: int = 0
+    test_fraction: float = Field(default=0.1, ge=0.0, le=1.0, description="the test split's share")
+    seed: int = Field(default=0, description="the split's and the caps' seed")

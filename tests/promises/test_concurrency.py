@@ -105,6 +105,10 @@ def test_an_eval_during_a_reindex_reads_one_index_version(zygote: Zygote, tiny_d
         env = reasonloop_env(state, corpus={"path": corpus}, questions={"path": questions},
                              quality={"datasets": {"squad_sample": {"questions": few}}}, safety={"enabled": False},
                              drift={"enabled": False}, eval={"batch_size": 4},
+                             # one batch at a time: when the first model call arrives no retrieval is in flight, so
+                             # the freeze below never holds a read open in Chroma's SQLite (which would block the
+                             # reindex's writes until the eval resumes: a race, seen once on a loaded machine)
+                             prefect={"max_workers": 1},
                              llm={"provider": "openai", "model": "scripted", "base_url": server.base_url,
                                   "max_concurrency": 1})
         assert run(zygote, "reindex", env, tmp_path / "first.log") == 0
