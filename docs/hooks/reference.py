@@ -1,6 +1,7 @@
 """MkDocs hooks: the configuration and CLI reference pages, generated from the code at every build so they cannot
-drift from it, and a check that every file, test, make target and command the pages (and the README) name exists:
-a stale reference is a warning, which `mkdocs build --strict` turns into a failed build."""
+drift from it, and a check that every file, test, make target and command the pages name exists (so do the README,
+the data's README and the configuration files): a stale reference is a warning, which `mkdocs build --strict` turns
+into a failed build."""
 
 from __future__ import annotations
 
@@ -257,6 +258,10 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Files) -> str
     return markdown
 
 
+CHECKED_OUTSIDE_DOCS = ("README.md", "data/README.md", "configs/default.yaml", "prefect.yaml", "pyproject.toml")
+
+
 def on_post_build(config: Any) -> None:
-    for problem in stale_references((ROOT / "README.md").read_text(encoding="utf-8"), "README.md"):
-        log.warning("stale reference: %s", problem)
+    for name in CHECKED_OUTSIDE_DOCS:
+        for problem in stale_references((ROOT / name).read_text(encoding="utf-8"), name):
+            log.warning("stale reference: %s", problem)
