@@ -92,3 +92,20 @@ def test_each_layer_says_what_lives_there_and_what_it_may_import(layer: str) -> 
     assert doc and ("May import" in doc or layer == "cli"), layer
     named = {p.name for p in (ROOT / "reasonloop" / layer).glob("*.py")} - {"__init__.py", "__main__.py"}
     assert not {n for n in named if f"`{n}`" not in doc and f"`{n.removesuffix('.py')}`" not in doc}, layer
+
+
+def test_every_import_of_the_benchmarks_resolves() -> None:
+    """`make bench` is not run by the tests; its imports (most inside functions, to keep start-up light) are
+    checked here, so a moved or renamed function breaks this test rather than a half-hour benchmark run."""
+    import importlib
+
+    missing = []
+    for path in python_files("tests/benchmarks", "tests/support"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 \
+                    and node.module.split(".")[0] in {"reasonloop", "tasks", "flows", "tests"}:
+                module = importlib.import_module(node.module)
+                missing += [f"{path.name}: {node.module}.{a.name}" for a in node.names
+                            if not hasattr(module, a.name)
+                            and importlib.util.find_spec(f"{node.module}.{a.name}") is None]
+    assert not missing

@@ -288,10 +288,10 @@ def main() -> None:
 
     warm = load_settings(state_dir=work / "warm", corpus={"path": ROOT / "data" / "corpus"})
     reindex(warm)  # start Prefect's server, import everything, load the model: not part of any ratio
-    from reasonloop.monitoring.tracking import ensure_experiment
+    from reasonloop.providers import build_tracker
 
     for kind in ("reindex", "nightly-eval"):  # create the MLflow store once, as any second run finds it
-        ensure_experiment(settings, kind)
+        build_tracker(settings).ensure_experiment(kind)
     results = {"dataset": dataset, "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus",
                "batch_sizes": bench_batch_sizes(settings), "embedding": bench_embedding(settings)}
     results["incremental"] = bench_incremental(settings, results["embedding"]["reindex_flow_s"])
