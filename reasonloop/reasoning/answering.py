@@ -1,22 +1,25 @@
-"""Answering a batch of questions: plan each (strategy, route), fit its context to the strategy's budget, reuse
-stored answers, run the rest concurrently within the endpoint's limits, save each answer as it finishes."""
+"""Answering questions: plan each (strategy, route), fit its context to the strategy's budget, reuse stored answers,
+run the rest concurrently within the endpoint's limits, save each answer as it finishes; one at a time for the
+served endpoint, the same way."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 
 from reasonloop import progress
 from reasonloop.reasoning.answer_store import RecordStore, answer_key
 from reasonloop.reasoning.compression import compress_context
 from reasonloop.reasoning.config import CallLimits
 from reasonloop.reasoning.guardrails import REFUSAL, redact_pii, screen_question, strip_injected
-from reasonloop.reasoning.llm_calls import endpoint_for, run_all
+from reasonloop.reasoning.llm_calls import Endpoint, endpoint_for, run_all
 from reasonloop.reasoning.routing import Plan
 from reasonloop.reasoning.strategies import Reasoner, answer_with
 from reasonloop.schemas import AnswerRecord, Question, RetrievedChunk
 
 logger = logging.getLogger(__name__)
+
 
 def fit_context(reasoner: Reasoner, strategy: str, question: Question,
                 context: list[RetrievedChunk]) -> tuple[list[RetrievedChunk], list[str]]:
@@ -47,33 +50,58 @@ def redacted(record: AnswerRecord) -> AnswerRecord:
                                                                    f"output: redacted {', '.join(kinds)}"]})
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """A question ready for its strategy's calls: its plan, the context it reads, and what the guardrail removed."""
+
+    plan: Plan
+    context: list[RetrievedChunk]
+    notes: list[str]
+
+
+def prepare(reasoner: Reasoner, question: Question, context: list[RetrievedChunk]) -> Prepared | AnswerRecord:
+    """The input guardrail, the plan (strategy, route) and the context fitted to it; a question refused or that cannot
+    be planned (e.g. an unknown `metadata.strategy`) is its answer record already, with no call made."""
+    if reasoner.guardrails.input and (rules := screen_question(question.question)):
+        return refused(question, rules)
+    try:
+        plan = reasoner.plan(question, context)
+    except ValueError as exc:
+        return AnswerRecord(question_id=question.id, error=str(exc))
+    fitted, notes = fit_context(reasoner, plan.strategy, question, context)
+    return Prepared(plan, fitted, notes)
+
+
+async def finish(reasoner: Reasoner, endpoint: Endpoint, question: Question, prepared: Prepared) -> AnswerRecord:
+    """The strategy's calls, then the output guardrail (before anything stores the answer: personal data never
+    reaches the cache)."""
+    record = await answer_with(reasoner, endpoint, prepared.plan, question, prepared.context)
+    if prepared.notes:
+        record = record.model_copy(update={"guardrails": [*prepared.notes, *record.guardrails]})
+    return redacted(record) if reasoner.guardrails.output_pii else record
+
+
+async def answer_one(reasoner: Reasoner, endpoint: Endpoint, question: Question,
+                     context: list[RetrievedChunk]) -> AnswerRecord:
+    """One question answered the way a batch answers each of its questions (the served endpoint's path)."""
+    prepared = prepare(reasoner, question, context)
+    return prepared if isinstance(prepared, AnswerRecord) else await finish(reasoner, endpoint, question, prepared)
+
+
 def answer_questions(questions: list[Question], contexts: list[list[RetrievedChunk]], reasoner: Reasoner,
                      limits: CallLimits, store: RecordStore | None = None) -> list[AnswerRecord]:
     """One batch of questions, each by its planned strategy; every model call goes through the endpoint's limits,
     and the client retries transient errors (honouring Retry-After on 429). With a store, stored answers are reused
     (no call, no cost) and a question's answer is saved the moment its strategy finishes."""
-    unplanned: dict[int, AnswerRecord] = {}
-    plans: dict[int, Plan] = {}
-    for i, (q, c) in enumerate(zip(questions, contexts, strict=True)):
-        if reasoner.guardrails.input and (rules := screen_question(q.question)):
-            unplanned[i] = refused(q, rules)
-            continue
-        try:
-            plans[i] = reasoner.plan(q, c)
-        except ValueError as exc:  # e.g. an unknown metadata.strategy: this question fails, the batch goes on
-            unplanned[i] = AnswerRecord(question_id=q.id, error=str(exc))
-    fitting = {i: fit_context(reasoner, p.strategy, questions[i], contexts[i]) for i, p in plans.items()}
-    fitted = {i: context for i, (context, _) in fitting.items()}
-    keys = {i: answer_key(p, questions[i], fitted[i]) for i, p in plans.items()}
+    prepared = {i: prepare(reasoner, q, c) for i, (q, c) in enumerate(zip(questions, contexts, strict=True))}
+    unplanned = {i: p for i, p in prepared.items() if isinstance(p, AnswerRecord)}
+    ready = {i: p for i, p in prepared.items() if isinstance(p, Prepared)}
+    keys = {i: answer_key(p.plan, questions[i], p.context) for i, p in ready.items()}
     stored = store.get_many(list(keys.values())) if store is not None else {}
     endpoint = endpoint_for(reasoner.model, limits)
 
     async def one(i: int) -> AnswerRecord:
-        record = await answer_with(reasoner, endpoint, plans[i], questions[i], fitted[i])
-        record = record.model_copy(update={"guardrails": [*fitting[i][1], *record.guardrails]}) if fitting[i][1] \
-            else record
-        if reasoner.guardrails.output_pii:
-            record = redacted(record)  # before it is stored: personal data never reaches the cache
+        record = await finish(reasoner, endpoint, questions[i], ready[i])
         if store is not None and record.error is None:
             try:
                 await asyncio.to_thread(store.put, keys[i], record)  # off the loop: other calls keep flowing
@@ -85,8 +113,8 @@ def answer_questions(questions: list[Question], contexts: list[list[RetrievedChu
     done = {**unplanned, **dict(zip(todo, run_all([lambda i=i: one(i) for i in todo]), strict=True))}
     free = {"cache_hit": True, "tokens_in": 0, "tokens_out": 0, "latency_s": 0.0, "cost_usd": 0.0}
     reused = {i: stored[keys[i]].model_copy(update={  # this run's question and plan
-        **free, "question_id": questions[i].id, "strategy": plans[i].strategy, "route": plans[i].route,
-        "complexity": plans[i].complexity}) for i in keys if i not in done}
+        **free, "question_id": questions[i].id, "strategy": ready[i].plan.strategy, "route": ready[i].plan.route,
+        "complexity": ready[i].plan.complexity}) for i in keys if i not in done}
     if reasoner.guardrails.output_pii:  # an answer cached while the guardrail was off is redacted on its way out
         reused = {i: redacted(record) for i, record in reused.items()}
     records = [done[i] if i in done else reused[i] for i in range(len(questions))]
