@@ -12,7 +12,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: help install run test test-fast bench docs ui prefect-ui serve lint clean
+.PHONY: help install run test test-fast bench docs api ui prefect-ui serve lint clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -50,6 +50,9 @@ bench: install ## run the benchmarks (~25 min); writes bench-results.json and be
 
 docs: install ## build the documentation site into site/ (strict: broken links and stale references fail)
 	$(BIN)/mkdocs build --strict
+
+api: install ## serve the question-answering endpoint on 127.0.0.1:8080 (traced into MLflow)
+	$(BIN)/reasonloop api
 
 ui: install ## MLflow UI on 127.0.0.1 against the local store
 	$(BIN)/reasonloop ui --port $(MLFLOW_PORT)

@@ -10,6 +10,7 @@ processes (Dask workers) as its recipe (`reasonloop.recipes`): each process rebu
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -24,6 +25,7 @@ from reasonloop.reasoning.config import PROMPT_ROLES, EndpointConfig
 from reasonloop.reasoning.prompts import PromptTemplate, load_prompt
 from reasonloop.reasoning.strategies import Reasoner
 from reasonloop.recipes import Recipe, rebuild
+from reasonloop.redact import redact_url
 from reasonloop.retrieval.embeddings import Embedder, load_embedder
 from reasonloop.retrieval.index_versions import IndexStore, Manifest
 from reasonloop.retrieval.retriever import ChunkRetriever
@@ -32,6 +34,9 @@ from reasonloop.settings import Settings
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
     from chromadb.api.models.Collection import Collection
+
+    from reasonloop.serving.app import LiveService
+    from reasonloop.serving.engine import LiveArm, LiveSetup
 
 
 def build_embedder(settings: Settings) -> Embedder:
@@ -208,3 +213,87 @@ def open_serving_index(settings: Settings, embedder: Embedder) -> ServingIndex:
             f"has {embedder.weights_sha256[:12]}: vectors from different weights do not mix; run `reasonloop reindex "
             "--full`")
     return open_index_version(settings, embedder, manifest)
+
+
+def live_arm(settings: Settings, embedder: Embedder, index: ServingIndex) -> LiveArm:
+    """One arm of the served endpoint: these settings' reasoner over the serving index, under the LLM's limits."""
+    from reasonloop.reasoning.llm_calls import endpoint_for
+    from reasonloop.serving.engine import LiveArm
+
+    reasoner = build_reasoner(settings, embedder, index)
+    return LiveArm(reasoner=reasoner, endpoint=endpoint_for(reasoner.model, settings.llm.limits()),
+                   retriever=index.retriever, reasoning=settings.reasoning, optimize=settings.optimize,
+                   model=settings.llm.model, index_version=index.manifest.ref)
+
+
+def live_setup(settings: Settings) -> LiveSetup:
+    """Production, and the live canary's candidate while one runs, over one serving index version."""
+    from reasonloop.evaluation.live_canary import LIVE_CANARY_FILE, read_canary
+    from reasonloop.serving.engine import LiveSetup
+
+    embedder = build_embedder(settings)
+    index = open_serving_index(settings, embedder)
+    canary = read_canary(settings.state_dir / LIVE_CANARY_FILE)
+    arms = {"production": live_arm(settings, embedder, index)}
+    if canary is not None:
+        arms["candidate"] = live_arm(settings.updated(canary.changes), embedder, index)
+    return LiveSetup(arms=arms, canary=canary, version=live_version(settings))  # type: ignore[arg-type]
+
+
+def live_version(settings: Settings) -> str:
+    """What the served setup is built from: the serving index version, the production pointer, the live canary and
+    the registry versions the prompt aliases point at. A change in any of them rebuilds the setup."""
+    from reasonloop.evaluation.live_canary import LIVE_CANARY_FILE
+
+    files = [index_store_of(settings).pointer_path, settings.pointer_path, settings.state_dir / LIVE_CANARY_FILE]
+    parts = [str(path.stat().st_mtime_ns) if path.exists() else "-" for path in files]
+    aliased = sorted({ref for ref in (*[getattr(settings.prompts, r) for r in PROMPT_ROLES], *settings.prompts.paths,
+                                      settings.prompts.judge) if "@" in ref})
+    if aliased:
+        tracker = build_tracker(settings)
+        try:
+            client = tracker.client()
+            parts += [f"{ref}={client.get_prompt_version_by_alias(*ref.split('@', 1)).version}" for ref in aliased]
+        except Exception:  # noqa: BLE001 - the registry is unreachable: keep serving what is built
+            parts.append("registry-unreachable")
+    return ";".join(parts)
+
+
+def probe_live(setup: LiveSetup) -> list[str]:
+    """Why the served setup cannot answer (empty: it can): an empty or unreachable index, an unreachable model."""
+    import urllib.request
+
+    problems = []
+    for name, arm in setup.arms.items():
+        try:
+            if arm.retriever.collection.count() == 0:
+                problems.append(f"{name}: index {arm.index_version} holds no chunks")
+        except Exception as exc:  # noqa: BLE001 - any failure to read the index is the problem to report
+            problems.append(f"{name}: index {arm.index_version} unreachable ({type(exc).__name__})")
+        base = getattr(arm.reasoner.model, "openai_api_base", None)
+        if base:
+            try:
+                with urllib.request.urlopen(f"{base.rstrip('/')}/models", timeout=2.0):
+                    pass
+            except urllib.error.HTTPError:
+                pass  # it answered: reachable (a key may be needed to list models)
+            except (OSError, ValueError) as exc:
+                problems.append(f"{name}: model endpoint {redact_url(base)} unreachable ({type(exc).__name__})")
+    return problems
+
+
+def build_live_service(settings: Settings, reload: Callable[[], Settings]) -> LiveService:
+    """The served endpoint's parts: the engine (rebuilt from `reload()` when production moves), the spool, the
+    exporter into `<prefix>-live`, and the metrics."""
+    from reasonloop.serving.app import LiveService
+    from reasonloop.serving.engine import Engine
+    from reasonloop.serving.export import Exporter
+    from reasonloop.serving.metrics import ServingMetrics
+    from reasonloop.serving.spool import Spool
+
+    cfg = settings.serving
+    spool = Spool(settings.state_dir / "serving" / "spool.sqlite")
+    engine = Engine(build=lambda: live_setup(reload()), version=lambda: live_version(settings),
+                    check_s=cfg.reload_check_s, probe=probe_live)
+    return LiveService(engine=engine, spool=spool, metrics=ServingMetrics(spool.backlog), config=cfg,
+                       exporter=Exporter(spool, build_tracker(settings), cfg.export_batch, cfg.export_interval_s))

@@ -53,12 +53,13 @@ from reasonloop.retrieval.config import (
     IndexConfig,
     RetrievalConfig,
 )
+from reasonloop.serving.config import ServingConfig
 from reasonloop.yaml_files import deep_merge, read_yaml
 
 ENV_PREFIX = "REASONLOOP_"
 PROFILE_NAME = re.compile(r"[A-Za-z0-9][\w.-]*")
 INFRASTRUCTURE_KEYS = {"profile", "state_dir", "prefect", "mlflow", "chroma", "drift", "preferences",
-                       "deployments"}  # no eval result
+                       "deployments", "serving"}  # no eval result
 _SECRET_WORDS = ("key", "secret", "token", "password", "url")  # a URL may carry a token: never echoed in errors
 POINTER_FILE = "production.yaml"  # in the state folder: what canary promotions moved (a model, a prompt role)
 
@@ -123,6 +124,7 @@ class Settings(BaseSettings):
     drift: DriftConfig = Field(default_factory=DriftConfig)
     preferences: PreferencesConfig = Field(default_factory=PreferencesConfig)
     deployments: DeploymentsConfig = Field(default_factory=DeploymentsConfig)
+    serving: ServingConfig = Field(default_factory=ServingConfig)
 
     @classmethod
     def settings_customise_sources(

@@ -15,7 +15,7 @@ import pytest
 from .conftest import ROOT
 
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
-LAYERS = ("retrieval", "reasoning", "evaluation", "feedback", "monitoring", "ops")
+LAYERS = ("retrieval", "reasoning", "evaluation", "feedback", "monitoring", "ops", "serving")
 SEES_SETTINGS = ("reasonloop.settings", "reasonloop.providers", "reasonloop.cli", "flows")  # and their modules
 MAX_MODULE_LINES = 400
 

@@ -1,6 +1,6 @@
 """The command line, the front door: one module per verb group (`index`, `evals`, `judge`, `canary`, `feedback`,
-`ops`), the shared terminal helpers in `common.py`. The only part of the core that runs flows (imported inside the
-commands, so `reasonloop --help` stays fast); everything else in the core is below it."""
+`api`, `ops`), the shared terminal helpers in `common.py`. The only part of the core that runs flows (imported inside
+the commands, so `reasonloop --help` stays fast); everything else in the core is below it."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from reasonloop.cli import canary, evals, feedback, index, judge, ops
+from reasonloop.cli import api, canary, evals, feedback, index, judge, ops
 
 app = typer.Typer(help="reasonloop: index, reason, evaluate and track an LLM reasoning system.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -22,5 +22,5 @@ def main(ctx: typer.Context,
     ctx.obj = {"profile": profile, "verbose": verbose}
 
 
-for group in (evals, index, canary, judge, feedback, ops):
+for group in (evals, index, canary, judge, feedback, api, ops):
     app.add_typer(group.app)

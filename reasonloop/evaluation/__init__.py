@@ -4,7 +4,8 @@
   `pairwise.py`, `judging.py` (a batch, with stored verdicts reused), `metrics.py`, `stats.py` (bootstrap
   intervals), `aggregate.py` (a run's summary and efficiency J), `retrieval_quality.py` (and the floors a new
   index version must meet), `gate.py` (the regression gate), `safety.py` (the adversarial suite), `review.py`
-  (the human review queue), `calibration.py` (a judge against human labels), `canary.py` (champion/challenger);
+  (the human review queue), `calibration.py` (a judge against human labels), `canary.py` (champion/challenger),
+  `live_canary.py` (a candidate on a share of live traffic: the sticky split, its state);
 - `config.py`: the questions, eval, quality, judge, gate, review, safety and canary sections.
 
 May import: `reasoning`, `retrieval` and the shared leaves. Never `feedback`, `monitoring` or above: a verdict is

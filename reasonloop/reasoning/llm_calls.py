@@ -240,6 +240,12 @@ def run_coroutine(coroutine: Coroutine[Any, Any, T]) -> T:
         future.cancel()  # no-op when done; stops the work when the caller is interrupted
 
 
+async def on_shared_loop(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Await, from another event loop (the served endpoint's), a coroutine run on the shared loop where the endpoints'
+    limits and HTTP clients live: batch and served calls share one pool and one set of limits."""
+    return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coroutine, _shared_loop()))
+
+
 def parse_reply(text: str, schema: type[M]) -> M | str:
     """The reply's first JSON object validated as `schema`, or why it is not one (for the record)."""
     try:

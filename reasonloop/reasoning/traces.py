@@ -1,9 +1,9 @@
-"""Every answered question as an MLflow trace on the eval run (its Traces tab): a root span for the question, a
-retriever span with the chunks and scores, and one span per strategy step (model calls with their rendered
-messages, raw reply and token usage; ReAct's searches as tool spans), at the times they happened.
+"""Every answered question as an MLflow trace (an eval run's Traces tab, or the served endpoint's experiment): a root
+span for the question, a retriever span with the chunks and scores, and one span per strategy step (model calls with
+their rendered messages, raw reply and token usage; ReAct's searches as tool spans), at the times they happened.
 
-Traces are written after the batch, from the recorded steps, so tracing adds nothing to the calls themselves;
-MLflow writes them on background threads and `flush` waits for them before the run ends."""
+Traces are written after the answers, from the recorded steps, so tracing adds nothing to the calls themselves;
+MLflow writes them on background threads and `flush` waits for them."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from reasonloop.redact import redact
-from reasonloop.schemas import QuestionResult, RetrievedChunk, StepTrace
+from reasonloop.schemas import AnswerRecord, Question, QuestionResult, RetrievedChunk, StepTrace, Verdict
 
 logger = logging.getLogger(__name__)
 
@@ -34,26 +34,26 @@ def step_inputs(step: StepTrace) -> Any:
         return {"prompt": step.prompt, "messages": step.input}
 
 
-def log_question_trace(result: QuestionResult, experiment_id: str, run_id: str) -> str:
-    """One question's trace, linked to `run_id`; returns the trace id."""
+def log_answer_trace(question: Question, retrieved: list[RetrievedChunk], answer: AnswerRecord, experiment_id: str,
+                     *, name: str = "question", tags: dict[str, str] | None = None,
+                     metadata: dict[str, str] | None = None, verdict: Verdict | None = None) -> str:
+    """One answer as a trace in `experiment_id`, its spans at the times recorded; returns the MLflow trace id."""
     import mlflow
     from mlflow.entities import SpanType
-    from mlflow.tracing.constant import SpanAttributeKey, TraceMetadataKey
+    from mlflow.tracing.constant import SpanAttributeKey
 
-    answer = result.answer
     steps = [] if answer.cache_hit else answer.steps  # a reused answer made no call in this run
     start = min((s.started_ns for s in steps), default=time.time_ns())
     end = max((s.started_ns + int(s.latency_s * 1e9) for s in steps), default=start)
     root = mlflow.start_span_no_context(
-        "question", span_type=SpanType.CHAIN, experiment_id=experiment_id, start_time_ns=start,
-        inputs={"question_id": result.question.id, "question": result.question.question},
+        name, span_type=SpanType.CHAIN, experiment_id=experiment_id, start_time_ns=start,
+        inputs={"question_id": question.id, "question": question.question},
         attributes={"strategy": answer.strategy, "route": answer.route or "", "complexity": answer.complexity,
                     "cache_hit": answer.cache_hit, "prompt": answer.prompt, "model": answer.model},
-        tags={"question_id": result.question.id, "strategy": answer.strategy},
-        metadata={TraceMetadataKey.SOURCE_RUN: run_id})
+        tags={"question_id": question.id, "strategy": answer.strategy, **(tags or {})}, metadata=metadata or {})
     retrieval = mlflow.start_span_no_context("retrieve", span_type=SpanType.RETRIEVER, parent_span=root,
-                                             inputs={"query": result.question.question}, start_time_ns=start)
-    retrieval.end(outputs=documents(result.retrieved), end_time_ns=start)
+                                             inputs={"query": question.question}, start_time_ns=start)
+    retrieval.end(outputs=documents(retrieved), end_time_ns=start)
     for step in steps:
         span = mlflow.start_span_no_context(
             step.name, span_type=SpanType.TOOL if step.kind == "tool" else SpanType.LLM, parent_span=root,
@@ -64,11 +64,19 @@ def log_question_trace(result: QuestionResult, experiment_id: str, run_id: str) 
         if step.error is not None:
             span.set_attribute("error", step.error)
         span.end(outputs=step.output, end_time_ns=step.started_ns + int(step.latency_s * 1e9))
-    verdict = result.verdict.model_dump(include={"correct", "correctness", "grounded_fraction", "hallucinated",
-                                                 "judge_error"}) if result.verdict else None
+    judged = verdict.model_dump(include={"correct", "correctness", "grounded_fraction", "hallucinated",
+                                         "judge_error"}) if verdict else None
     root.end(outputs={"answer": answer.answer, "confidence": answer.confidence, "citations": answer.citations,
-                      "error": answer.error, "verdict": verdict}, end_time_ns=end)
+                      "error": answer.error, "verdict": judged}, end_time_ns=end)
     return root.trace_id
+
+
+def log_question_trace(result: QuestionResult, experiment_id: str, run_id: str) -> str:
+    """One question of an eval run as a trace linked to `run_id`; returns the trace id."""
+    from mlflow.tracing.constant import TraceMetadataKey
+
+    return log_answer_trace(result.question, result.retrieved, result.answer, experiment_id,
+                            metadata={TraceMetadataKey.SOURCE_RUN: run_id}, verdict=result.verdict)
 
 
 def log_question_traces(results: list[QuestionResult], experiment_id: str, run_id: str) -> int:

@@ -115,8 +115,12 @@ class IndexStore:
     def lexical_dir(self, version: int) -> Path:
         return self.root / "lexical" / f"v{version:04d}"
 
+    @property
+    def pointer_path(self) -> Path:
+        return self.root / "pointer.json"
+
     def pointer(self) -> Pointer | None:
-        path = self.root / "pointer.json"
+        path = self.pointer_path
         return Pointer.model_validate_json(path.read_text(encoding="utf-8")) if path.is_file() else None
 
     def manifest(self, version: int) -> Manifest:
@@ -151,7 +155,7 @@ class IndexStore:
         previous = self.pointer()
         history = [v for v in (previous.kept if previous else []) if v != manifest.version] + [manifest.version]
         pointer = Pointer(current=manifest.version, kept=history[-keep:])
-        write_atomic(self.root / "pointer.json", pointer.model_dump_json())
+        write_atomic(self.pointer_path, pointer.model_dump_json())
         return pointer, history[:-keep]
 
     def rollback(self, version: int | None = None) -> Pointer:
@@ -166,7 +170,7 @@ class IndexStore:
                              f"(current {pointer.current})")
         self.manifest(target)  # must exist
         moved = Pointer(current=target, kept=pointer.kept)
-        write_atomic(self.root / "pointer.json", moved.model_dump_json())
+        write_atomic(self.pointer_path, moved.model_dump_json())
         return moved
 
     def forget(self, versions: list[int]) -> None:

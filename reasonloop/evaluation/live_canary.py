@@ -1,0 +1,64 @@
+"""The live canary: a candidate model or prompt version answering a share of live traffic beside production.
+
+Sessions are split by a hash of the canary's id and the session (else the user, else the request): a session stays
+on its arm for the canary's whole life, and a new canary reshuffles. The state is one JSON file in the state folder,
+written by `reasonloop canary start` and removed when the canary is promoted, rolled back or stopped; the served
+endpoint reads it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from reasonloop.errors import ConfigError
+from reasonloop.evaluation.canary import Candidate
+from reasonloop.schemas import Record
+
+LIVE_CANARY_FILE = "live_canary.json"
+
+
+class LiveCanary(Record):
+    id: str
+    candidate: Candidate
+    changes: dict[str, dict[str, Any]] = Field(description="section updates that turn production into the candidate")
+    share: float = Field(gt=0.0, lt=1.0, description="share of sessions routed to the candidate")
+    started_at: str
+
+
+def arm_of(canary: LiveCanary | None, key: str) -> Literal["production", "candidate"]:
+    """The arm a session (or user, or request) is answered by: sticky for the canary's life."""
+    if canary is None:
+        return "production"
+    digest = hashlib.sha256(f"{canary.id}:{key}".encode()).digest()
+    return "candidate" if int.from_bytes(digest[:8], "big") / 2**64 < canary.share else "production"
+
+
+def read_canary(path: Path) -> LiveCanary | None:
+    """The running live canary, None when there is none."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    try:
+        return LiveCanary.model_validate_json(text)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: not a live canary ({exc}); `reasonloop canary stop` removes it") from None
+
+
+def write_canary(path: Path, canary: LiveCanary) -> None:
+    """Write the state atomically (the endpoint reads the old or the new file, never half of one)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(json.dumps(canary.model_dump(mode="json"), indent=1))
+    os.replace(tmp, path)
+
+
+def clear_canary(path: Path) -> None:
+    path.unlink(missing_ok=True)
