@@ -1,4 +1,5 @@
-"""DPO dataset build: feedback (validated; bad rows quarantined, too many fail the build before any write) ->
+"""DPO dataset build: feedback (files, and the ratings and corrections users gave on served answers, read from their
+traces; validated, bad rows quarantined, too many fail the build before any write) ->
 preference pairs (corrections, thumbs, and AI feedback: judge-scored samples of the reasoner) -> hygiene (PII,
 lengths, duplicates, eval leakage, caps) -> seeded split -> TRL-format export under its content hash -> MLflow
 (dataset input, lineage, counts) and a Prefect summary."""
@@ -15,6 +16,7 @@ from reasonloop.providers import build_embedder, build_judge, build_reasoner, bu
 from reasonloop.retrieval.embeddings import Embedder
 from reasonloop.schemas import FlowReport
 from reasonloop.settings import Settings, load_settings
+from tasks.live import read_live_traffic
 from tasks.load import load_questions
 from tasks.preferences import (
     clean_and_split,
@@ -23,6 +25,7 @@ from tasks.preferences import (
     feedback_pairs,
     read_feedback,
     rlaif_pairs,
+    trace_feedback,
 )
 from tasks.reason import answer_questions
 from tasks.retrieve import retrieve_chunks
@@ -47,7 +50,9 @@ def ai_feedback(settings: Settings, embedder: Embedder) -> list[PreferencePair]:
 def build_dpo(settings: Settings | None = None) -> FlowReport:
     settings = settings or load_settings()
     cfg, tracker = settings.preferences, build_tracker(settings)
-    loaded = read_feedback(cfg, run_ids(tracker) if cfg.known_runs_only else None)
+    traced = trace_feedback(read_live_traffic(tracker, settings.live, cfg.traces_window).records) \
+        if cfg.from_traces else None
+    loaded = read_feedback(cfg, run_ids(tracker) if cfg.known_runs_only else None, traced)
     embedder = build_embedder(settings)
     pairs = feedback_pairs(loaded, cfg)
     if cfg.rlaif.enabled:

@@ -136,11 +136,13 @@ def _configured_judge(settings: Settings, embedder: Embedder) -> HeuristicJudge 
     first: HeuristicJudge | LLMJudge = HeuristicJudge(embedder, cfg.correctness_threshold, cfg.grounding_threshold)
     if cfg.provider == "openai" or cfg.escalate:
         prompt = resolve_prompt(settings, settings.prompts.judge)
+        grounding = resolve_prompt(settings, settings.prompts.judge_grounding)
         if cfg.provider == "openai":
-            first = LLMJudge(build_openai_chat(cfg), prompt, cfg.limits(), cfg.votes, settings.price_of(cfg.model))
+            first = LLMJudge(build_openai_chat(cfg), prompt, cfg.limits(), cfg.votes, settings.price_of(cfg.model),
+                             grounding)
         if strong := cfg.escalate:
             return EscalatingJudge(first, LLMJudge(build_openai_chat(strong), prompt, strong.limits(), strong.votes,
-                                                   settings.price_of(strong.model)), strong.min_confidence)
+                                                   settings.price_of(strong.model), grounding), strong.min_confidence)
     return first
 
 

@@ -70,7 +70,8 @@ class Chunk(Record):
 class Question(Record):
     id: NonEmptyStr
     question: NonEmptyStr
-    reference: NonEmptyStr = Field(description="reference answer used by the judge")
+    reference: NonEmptyStr | None = Field(default=None, description="reference answer used by the judge; None for a "
+                                        "live question (judged without one: grounding, relevance, reasoning)")
     gold_doc_ids: list[str] = Field(default_factory=list)
     metadata: dict[str, MetadataValue] = Field(default_factory=dict)
 
@@ -201,6 +202,8 @@ class Verdict(Record):
     judge_tokens_out: int = 0
     judge_cost_usd: float = 0.0
     reused: bool = Field(default=False, description="taken from the verdict store: no judge call this run")
+    referenced: bool = Field(default=True, description="judged against a reference answer; False for a live "
+                                                       "question, whose correctness fields are not measured")
     relevance: float | None = Field(default=None, ge=0.0, le=1.0, description="does the answer address the question")
     consistency: float | None = Field(default=None, ge=0.0, le=1.0, description="reasoning: logical consistency")
     completeness: float | None = Field(default=None, ge=0.0, le=1.0, description="reasoning: every step present")
@@ -292,3 +295,26 @@ class FlowReport(Record):
     tracking_uri: str
     metrics: dict[str, float]
     rows: dict[str, str] = Field(default_factory=dict, description="headline figures for people (CLI, Prefect)")
+
+
+class LiveRecord(Record):
+    """One trace of live traffic: its question and answer as a result, and the users' feedback on it."""
+
+    result: QuestionResult
+    mlflow_trace_id: str
+    timestamp_ms: int
+    arm: str = "production"
+    source: str = "app"  # "api" for the served endpoint's own traces
+    session_id: str | None = None
+    user_id: str | None = None
+    rating: bool | None = None  # thumbs up (True) or down (False)
+    correction: str | None = None
+    comment: str | None = None
+
+
+class LiveWindow(Record):
+    since_ms: int
+    until_ms: int
+    experiments: list[str]
+    records: list[LiveRecord]
+    skipped: int = 0  # traces with no recognisable question or answer

@@ -27,6 +27,7 @@ from reasonloop.evaluation.config import (
     EvalConfig,
     GateConfig,
     JudgeConfig,
+    LiveConfig,
     QualityConfig,
     QuestionsConfig,
     ReviewConfig,
@@ -125,6 +126,7 @@ class Settings(BaseSettings):
     preferences: PreferencesConfig = Field(default_factory=PreferencesConfig)
     deployments: DeploymentsConfig = Field(default_factory=DeploymentsConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
+    live: LiveConfig = Field(default_factory=LiveConfig)
 
     @classmethod
     def settings_customise_sources(

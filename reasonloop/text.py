@@ -1,4 +1,4 @@
-"""Text handling shared by the reasoner and the judges: SQuAD-style answer normalization and sentence splitting."""
+"""Text handling shared across layers: SQuAD-style answer normalization, sentence splitting, durations (`24h`)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import string
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCT = str.maketrans("", "", string.punctuation)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])")
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def normalize_answer(text: str) -> str:
@@ -18,3 +20,11 @@ def normalize_answer(text: str) -> str:
 def split_sentences(text: str) -> list[str]:
     """Sentence split on end punctuation followed by a capital or digit; keeps abbreviations mostly intact."""
     return [s.strip() for s in _SENTENCE_END.split(text.strip()) if s.strip()]
+
+
+def parse_duration(text: str) -> float:
+    """`24h`, `90m`, `7d`, `1w`, `3600s` as seconds; a ValueError naming the accepted forms otherwise."""
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise ValueError(f"'{text}' is not a duration: give a number and a unit, e.g. 24h, 90m, 7d, 1w")
+    return float(match[1]) * _SECONDS[match[2]]

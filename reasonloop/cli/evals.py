@@ -51,22 +51,58 @@ def run(ctx: typer.Context) -> None:
     run_eval(settings)
 
 
+def run_live_eval(settings: Settings, since: str | None) -> None:
+    from flows.live_eval import nightly_eval_live
+    from reasonloop.providers import build_tracker
+
+    report = guarded(lambda: nightly_eval_live(settings, since))
+    print_table(f"live eval ({settings.judge.provider} judge, no references)", {**report.rows, "MLflow run":
+                                                                                report.run_id})
+    common.console.print(f"  {build_tracker(settings).run_url(report.experiment_id, report.run_id)}",
+                         highlight=False, soft_wrap=True)
+
+
+Source = Annotated[str | None, typer.Option(help="file: the saved question set | traces: live traffic (default "
+                                                 "questions.source)")]
+
+
 @app.command("eval")
-def eval_(ctx: typer.Context) -> None:
-    """Run the nightly evaluation flow over the configured question set."""
-    run_eval(settings_of(ctx))
+def eval_(ctx: typer.Context, source: Source = None,
+          since: Annotated[str | None, typer.Option(help="traces: how far back, e.g. 24h, 90m, 7d (default "
+                                                         "live.window)")] = None) -> None:
+    """Run the nightly evaluation flow over the configured question set, or (--source traces) over the live traffic
+    of the last --since, judged without references."""
+    from reasonloop.text import parse_duration
+
+    settings = settings_of(ctx)
+    source = source or settings.questions.source
+    if source not in ("file", "traces"):
+        fail(f"--source {source}: choose file or traces", 2)
+    if since is not None:
+        if source != "traces":
+            fail("--since applies to --source traces only", 2)
+        try:
+            parse_duration(since)
+        except ValueError as exc:
+            fail(f"--since: {exc}", 2)
+    if source == "traces":
+        run_live_eval(settings, since)
+    else:
+        run_eval(settings)
 
 
 @app.command("drift")
 def drift_(ctx: typer.Context, run: Annotated[str | None, typer.Option(
-        "--run", help="a nightly-eval run id (default: the newest)")] = None) -> None:
+        "--run", help="a nightly-eval (or live-eval) run id (default: the newest)")] = None,
+           source: Source = None) -> None:
     """Compare a nightly eval with its reference (the baseline, else the previous drift.window runs): queries,
     retrieval, answers, judge metrics, the index; logged to MLflow (<prefix>-drift), alerts on drift."""
     from flows.drift import drift as drift_flow
     from reasonloop.providers import build_tracker
 
     settings = settings_of(ctx)
-    report = guarded(lambda: drift_flow(settings, run))
+    kind = "live-eval" if (source or settings.questions.source) == "traces" else "nightly-eval"
+    report = guarded(lambda: drift_flow(settings, run, kind))
     print_table("drift", {**report.rows, "MLflow run": report.run_id})
     common.console.print(f"  {build_tracker(settings).run_url(report.experiment_id, report.run_id)}",
                          highlight=False, soft_wrap=True)

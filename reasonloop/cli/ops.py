@@ -83,7 +83,7 @@ def serve(ctx: typer.Context) -> None:
 
 @app.command()
 def trigger(ctx: typer.Context,
-            flow: Annotated[str, typer.Argument(help="reindex | eval | drift | build-dpo")],
+            flow: Annotated[str, typer.Argument(help="reindex | eval | eval-live | drift | build-dpo")],
             wait: Annotated[bool, typer.Option("--wait/--no-wait", help="follow the run to its end")] = True) -> None:
     """Start a run of a served deployment and follow it (exit 0 when it completes, 1 otherwise)."""
     from reasonloop.ops.deployments import spec_for

@@ -1,5 +1,6 @@
 """Champion/challenger: what a candidate is, the configuration it runs under, and what its promotion moves.
-Candidates replace the reasoner's model or prompts (`reasonloop canary`) or the judge's (`reasonloop judge promote`).
+Candidates replace the reasoner's model or prompts (`reasonloop canary run|start`) or the judge's
+(`reasonloop judge promote`).
 
 A candidate is a model name (`gpt-4.1-mini`) or a prompt file version (`chain_of_thought@v2`). A prompt candidate
 runs under the registry alias `canary.candidate_alias`, and its promotion moves `canary.alias` ("production") to it; a
@@ -33,7 +34,7 @@ from reasonloop.yaml_files import merge_into
 
 PROMPT_SPEC = re.compile(r"^(?P<name>[a-z][a-z0-9_]*)@v?(?P<version>\d+)$")
 MODEL_SPEC = re.compile(r"^[\w.:/-]+$")
-POINTER_HEADER = "Written by `reasonloop canary` when a candidate is promoted; merged over configs/*.yaml."
+POINTER_HEADER = "Written by `reasonloop canary run|check` when a candidate is promoted; merged over configs/*.yaml."
 
 Target = Literal["llm", "judge"]
 Changes = dict[str, dict[str, Any]]  # section -> fields to replace

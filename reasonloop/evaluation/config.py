@@ -14,9 +14,24 @@ from pydantic import Field
 from reasonloop.reasoning.config import EndpointConfig
 from reasonloop.schemas import Section
 
+DURATION = r"^\d+(\.\d+)?\s*[smhdw]$"  # e.g. 24h, 90m, 7d (reasonloop/text.py parses it)
+
 
 class QuestionsConfig(Section):
     path: Path = Path("data/questions/squad_sample.jsonl")
+    source: Literal["file", "traces"] = Field(default="file", description="what `reasonloop eval` judges: the saved "
+                                              "question set (with references), or live traffic (traces, no references)")
+
+
+class LiveConfig(Section):
+    """Live traffic as a source: the traces of the served endpoint (`reasonloop api`) and of any app traced into
+    MLflow, judged without references by `reasonloop eval --source traces` and fed to drift and the DPO build."""
+
+    experiments: list[str] = Field(default_factory=list, description="MLflow experiments whose traces are live "
+                                   "traffic; empty: <prefix>-live, the served endpoint's")
+    window: str = Field(default="24h", pattern=DURATION, description="how far back a live eval "
+                        "looks (e.g. 24h, 90m, 7d)")
+    max_traces: int = Field(default=5000, gt=0, description="traces read per window, the newest kept")
 
 
 class EvalConfig(Section):
@@ -102,8 +117,32 @@ class GateConfig(Section):
                                         "without an answer (failed after retries): fail")
 
 
+class LiveCanaryConfig(Section):
+    """`reasonloop canary start`: a candidate answering a share of live sessions; the scheduled check promotes it,
+    keeps collecting or rolls it back (reasonloop/evaluation/canary_decision.py)."""
+
+    share: float = Field(default=0.1, gt=0.0, lt=1.0, description="share of sessions routed to the candidate")
+    metric: Literal["grounded_fraction", "relevance", "reasoning_quality"] = Field(
+        default="grounded_fraction", description="the judged per-answer score the arms are compared on")
+    alpha: float = Field(default=0.05, gt=0.0, lt=0.5, description="the chance of promoting a candidate worse than "
+                         "production by more than the margin, however often it is checked")
+    margin: float = Field(default=0.02, ge=0.0, lt=1.0, description="promote when the candidate is surely no worse "
+                          "than production minus this (0: surely better); roll back when surely worse by more")
+    plan_n: int = Field(default=500, ge=10, description="answers per arm where the confidence sequence is tightest")
+    min_requests: int = Field(default=20, ge=1, description="answers per arm before any decision")
+    max_error_rate_increase: float = Field(default=0.05, ge=0.0, le=1.0, description="candidate's failed share over "
+                                           "production's beyond this: roll back")
+    max_latency_ratio: float = Field(default=1.5, gt=1.0, description="candidate's median latency over production's "
+                                     "beyond this (and by more than min_latency_gap_s): roll back")
+    min_latency_gap_s: float = Field(default=0.05, ge=0.0, description="a slower median by less than this never "
+                                     "rolls back")
+    max_duration: str = Field(default="7d", pattern=DURATION, description="no decision by then: "
+                              "roll back (inconclusive)")
+
+
 class CanaryConfig(Section):
-    """`reasonloop canary`: a candidate model or prompt version beside production on a slice of the questions."""
+    """`reasonloop canary run`: a candidate model or prompt version beside production on a slice of the questions;
+    `canary start`: beside production on live traffic (`live`)."""
 
     slice: int = Field(default=40, ge=2, description="questions sampled (seeded) from the question set")
     seed: int = Field(default=0, description="the slice's seed")
@@ -111,3 +150,4 @@ class CanaryConfig(Section):
                        description="the registry alias production's prompts follow; a promotion moves it")
     candidate_alias: str = Field(default="canary", pattern=r"^[A-Za-z][\w-]*$",
                                  description="the alias the candidate prompt version is run under")
+    live: LiveCanaryConfig = Field(default_factory=LiveCanaryConfig)

@@ -31,7 +31,7 @@ def _accuracy(result: QuestionResult) -> float | None:
     if result.answer.error is not None:
         return 0.0  # a failed question is a wrong answer, as in the run's accuracy
     verdict = _verdict(result)
-    return None if verdict is None else float(verdict.correct)
+    return None if verdict is None or not verdict.referenced else float(verdict.correct)
 
 
 def _judged_value(field: Callable[[Verdict], float | bool | None]) -> Callable[[QuestionResult], float | None]:

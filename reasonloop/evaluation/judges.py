@@ -16,6 +16,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from pydantic import BaseModel, ConfigDict, Field
 
+from reasonloop.errors import PromptError
 from reasonloop.evaluation.faithfulness import claim_problems
 from reasonloop.evaluation.metrics import exact_match, mean, reference_recall, token_f1
 from reasonloop.evaluation.reasoning_quality import score_reasoning_quality
@@ -70,7 +71,7 @@ class HeuristicJudge(Travels):
     def judge(self, items: list[JudgeItem]) -> list[Verdict]:
         answer_sents = [split_sentences(i.answer.answer) for i in items]
         context_sents = [[s for c in i.context for s in split_sentences(c.text)] for i in items]
-        texts = sorted({t for i in items for t in (i.answer.answer, i.question.reference, i.question.question)}
+        texts = sorted({t for i in items for t in (i.answer.answer, i.question.reference, i.question.question) if t}
                        | {s for group in answer_sents + context_sents for s in group})
         index = {t: n for n, t in enumerate(texts)}
         vectors = self.embedder.embed(texts)  # one encoder call for the whole batch
@@ -80,10 +81,7 @@ class HeuristicJudge(Travels):
     def _verdict(self, item: JudgeItem, sentences: list[str], context: list[str], vectors: np.ndarray,
                  index: dict[str, int]) -> Verdict:
         answer, reference = item.answer.answer, item.question.reference
-        similarity = float(vectors[index[answer]] @ vectors[index[reference]])
-        relevance = float(vectors[index[answer]] @ vectors[index[item.question.question]])
-        f1 = token_f1(answer, reference)
-        correctness = max(f1, reference_recall(answer, reference), similarity, 0.0)
+        relevance = float(vectors[index[answer]] @ vectors[index[item.question.question]]) if answer else 0.0
         unsupported = []
         if sentences and context:
             support = vectors[[index[s] for s in sentences]] @ vectors[[index[c] for c in context]].T
@@ -99,14 +97,18 @@ class HeuristicJudge(Travels):
             unsupported = list(sentences)
         grounded = 1.0 - len(unsupported) / len(sentences) if sentences else 1.0
         quality = score_reasoning_quality(item.answer, item.context)
-        confidence = min(1.0, abs(correctness - self.correctness_threshold) / CONFIDENT_MARGIN)
-        return Verdict(relevance=min(max(relevance, 0.0), 1.0), **(quality.model_dump() if quality else {}),
-                       confidence=confidence,
+        supported = f"{len(sentences) - len(unsupported)}/{len(sentences)} sentences supported"
+        judged = {"relevance": min(max(relevance, 0.0), 1.0), **(quality.model_dump() if quality else {}),
+                  "grounded_fraction": grounded, "hallucinated": bool(unsupported), "unsupported_claims": unsupported}
+        if reference is None:  # a live question: grounding, relevance and reasoning only
+            return Verdict(referenced=False, reason=supported, **judged)
+        similarity = float(vectors[index[answer]] @ vectors[index[reference]]) if answer else 0.0
+        f1 = token_f1(answer, reference)
+        correctness = max(f1, reference_recall(answer, reference), similarity, 0.0)
+        return Verdict(confidence=min(1.0, abs(correctness - self.correctness_threshold) / CONFIDENT_MARGIN),
                        correct=correctness >= self.correctness_threshold, correctness=min(correctness, 1.0),
                        exact_match=exact_match(answer, reference), token_f1=f1, semantic_similarity=similarity,
-                       grounded_fraction=grounded, hallucinated=bool(unsupported), unsupported_claims=unsupported,
-                       reason=f"max(F1, reference recall, cosine) = {correctness:.3f}; "
-                              f"{len(sentences) - len(unsupported)}/{len(sentences)} sentences supported")
+                       reason=f"max(F1, reference recall, cosine) = {correctness:.3f}; {supported}", **judged)
 
 
 R = TypeVar("R", bound=BaseModel)
@@ -135,8 +137,8 @@ class JudgeReply(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    correct: bool
-    score: float = Field(ge=0.0, le=1.0)
+    correct: bool | None = None  # the grounding rubric (no reference) asks for neither
+    score: float | None = Field(default=None, ge=0.0, le=1.0)
     claims: list[Claim] = Field(default_factory=list)
     relevance: float | None = Field(default=None, ge=0.0, le=1.0)
     reasoning: ReasoningScores | None = None
@@ -148,12 +150,14 @@ class LLMJudge(Travels):
     temperature above 0 for votes to differ). Correct by majority (a tie is not correct), correctness and grounding
     are means over the valid votes; `agreement` is the majority's share and a split vote is `flaky`. An unparseable
     reply gets one repair request; a vote that still fails is dropped, and when every vote fails the verdict carries
-    `judge_error` with the raw text (counted, never scored as 0)."""
+    `judge_error` with the raw text (counted, never scored as 0). A question without a reference (live traffic) is
+    judged by the grounding rubric: claims against the context, relevance, reasoning; no correctness."""
 
     def __init__(self, model: BaseChatModel, prompt: PromptTemplate, limits: CallLimits, votes: int = 1,
-                 price: Price | None = None) -> None:
+                 price: Price | None = None, grounding_prompt: PromptTemplate | None = None) -> None:
         self.model = model
         self.prompt = prompt
+        self.grounding_prompt = grounding_prompt
         self.limits = limits
         self.votes = votes
         self.price = price or Price(input_per_1m=0.0, output_per_1m=0.0)
@@ -162,25 +166,31 @@ class LLMJudge(Travels):
     @property
     def identity(self) -> str:
         params = json.dumps(self.model._identifying_params, sort_keys=True, default=str)
-        return f"{self.version}:{self.prompt.sha256}:{endpoint_of(self.model)}:{params}:votes={self.votes}"
+        grounding = f":{self.grounding_prompt.ref}:{self.grounding_prompt.sha256}" if self.grounding_prompt else ""
+        return f"{self.version}:{self.prompt.sha256}{grounding}:{endpoint_of(self.model)}:{params}:votes={self.votes}"
 
     def judge(self, items: list[JudgeItem]) -> list[Verdict]:
+        if self.grounding_prompt is None and any(i.question.reference is None for i in items):
+            raise PromptError(f"judge {self.version}: questions without a reference need the grounding rubric "
+                              "(prompts.judge_grounding)")
         endpoint = endpoint_for(self.model, self.limits)
         return run_all([lambda item=item: self._judge_one(item, endpoint) for item in items])
 
     async def _vote(self, item: JudgeItem, endpoint: Endpoint) -> Asked[JudgeReply]:
-        values = {"question": item.question.question, "reference": item.question.reference,
+        values = {"question": item.question.question, "reference": item.question.reference or "",
                   "answer": item.answer.answer, "reasoning": format_reasoning(item.answer.reasoning),
                   "context": format_chunks(item.context)}
-        return await ask_verdict(self.model, endpoint, self.prompt, values, JudgeReply)
+        prompt = self.prompt if item.question.reference is not None else self.grounding_prompt
+        return await ask_verdict(self.model, endpoint, prompt, values, JudgeReply)  # type: ignore[arg-type]
 
     async def _judge_one(self, item: JudgeItem, endpoint: Endpoint) -> Verdict:
         answer, reference = item.answer.answer, item.question.reference
         votes = await asyncio.gather(*(self._vote(item, endpoint) for _ in range(self.votes)))
         tokens_in, tokens_out = sum(v.tokens_in for v in votes), sum(v.tokens_out for v in votes)
-        spent = {"exact_match": exact_match(answer, reference), "token_f1": token_f1(answer, reference),
-                 "judge_tokens_in": tokens_in, "judge_tokens_out": tokens_out,
-                 "judge_cost_usd": self.price.cost_usd(tokens_in, tokens_out)}
+        spent: dict[str, Any] = {"judge_tokens_in": tokens_in, "judge_tokens_out": tokens_out,
+                                 "judge_cost_usd": self.price.cost_usd(tokens_in, tokens_out)}
+        spent |= {"exact_match": exact_match(answer, reference), "token_f1": token_f1(answer, reference)} \
+            if reference is not None else {"referenced": False}
         replies = [v.reply for v in votes if not isinstance(v.reply, str)]
         if not replies:
             return Verdict(judge_error=str(votes[0].reply), votes=len(votes), **spent)
@@ -251,12 +261,14 @@ async def ask_verdict(model: BaseChatModel, endpoint: Endpoint, prompt: PromptTe
 
 
 def combine_votes(replies: list[JudgeReply], asked: int, extra: dict[str, Any]) -> Verdict:
-    """One verdict from the valid votes (see LLMJudge)."""
-    n_correct = sum(r.correct for r in replies)
+    """One verdict from the valid votes (see LLMJudge); without a reference, grounding, relevance and reasoning."""
+    if extra.get("referenced") is False:
+        return grounding_votes(replies, asked, extra)
+    n_correct = sum(bool(r.correct) for r in replies)
     correct = n_correct * 2 > len(replies)
     grounded = [1.0 - sum(not c.supported for c in r.claims) / len(r.claims) if r.claims else 1.0 for r in replies]
     hallucinating = [r for r in replies if any(not c.supported for c in r.claims)]
-    scores = [r.score for r in replies]
+    scores = [r.score or 0.0 for r in replies]
     majority = max(n_correct, len(replies) - n_correct)
     rated = [r.reasoning for r in replies if r.reasoning is not None]
     quality = {k: mean([getattr(q, k) for q in rated]) for k in ReasoningScores.model_fields}
@@ -266,8 +278,22 @@ def combine_votes(replies: list[JudgeReply], asked: int, extra: dict[str, Any]) 
                    grounded_fraction=sum(grounded) / len(grounded), hallucinated=len(hallucinating) * 2 > len(replies),
                    unsupported_claims=[c.claim for c in hallucinating[0].claims if not c.supported]
                    if len(hallucinating) * 2 > len(replies) else [],
-                   reason=next(r.reason for r in replies if r.correct == correct), votes=asked,
+                   reason=next((r.reason for r in replies if bool(r.correct) == correct), ""), votes=asked,
                    agreement=majority / len(replies), score_spread=max(scores) - min(scores),
                    flaky=0 < n_correct < len(replies), relevance=mean([r.relevance for r in replies
                                                                       if r.relevance is not None]),
                    **quality, **extra)
+
+
+def grounding_votes(replies: list[JudgeReply], asked: int, extra: dict[str, Any]) -> Verdict:
+    """One reference-free verdict: grounded fraction as the mean over the votes, hallucinated by majority,
+    relevance and reasoning scores as means."""
+    grounded = [1.0 - sum(not c.supported for c in r.claims) / len(r.claims) if r.claims else 1.0 for r in replies]
+    hallucinating = [r for r in replies if any(not c.supported for c in r.claims)]
+    rated = [r.reasoning for r in replies if r.reasoning is not None]
+    majority = len(hallucinating) * 2 > len(replies)
+    return Verdict(grounded_fraction=sum(grounded) / len(grounded), hallucinated=majority,
+                   unsupported_claims=[c.claim for c in hallucinating[0].claims if not c.supported] if majority else [],
+                   reason=replies[0].reason, votes=asked,
+                   relevance=mean([r.relevance for r in replies if r.relevance is not None]),
+                   **{k: mean([getattr(q, k) for q in rated]) for k in ReasoningScores.model_fields}, **extra)

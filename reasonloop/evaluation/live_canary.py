@@ -11,6 +11,8 @@ import hashlib
 import json
 import os
 import tempfile
+import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,7 +30,11 @@ class LiveCanary(Record):
     candidate: Candidate
     changes: dict[str, dict[str, Any]] = Field(description="section updates that turn production into the candidate")
     share: float = Field(gt=0.0, lt=1.0, description="share of sessions routed to the candidate")
-    started_at: str
+    started_at: datetime
+
+    @property
+    def started_ms(self) -> int:
+        return int(self.started_at.timestamp() * 1000)
 
 
 def arm_of(canary: LiveCanary | None, key: str) -> Literal["production", "candidate"]:
@@ -58,6 +64,22 @@ def write_canary(path: Path, canary: LiveCanary) -> None:
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(json.dumps(canary.model_dump(mode="json"), indent=1))
     os.replace(tmp, path)
+
+
+def refuse_second(path: Path) -> None:
+    """One live canary at a time: two would split the same sessions."""
+    if (running := read_canary(path)) is not None:
+        raise ConfigError(f"a live canary is already running: {running.candidate.spec} (id {running.id}, since "
+                          f"{running.started_at:%Y-%m-%d %H:%M} UTC); `reasonloop canary stop` ends it")
+
+
+def start_canary(path: Path, candidate: Candidate, changes: dict[str, dict[str, Any]], share: float,
+                 now: datetime) -> LiveCanary:
+    """A new live canary, refused while another runs."""
+    refuse_second(path)
+    canary = LiveCanary(id=uuid.uuid4().hex[:12], candidate=candidate, changes=changes, share=share, started_at=now)
+    write_canary(path, canary)
+    return canary
 
 
 def clear_canary(path: Path) -> None:

@@ -40,10 +40,12 @@ def review_reasons(result: QuestionResult, cfg: ReviewConfig) -> list[str]:
     return reasons
 
 
-def review_queue(results: list[QuestionResult], cfg: ReviewConfig) -> list[dict[str, Any]]:
-    """One row per answer that needs review, most reasons first."""
+def review_queue(results: list[QuestionResult], cfg: ReviewConfig,
+                 said: dict[str, list[str]] | None = None) -> list[dict[str, Any]]:
+    """One row per answer that needs review, most reasons first; `said` adds reasons per question id (what users said
+    about a served answer: a thumbs down, a correction)."""
     rows = [{"question_id": r.question.id, "question": r.question.question, "answer": r.answer.answer,
              "reference": r.question.reference, "confidence": r.answer.confidence, "strategy": r.answer.strategy,
              "citations": ",".join(r.answer.citations), "reasons": reasons}
-            for r in results if (reasons := review_reasons(r, cfg))]
+            for r in results if (reasons := [*(said or {}).get(r.question.id, []), *review_reasons(r, cfg)])]
     return sorted(rows, key=lambda row: (-len(row["reasons"]), row["confidence"]))

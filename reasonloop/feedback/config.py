@@ -42,6 +42,10 @@ class PreferencesConfig(Section):
                                  "<state_dir>/datasets")
     max_bad_fraction: float = Field(default=0.2, ge=0.0, le=1.0, description="rejected feedback rows above this "
                                     "share fail the build (nothing is written)")
+    from_traces: bool = Field(default=True, description="also take the ratings and corrections users gave on served "
+                              "answers (MLflow trace assessments)")
+    traces_window: str = Field(default="7d", pattern=r"^\d+(\.\d+)?\s*[smhdw]$", description="how far back the "
+                               "build looks for them")
     known_runs_only: bool = Field(default=True, description="a row's source_run_id must be a run in the MLflow "
                                   "store (nightly eval or canary)")
     corrections: bool = True

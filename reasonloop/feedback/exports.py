@@ -49,7 +49,8 @@ def export_dataset(dataset: PreferenceDataset, out_dir: Path, conversational: bo
             files["kto.jsonl"] = "".join(canonical_json(r) + "\n" for r in dataset.unpaired).encode("utf-8")
         files["lineage.jsonl"] = "".join(
             canonical_json({"split": name, "row": i, "source": p.source, "question_id": p.question_id,
-                            "source_run_ids": p.source_run_ids, "margin": p.margin, "meta": p.meta}) + "\n"
+                            "source_run_ids": p.source_run_ids, "margin": p.margin, "meta": p.meta,
+                            **({"source_trace_ids": p.source_trace_ids} if p.source_trace_ids else {})}) + "\n"
             for name, pairs in splits.items() for i, p in enumerate(pairs)).encode("utf-8")
         hashes = {name: hashlib.sha256(data).hexdigest() for name, data in sorted(files.items())}
         files["dataset_card.md"] = dataset_card(dataset, conversational, hashes).encode("utf-8")
@@ -105,6 +106,7 @@ def dataset_card(dataset: PreferenceDataset, conversational: bool, hashes: Mappi
     report = dataset.report
     train, test = count_by_source(dataset.train), count_by_source(dataset.test)
     runs = sorted({r for p in [*dataset.train, *dataset.test] for r in p.source_run_ids})
+    traces = sorted({t for p in [*dataset.train, *dataset.test] for t in p.source_trace_ids})
     lines = ["# Preference dataset", "",
              f"TRL preference format, {'conversational' if conversational else 'standard'}: columns `prompt`, "
              "`chosen`, `rejected` (`train.jsonl`, `test.jsonl`" + (", and the same rows as Parquet" if
@@ -130,6 +132,8 @@ def dataset_card(dataset: PreferenceDataset, conversational: bool, hashes: Mappi
                   indent=2, sort_keys=True), "```", "",
               "## Lineage", "", f"Answers from {len(runs)} run(s):"]
     lines += [f"- `{run}`" for run in runs] or ["- (none recorded)"]
+    if traces:
+        lines += ["", f"and from {len(traces)} served request(s) (MLflow traces, in `lineage.jsonl`)."]
     lines += ["", "## Files", "", "| file | sha256 |", "|---|---|"]
     lines += [f"| `{name}` | `{digest}` |" for name, digest in sorted(hashes.items())]
     return "\n".join(lines) + "\n"

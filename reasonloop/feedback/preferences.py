@@ -44,6 +44,8 @@ class PreferencePair(Record):
     source: Source
     question_id: str
     source_run_ids: list[str] = Field(default_factory=list, description="runs that produced the answers (lineage)")
+    source_trace_ids: list[str] = Field(default_factory=list, description="served requests' MLflow traces that "
+                                        "produced the answers (lineage of live feedback)")
     margin: float | None = Field(default=None, description="how much better chosen is, on the source's own scale")
     meta: dict[str, MetadataValue] = Field(default_factory=dict)
 
@@ -110,6 +112,7 @@ def pairs_from_corrections(records: Iterable[FeedbackRecord]) -> list[Preference
     """One pair per record with a corrected answer: chosen = the correction, rejected = the original answer."""
     pairs = [PreferencePair(prompt=r.question, chosen=r.corrected_answer, rejected=r.answer, source="correction",
                             question_id=r.question_id, source_run_ids=[r.source_run_id] if r.source_run_id else [],
+                            source_trace_ids=[r.source_trace_id] if r.source_trace_id else [],
                             meta={"rating": r.rating, **({"segment": r.segment} if r.segment else {})})
              for r in records if r.corrected_answer is not None]
     return sorted(pairs, key=priority)
@@ -136,9 +139,10 @@ def pairs_from_thumbs(records: Iterable[FeedbackRecord]) -> list[PreferencePair]
         for (good, good_votes), (bad, bad_votes) in zip(liked, disliked, strict=False):
             first = min(good_votes[0], bad_votes[0], key=lambda r: (r.timestamp, r.question_id))
             runs = sorted({v.source_run_id for v in good_votes + bad_votes if v.source_run_id})
+            traces = sorted({v.source_trace_id for v in good_votes + bad_votes if v.source_trace_id})
             pairs.append(PreferencePair(prompt=first.question, chosen=good_votes[0].answer,
                                         rejected=bad_votes[0].answer, source="thumbs", question_id=first.question_id,
-                                        source_run_ids=runs, margin=round(good - bad, 6),
+                                        source_run_ids=runs, source_trace_ids=traces, margin=round(good - bad, 6),
                                         meta={"votes_chosen": len(good_votes), "votes_rejected": len(bad_votes)}))
     return pairs
 

@@ -19,11 +19,11 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from reasonloop.errors import InputError
-from reasonloop.schemas import NonEmptyStr, Record, Reject
+from reasonloop.schemas import LiveRecord, NonEmptyStr, Record, Reject
 
 FEEDBACK_PATTERNS = ("*.jsonl", "*.csv")
 CLI_FILE = "cli.jsonl"
-OPTIONAL_FIELDS = ("corrected_answer", "comment", "segment", "source_run_id")
+OPTIONAL_FIELDS = ("corrected_answer", "comment", "segment", "source_run_id", "source_trace_id")
 Polarity = Literal["positive", "negative", "neutral"]
 
 
@@ -39,6 +39,8 @@ class FeedbackRecord(Record):
     segment: str | None = Field(default=None, description="a user group or product area, for per-segment counts")
     timestamp: datetime = Field(description="when it was given; naive times are taken as UTC")
     source_run_id: NonEmptyStr | None = Field(default=None, description="the MLflow run that produced the answer")
+    source_trace_id: NonEmptyStr | None = Field(default=None, description="the MLflow trace of the served request "
+                                                "that produced the answer (feedback given through the endpoint)")
 
     @field_validator("rating", mode="before")
     @classmethod
@@ -115,6 +117,37 @@ def load_feedback(folder: Path, known_run_ids: set[str] | None = None) -> Feedba
             records.append(record)
             origins.append(f"{name}:{line}")
     return FeedbackLoad(records=records, origins=origins, rejects=rejects)
+
+
+def feedback_from_traces(records_of: list[LiveRecord]) -> FeedbackLoad:
+    """The ratings and corrections users gave on served answers (their traces' assessments), validated like a feedback
+    file's rows: a bad one becomes a Reject naming the trace and the field. Traces without feedback add nothing."""
+    records: list[FeedbackRecord] = []
+    origins: list[str] = []
+    rejects: list[Reject] = []
+    for live in records_of:
+        if live.rating is None and live.correction is None:
+            continue
+        rating = "up" if live.rating else "down" if live.rating is not None else 3  # a correction alone: neutral
+        row = {"question_id": live.result.question.id, "question": live.result.question.question,
+               "answer": live.result.answer.answer, "rating": rating, "corrected_answer": live.correction,
+               "comment": live.comment, "segment": live.arm,
+               "timestamp": datetime.fromtimestamp(live.timestamp_ms / 1000, UTC).isoformat(),
+               "source_trace_id": live.mlflow_trace_id}
+        origin = f"trace {live.mlflow_trace_id}"
+        try:
+            records.append(_validate({k: v for k, v in row.items() if v is not None}, None))
+        except _RowProblem as problem:
+            rejects.append(Reject(source=origin, reason=str(problem)))
+            continue
+        origins.append(origin)
+    return FeedbackLoad(records=records, origins=origins, rejects=rejects)
+
+
+def merge_loads(*loads: FeedbackLoad) -> FeedbackLoad:
+    return FeedbackLoad(records=[r for load in loads for r in load.records],
+                        origins=[o for load in loads for o in load.origins],
+                        rejects=[r for load in loads for r in load.rejects])
 
 
 def append_feedback(folder: Path, record: FeedbackRecord) -> Path:

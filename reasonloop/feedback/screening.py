@@ -7,7 +7,7 @@ import hashlib
 
 from reasonloop.errors import EmptyInputError
 from reasonloop.feedback.config import PreferencesConfig
-from reasonloop.feedback.records import FEEDBACK_PATTERNS, FeedbackLoad, load_feedback, reject_at
+from reasonloop.feedback.records import FEEDBACK_PATTERNS, FeedbackLoad, load_feedback, merge_loads, reject_at
 from reasonloop.validation import check_bad_fraction, check_frame
 
 
@@ -43,17 +43,22 @@ def screen_feedback(loaded: FeedbackLoad) -> FeedbackLoad:
                         rejects=[*loaded.rejects, *moved])
 
 
-def read_feedback(cfg: PreferencesConfig, known_run_ids: set[str] | None) -> FeedbackLoad:
-    """Every feedback file, row by row (pydantic) then as a table (great-expectations); fails, writing nothing,
-    when more than `preferences.max_bad_fraction` of the rows were rejected."""
+def read_feedback(cfg: PreferencesConfig, known_run_ids: set[str] | None,
+                  traced: FeedbackLoad | None = None) -> FeedbackLoad:
+    """Every feedback file row by row (pydantic), with `traced` (what users said on served answers, validated the
+    same way), then all of it as a table (great-expectations); fails, writing nothing, when more than
+    `preferences.max_bad_fraction` of the rows were rejected."""
     assert cfg.feedback_dir is not None  # resolved by the settings
-    if cfg.rlaif.enabled and not cfg.feedback_dir.exists():
-        return FeedbackLoad(records=[], origins=[], rejects=[])  # AI feedback alone
-    loaded = screen_feedback(load_feedback(cfg.feedback_dir, known_run_ids))
+    traced = traced or FeedbackLoad()
+    other_sources = cfg.rlaif.enabled or bool(traced.records or traced.rejects)
+    files = load_feedback(cfg.feedback_dir, known_run_ids) if cfg.feedback_dir.exists() or not other_sources \
+        else FeedbackLoad()
+    loaded = screen_feedback(merge_loads(files, traced))
     if not loaded.records and not loaded.rejects and not cfg.rlaif.enabled:
-        raise EmptyInputError(f"no feedback rows in {', '.join(FEEDBACK_PATTERNS)} files: add some with `reasonloop "
-                              "feedback add`, or switch on preferences.rlaif", path=cfg.feedback_dir)
-    if loaded.records or loaded.rejects or not cfg.rlaif.enabled:
+        raise EmptyInputError(f"no feedback rows in {', '.join(FEEDBACK_PATTERNS)} files or served answers' traces: "
+                              "add some with `reasonloop feedback add` or POST /v1/feedback, or switch on "
+                              "preferences.rlaif", path=cfg.feedback_dir)
+    if loaded.records or loaded.rejects:
         check_bad_fraction(len(loaded.records), loaded.rejects, cfg.max_bad_fraction, "preferences.max_bad_fraction",
                            "no dataset was built")
     return loaded

@@ -36,7 +36,7 @@ def log_drift_run(tracker: Tracker, config: DriftConfig, windows: DriftWindows, 
     current_id = windows.current.run_id if windows.current else None
     reference_ids = [r.run_id for r in windows.reference]
     metrics = signal_metrics(signals)
-    params = {**tracker.params, "current.run_id": current_id or "none",
+    params = {**tracker.params, "current.run_id": current_id or "none", "current.kind": windows.kind,
               "reference.kind": windows.reference_kind, "reference.run_ids": ",".join(reference_ids) or "none",
               "window": config.window, "min_samples": config.min_samples, "quality.history": config.quality.history,
               "quality.reference_runs": config.quality.reference_runs,

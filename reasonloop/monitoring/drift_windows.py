@@ -29,6 +29,7 @@ from reasonloop.retrieval.config import ChromaConfig
 from reasonloop.schemas import QuestionResult, Record
 
 NO_RUN = "no finished nightly-eval run yet: run `reasonloop eval` first"
+NO_LIVE_RUN = "no finished live-eval run yet: run `reasonloop eval --source traces` first"
 
 
 NO_REFERENCE = ("no reference yet: this is the first nightly-eval run (set one with `reasonloop baseline set RUN_ID` "
@@ -48,6 +49,7 @@ class DriftWindows(Record):
     question); `note` says why a window is empty and is shown on every signal that lacks data."""
     current: RunRef | None
     reference: list[RunRef]
+    kind: str = "nightly-eval"  # the runs compared: nightly-eval (saved question sets) or live-eval (live traffic)
     reference_kind: Literal["baseline", "previous_runs", "none"]
     current_results: list[QuestionResult] = []
     reference_results: list[QuestionResult] = []
@@ -87,17 +89,17 @@ def _run_ref(run: Any) -> RunRef:
                   index_collection=params.get("index.collection"))
 
 
-def _current_run(tracker: Tracker, experiment_id: str | None, run_id: str | None) -> Any | None:
+def _current_run(tracker: Tracker, experiment_id: str | None, run_id: str | None, kind: str) -> Any | None:
     if run_id is None:
         newest = finished_runs(tracker, experiment_id, 1) if experiment_id else []
         return newest[0] if newest else None
     try:
         run = tracker.client().get_run(run_id)
     except Exception:  # noqa: BLE001 - MLflow raises a generic MlflowException for an unknown run
-        raise ReasonloopError(f"no run {run_id} in the tracking store: pick a nightly-eval run from "
+        raise ReasonloopError(f"no run {run_id} in the tracking store: pick a {kind} run from "
                               "`reasonloop runs`") from None
     if run.info.experiment_id != experiment_id or run.info.status != "FINISHED":
-        raise ReasonloopError(f"run {run_id} is not a finished nightly-eval run ({run.info.status}); pick one from "
+        raise ReasonloopError(f"run {run_id} is not a finished {kind} run ({run.info.status}); pick one from "
                               "`reasonloop runs`")
     return run
 
@@ -119,34 +121,36 @@ def one_per_question(newest_first: Sequence[QuestionResult]) -> list[QuestionRes
     return list(chosen.values())
 
 
-def read_windows(tracker: Tracker, window: int, run_id: str | None = None) -> DriftWindows:
-    """The current run (`run_id`, else the newest finished nightly eval) and its reference: the baseline run when
-    one is set (and it is not the current run), else the `window` finished runs before it."""
+def read_windows(tracker: Tracker, window: int, run_id: str | None = None, kind: str = "nightly-eval") -> DriftWindows:
+    """The current run (`run_id`, else the newest finished run of `kind`: nightly-eval, or live-eval for live
+    traffic) and its reference: the baseline run when one is set (saved question sets only; it is not the current
+    run), else the `window` finished runs before it."""
     client = tracker.client()
-    experiment = client.get_experiment_by_name(tracker.experiment_name("nightly-eval"))
-    run = _current_run(tracker, experiment.experiment_id if experiment else None, run_id)
+    experiment = client.get_experiment_by_name(tracker.experiment_name(kind))
+    run = _current_run(tracker, experiment.experiment_id if experiment else None, run_id, kind)
     if run is None:
-        return DriftWindows(current=None, reference=[], reference_kind="none", note=NO_RUN)
+        return DriftWindows(current=None, reference=[], kind=kind, reference_kind="none",
+                            note=NO_RUN if kind == "nightly-eval" else NO_LIVE_RUN)
     current = _run_ref(run)
     current_results = _readable(tracker, current.run_id)
-    baseline = baseline_run_id(tracker)
-    kind: Literal["baseline", "previous_runs"] = "baseline"
+    baseline = baseline_run_id(tracker) if kind == "nightly-eval" else None
+    reference_kind: Literal["baseline", "previous_runs"] = "baseline"
     try:
         reference_runs = [client.get_run(baseline)] if baseline and baseline != current.run_id else []
     except Exception:  # noqa: BLE001 - a deleted baseline run: fall back to the previous runs
         reference_runs = []
     if not reference_runs:
-        kind, reference_runs = "previous_runs", finished_runs(tracker, run.info.experiment_id, window,
-                                                               before=current.start_time)[::-1]
+        reference_kind, reference_runs = "previous_runs", finished_runs(tracker, run.info.experiment_id, window,
+                                                                         before=current.start_time)[::-1]
     reference = [_run_ref(r) for r in reference_runs]
     readable = {r.run_id: _readable(tracker, r.run_id) for r in reference}
     newest_first = [x for r in reversed(reference) for x in readable[r.run_id] or []]
     note = (f"run {current.run_id} has no readable eval/results.jsonl" if current_results is None
             else NO_REFERENCE if not reference
             else "no reference run has a readable eval/results.jsonl" if not any(readable.values()) else None)
-    return DriftWindows(current=current, reference=reference, reference_kind=kind if reference else "none",
-                        current_results=current_results or [], note=note,
-                        reference_results=one_per_question(newest_first))
+    return DriftWindows(current=current, reference=reference, kind=kind,
+                        reference_kind=reference_kind if reference else "none", current_results=current_results or [],
+                        note=note, reference_results=one_per_question(newest_first))
 
 
 def read_quality_series(tracker: Tracker, current: RunRef | None, cfg: QualityDriftConfig) -> QualitySeries:

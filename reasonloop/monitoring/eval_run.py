@@ -99,6 +99,28 @@ def interrupted_eval(tracker: Tracker, identity: str) -> tuple[FlowReport, GateR
     return report, gate
 
 
+def log_results(results: list[QuestionResult], queue: list[dict[str, Any]], summary: EvalSummary,
+                extra: dict[str, list[dict[str, Any]]], table: pd.DataFrame | None = None) -> None:
+    """Into the active run, under `eval/`: the per-question table, every question's record (`results.jsonl`, what
+    the gate and the drift flow read back), the review queue (`review.jsonl`, and a table), the summary, and `extra`
+    JSON-lines files."""
+    import mlflow
+
+    mlflow.log_table(results_table(results) if table is None else table, artifact_file="eval/questions.json")
+    if queue:
+        mlflow.log_table(pd.DataFrame(queue).assign(reasons=lambda f: f["reasons"].str.join(" | ")),
+                         artifact_file="eval/review.json")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        (folder / "results.jsonl").write_text("".join(r.model_dump_json() + "\n" for r in results), encoding="utf-8")
+        (folder / Path(QUEUE_ARTIFACT).name).write_text("".join(json.dumps(row) + "\n" for row in queue),
+                                                         encoding="utf-8")
+        (folder / "summary.json").write_text(json.dumps(summary.model_dump(), indent=2), encoding="utf-8")
+        for name, rows in extra.items():
+            (folder / name).write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+        mlflow.log_artifacts(tmp, artifact_path="eval")
+
+
 @dataclass(frozen=True)
 class EvalRun:
     """What a nightly eval logs: its outcome, and the configuration sections that describe how it was produced."""
@@ -151,10 +173,7 @@ def log_eval_run(tracker: Tracker, run: EvalRun, *,
     with mlflow.start_run(experiment_id=experiment_id, run_name="nightly-eval", tags=tags) as logged:
         mlflow.log_params(params)
         mlflow.log_metrics(metrics)
-        mlflow.log_table(results_table(results), artifact_file="eval/questions.json")
-        if queue:
-            mlflow.log_table(pd.DataFrame(queue).assign(reasons=lambda f: f["reasons"].str.join(" | ")),
-                             artifact_file="eval/review.json")
+        log_results(results, queue, summary, {"traces.jsonl": [trace(r) for r in results]})
         mlflow.log_dict(gate.model_dump(exclude={"regressions"}), "eval/gate.json")
         if failed:
             mlflow.log_dict(failed, "eval/failed.json")
@@ -168,15 +187,6 @@ def log_eval_run(tracker: Tracker, run: EvalRun, *,
         if gate.regressions:
             mlflow.log_table(pd.DataFrame([r.model_dump() for r in gate.regressions]),
                              artifact_file="eval/regressions.json")
-        with tempfile.TemporaryDirectory() as tmp:
-            records = Path(tmp) / "results.jsonl"
-            records.write_text("".join(r.model_dump_json() + "\n" for r in results), encoding="utf-8")
-            (Path(tmp) / "traces.jsonl").write_text("".join(json.dumps(trace(r)) + "\n" for r in results),
-                                                    encoding="utf-8")
-            (Path(tmp) / Path(QUEUE_ARTIFACT).name).write_text("".join(json.dumps(row) + "\n" for row in queue),
-                                                                encoding="utf-8")
-            (Path(tmp) / "summary.json").write_text(json.dumps(summary.model_dump(), indent=2), encoding="utf-8")
-            mlflow.log_artifacts(tmp, artifact_path="eval")
         for version in registered.values():
             mlflow.MlflowClient().link_prompt_version_to_run(logged.info.run_id, version)
         if run.log_traces:

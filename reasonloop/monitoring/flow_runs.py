@@ -201,10 +201,12 @@ def log_dpo_build(tracker: Tracker, cfg: PreferencesConfig, loaded: FeedbackLoad
     experiment_id = tracker.ensure_experiment("dpo-build")
     pairs = [*dataset.train, *dataset.test]
     runs = sorted({r for p in pairs for r in p.source_run_ids})
+    traces = sorted({t for p in pairs for t in p.source_trace_ids})
     judges = sorted({str(p.meta["judge"]) for p in pairs if "judge" in p.meta})  # AI-feedback pairs' judge
     prompts = sorted({*prompt_versions_of(tracker, runs),
                       *(f"rlaif={p.meta['prompt']}" for p in pairs if p.meta.get("prompt"))})
     metrics = {"n_feedback": len(loaded.records), "n_feedback_rejected": len(loaded.rejects),
+               "n_feedback_from_traces": sum(r.source_trace_id is not None for r in loaded.records),
                "n_pairs_built": report.n_in, "n_pairs_kept": report.n_out, "n_train": len(dataset.train),
                "n_test": len(dataset.test), "n_leaked": len(report.leaked), "n_redacted": report.redacted,
                "n_kto_rows": len(dataset.unpaired),
@@ -215,6 +217,7 @@ def log_dpo_build(tracker: Tracker, cfg: PreferencesConfig, loaded: FeedbackLoad
               **{f"preferences.{k}": v for k, v in cfg.model_dump(mode="json", exclude={"feedback_dir", "out_dir"})
                  .items()},
               "source_run_ids": ",".join(runs)[:6000] or "none", "dataset_sha256": manifest["dataset_sha256"],
+              "source_trace_ids": ",".join(traces)[:6000] or "none",
               "judge.version": ",".join(judges) or "none (feedback pairs only)",
               "prompt_versions": ",".join(prompts)[:6000] or "unknown"}
     train = pd.DataFrame([trl_row(p, cfg.conversational) for p in dataset.train], columns=["prompt", "chosen",

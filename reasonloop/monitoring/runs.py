@@ -16,7 +16,7 @@ from reasonloop.schemas import QuestionResult
 if TYPE_CHECKING:
     import pandas as pd
 
-FLOW_KINDS = ("reindex", "nightly-eval", "judge-calibration", "canary", "drift", "dpo-build")
+FLOW_KINDS = ("reindex", "nightly-eval", "live-eval", "judge-calibration", "canary", "drift", "dpo-build")
 ANSWER_RUN_KINDS = ("nightly-eval", "canary")  # the runs whose answers feedback can be about
 RESULTS_ARTIFACT = "eval/results.jsonl"
 BASELINE_TAG = "reasonloop.baseline_run_id"

@@ -49,6 +49,10 @@ class DeploymentsConfig(Section):
 
     timezone: str = Field(default="UTC", description="IANA zone the crons are read in")
     nightly_eval: ScheduleConfig = Field(default_factory=lambda: ScheduleConfig(cron="0 2 * * *"))
+    nightly_eval_live: ScheduleConfig = Field(default_factory=lambda: ScheduleConfig(cron="30 2 * * *"),
+                                              description="the live traffic of the last live.window, judged")
+    live_canary_check: ScheduleConfig = Field(default_factory=lambda: ScheduleConfig(cron="*/30 * * * *"),
+                                              description="the live canary's decision (nothing when none runs)")
     reindex: ScheduleConfig = Field(default_factory=ScheduleConfig)
     drift: ScheduleConfig = Field(default_factory=ScheduleConfig)
     build_dpo: ScheduleConfig = Field(default_factory=lambda: ScheduleConfig(cron="0 4 * * 0"))
@@ -72,5 +76,6 @@ class DeploymentsConfig(Section):
         return self
 
     def schedules(self) -> list[tuple[str, ScheduleConfig]]:
-        return [("nightly_eval", self.nightly_eval), ("reindex", self.reindex), ("drift", self.drift),
-                ("build_dpo", self.build_dpo)]
+        return [("nightly_eval", self.nightly_eval), ("nightly_eval_live", self.nightly_eval_live),
+                ("live_canary_check", self.live_canary_check),
+                ("reindex", self.reindex), ("drift", self.drift), ("build_dpo", self.build_dpo)]

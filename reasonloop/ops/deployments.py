@@ -55,6 +55,10 @@ class DeploymentSpec:
 _FLOWS = {  # config key: (trigger command, flow name, module, function, description)
     "nightly_eval": ("eval", "nightly-eval", "flows.nightly_eval", "nightly_eval",
                      "Nightly evaluation of the question set; the drift flow runs after it."),
+    "nightly_eval_live": ("eval-live", "nightly-eval-live", "flows.live_eval", "nightly_eval_live",
+                          "The last day of live traffic judged without references; the drift flow runs after it."),
+    "live_canary_check": ("canary-check", "live-canary-check", "flows.live_canary", "check_live_canary",
+                          "The running live canary's traffic judged: promote, keep collecting or roll back."),
     "reindex": ("reindex", "reindex", "flows.reindex", "reindex",
                 "Reindex the corpus (only changed documents are embedded); started when the corpus changes."),
     "drift": ("drift", "drift", "flows.drift", "drift", "The newest nightly eval against its reference."),

@@ -84,6 +84,8 @@ class PromptsConfig(Section):
     paths: list[str] = Field(default_factory=lambda: ["path_analytical", "path_systematic"], min_length=2)
     synthesize: str = "synthesize_paths"
     judge: str = Field(default="judge_answer", description="the LLM judge's rubric")
+    judge_grounding: str = Field(default="judge_grounding", description="the LLM judge's rubric for answers "
+                                 "without a reference (live traffic): grounding, relevance, reasoning")
     pairwise: str = "judge_pairwise"   # the canary's A/B comparison (LLM judge only)
 
 

@@ -66,8 +66,9 @@ def log_answer_trace(question: Question, retrieved: list[RetrievedChunk], answer
         span.end(outputs=step.output, end_time_ns=step.started_ns + int(step.latency_s * 1e9))
     judged = verdict.model_dump(include={"correct", "correctness", "grounded_fraction", "hallucinated",
                                          "judge_error"}) if verdict else None
-    root.end(outputs={"answer": answer.answer, "confidence": answer.confidence, "citations": answer.citations,
-                      "error": answer.error, "verdict": judged}, end_time_ns=end)
+    root.end(outputs={"answer": answer.answer, "reasoning": answer.reasoning.model_dump(), "confidence":
+                      answer.confidence, "citations": answer.citations, "error": answer.error, "verdict": judged},
+             end_time_ns=end)
     return root.trace_id
 
 

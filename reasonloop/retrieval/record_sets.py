@@ -10,7 +10,7 @@ from pydantic import BaseModel, ValidationError
 
 from reasonloop.errors import EmptyInputError, InputError
 from reasonloop.retrieval.sources import SourceProblem, iter_records
-from reasonloop.schemas import LabeledPair, Question
+from reasonloop.schemas import LabeledPair, NonEmptyStr, Question
 
 R = TypeVar("R", bound=BaseModel)
 
@@ -51,9 +51,15 @@ def load_records(path: Path, model: type[R], what: str, setting: str,
     return loaded
 
 
+class SavedQuestion(Question):
+    """A question of a saved set: its reference answer is required (a live question has none)."""
+
+    reference: NonEmptyStr
+
+
 def load_questions(path: Path) -> list[Question]:
     """A question set (.jsonl: id, question, reference, optional gold_doc_ids)."""
-    return load_records(path, Question, "question set", "questions.path")
+    return load_records(path, SavedQuestion, "question set", "questions.path")
 
 
 def load_labeled_pairs(paths: list[Path]) -> list[LabeledPair]:

@@ -23,7 +23,6 @@ from reasonloop.schemas import Question
 from reasonloop.serving.models import AskRequest, LiveAnswer
 
 ArmName = Literal["production", "candidate"]
-NO_REFERENCE = "(a live question: no reference answer)"
 
 
 @dataclass(frozen=True)
@@ -81,7 +80,7 @@ class Engine:
         setup = await asyncio.to_thread(self.setup)
         name = arm_of(setup.canary, request.session_id or request.user_id or trace_id)
         arm = setup.arms[name]
-        question = Question(id=trace_id, question=request.question, reference=NO_REFERENCE, metadata=request.metadata)
+        question = Question(id=trace_id, question=request.question, metadata=request.metadata)
         [context] = await asyncio.to_thread(retrieve_chunks, [question], arm.retriever, arm.reasoning, arm.optimize)
         answer = await on_shared_loop(answer_one(arm.reasoner, arm.endpoint, question, context))
         return LiveAnswer(trace_id=trace_id, received_ns=received_ns, question=question, retrieved=context,

@@ -142,8 +142,8 @@ def test_a_better_model_is_promoted_through_the_pointer(make_settings: Callable[
         reindex(settings)
         with pytest.MonkeyPatch.context() as patch:  # the CLI loads settings itself: hand it these
             patch.setattr("reasonloop.cli.common.load_settings", lambda *a, **k: settings)
-            rejected = CliRunner().invoke(app, ["canary", "--candidate", "bad-model"])
-            promoted = CliRunner().invoke(app, ["canary", "--candidate", "good-model"])
+            rejected = CliRunner().invoke(app, ["canary", "run", "--candidate", "bad-model"])
+            promoted = CliRunner().invoke(app, ["canary", "run", "--candidate", "good-model"])
     assert rejected.exit_code == 1 and "rejected: production unchanged" in rejected.output, rejected.output
     assert "accuracy regressed" in rejected.output
     assert promoted.exit_code == 0 and "promoted" in promoted.output, promoted.output

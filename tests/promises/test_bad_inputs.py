@@ -455,16 +455,16 @@ CASES = [
                  id="cli-baseline-set-unknown-run-fresh-store"),
     pytest.param(Case(("runs", "--limit", "0"), ("Invalid value for '--limit'", "greater than or equal to 1"), code=2),
                  id="cli-runs-limit-zero"),
-    pytest.param(Case(("canary", "--candidate", "gpt 4; rm -rf /"), ("candidate 'gpt 4; rm -rf /': give a model "
-                                                                     "name",)),
+    pytest.param(Case(("canary", "run", "--candidate", "gpt 4; rm -rf /"),
+                      ("candidate 'gpt 4; rm -rf /': give a model name",)),
                  id="cli-canary-candidate-malformed"),
-    pytest.param(Case(("canary", "--candidate", "nonexistent@v2"), ("candidate nonexistent@v2: no llm prompt role "
-                                                                    "uses 'nonexistent'",)),
+    pytest.param(Case(("canary", "run", "--candidate", "nonexistent@v2"),
+                      ("candidate nonexistent@v2: no llm prompt role uses 'nonexistent'",)),
                  id="cli-canary-candidate-prompt-no-role-uses"),
-    pytest.param(Case(("canary", "--candidate", "chain_of_thought@v99"), ("prompt chain_of_thought: no registered "
-                                                                          "v99",), state="existing"),
+    pytest.param(Case(("canary", "run", "--candidate", "chain_of_thought@v99"),
+                      ("prompt chain_of_thought: no registered v99",), state="existing"),
                  id="cli-canary-candidate-prompt-version-unknown"),
-    pytest.param(Case(("canary", "--candidate", "chain_of_thought@v1", "--slice", "2"),
+    pytest.param(Case(("canary", "run", "--candidate", "chain_of_thought@v1", "--slice", "2"),
                       ("what production already runs",), state="existing",
                       env={"REASONLOOP_SAFETY__ENABLED": "false"}),  # what it writes, as fast as it gets there
                  id="cli-canary-candidate-is-production"),
