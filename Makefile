@@ -40,13 +40,14 @@ test: install ## check the layer contract, build the docs, run every test tier (
 test-fast: install ## the test suite without slow and server tests
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not slow and not server"
 
-bench: install ## run the benchmarks (~25 min); writes bench-results.json and bench-results*.md
+bench: install ## run the benchmarks (~45 min); writes bench-results.json and bench-results*.md
 	$(BIN)/python -m tests.benchmarks.run
 	$(BIN)/python -m tests.benchmarks.retrieval
 	$(BIN)/python -m tests.benchmarks.memory
 	$(BIN)/python -m tests.benchmarks.reasoning
 	$(BIN)/python -m tests.benchmarks.strategies
 	$(BIN)/python -m tests.benchmarks.faithfulness
+	$(BIN)/python -m tests.benchmarks.serving
 
 docs: install ## build the documentation site into site/ (strict: broken links and stale references fail)
 	$(BIN)/mkdocs build --strict

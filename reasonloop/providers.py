@@ -298,4 +298,5 @@ def build_live_service(settings: Settings, reload: Callable[[], Settings]) -> Li
     engine = Engine(build=lambda: live_setup(reload()), version=lambda: live_version(settings),
                     check_s=cfg.reload_check_s, probe=probe_live)
     return LiveService(engine=engine, spool=spool, metrics=ServingMetrics(spool.backlog), config=cfg,
-                       exporter=Exporter(spool, build_tracker(settings), cfg.export_batch, cfg.export_interval_s))
+                       exporter=Exporter(spool, build_tracker(settings), cfg.export_batch, cfg.export_interval_s,
+                                         nice=cfg.export_nice, max_backlog=cfg.export_max_backlog))

@@ -8,7 +8,8 @@ import string
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCT = str.maketrans("", "", string.punctuation)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])")
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
+DURATION = r"^(\d+(?:\.\d+)?)\s*([smhdw])$"  # e.g. 24h, 90m, 7d: the pattern of every duration setting
+_DURATION = re.compile(DURATION)
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 

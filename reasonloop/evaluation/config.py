@@ -13,8 +13,7 @@ from pydantic import Field
 
 from reasonloop.reasoning.config import EndpointConfig
 from reasonloop.schemas import Section
-
-DURATION = r"^\d+(\.\d+)?\s*[smhdw]$"  # e.g. 24h, 90m, 7d (reasonloop/text.py parses it)
+from reasonloop.text import DURATION
 
 
 class QuestionsConfig(Section):

@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from reasonloop.schemas import Section
+from reasonloop.text import DURATION
 
 PairSource = Literal["correction", "thumbs", "rlaif"]
 
@@ -44,7 +45,7 @@ class PreferencesConfig(Section):
                                     "share fail the build (nothing is written)")
     from_traces: bool = Field(default=True, description="also take the ratings and corrections users gave on served "
                               "answers (MLflow trace assessments)")
-    traces_window: str = Field(default="7d", pattern=r"^\d+(\.\d+)?\s*[smhdw]$", description="how far back the "
+    traces_window: str = Field(default="7d", pattern=DURATION, description="how far back the "
                                "build looks for them")
     known_runs_only: bool = Field(default=True, description="a row's source_run_id must be a run in the MLflow "
                                   "store (nightly eval or canary)")

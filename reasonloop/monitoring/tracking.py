@@ -93,7 +93,10 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:  # someone else's process: alive
         return True
-    return True
+    try:  # a zombie (exited, not yet reaped: containers often run no reaper) is gone
+        return Path(f"/proc/{pid}/stat").read_text(encoding="ascii").rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def writer_alive(tags: dict[str, str]) -> bool:

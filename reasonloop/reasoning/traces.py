@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from reasonloop.redact import redact
@@ -36,8 +37,10 @@ def step_inputs(step: StepTrace) -> Any:
 
 def log_answer_trace(question: Question, retrieved: list[RetrievedChunk], answer: AnswerRecord, experiment_id: str,
                      *, name: str = "question", tags: dict[str, str] | None = None,
-                     metadata: dict[str, str] | None = None, verdict: Verdict | None = None) -> str:
-    """One answer as a trace in `experiment_id`, its spans at the times recorded; returns the MLflow trace id."""
+                     metadata: dict[str, str] | None = None, verdict: Verdict | None = None,
+                     on_start: Callable[[str], None] | None = None) -> str:
+    """One answer as a trace in `experiment_id`, its spans at the times recorded; returns the MLflow trace id, also
+    given to `on_start` before anything is written (so a write cut short can be found by its id)."""
     import mlflow
     from mlflow.entities import SpanType
     from mlflow.tracing.constant import SpanAttributeKey
@@ -51,6 +54,8 @@ def log_answer_trace(question: Question, retrieved: list[RetrievedChunk], answer
         attributes={"strategy": answer.strategy, "route": answer.route or "", "complexity": answer.complexity,
                     "cache_hit": answer.cache_hit, "prompt": answer.prompt, "model": answer.model},
         tags={"question_id": question.id, "strategy": answer.strategy, **(tags or {})}, metadata=metadata or {})
+    if on_start is not None:
+        on_start(root.trace_id)
     retrieval = mlflow.start_span_no_context("retrieve", span_type=SpanType.RETRIEVER, parent_span=root,
                                              inputs={"query": question.question}, start_time_ns=start)
     retrieval.end(outputs=documents(retrieved), end_time_ns=start)

@@ -19,6 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from reasonloop.redact import redact
 from reasonloop.serving.config import ServingConfig
@@ -74,6 +75,22 @@ def feedback_problems(body: FeedbackRequest, cfg: ServingConfig) -> list[Problem
             for name, text, limit in limits if text is not None and len(text) > limit]
 
 
+class BodyLimit:
+    """Refuses a body over BODY_LIMIT_BYTES unread (a plain ASGI middleware: Starlette's function middleware costs a
+    task and a stream per request)."""
+
+    def __init__(self, app: ASGIApp, metrics: ServingMetrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        length = dict(scope.get("headers") or []).get(b"content-length") if scope["type"] == "http" else None
+        if length is not None and (not length.isdigit() or int(length) > BODY_LIMIT_BYTES):
+            self.metrics.errors.labels(scope["path"], "too_large").inc()
+            await error(413, "too_large", f"the body is over {BODY_LIMIT_BYTES} bytes")(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 def create_app(service: LiveService) -> FastAPI:
     engine, spool, metrics, cfg = service.engine, service.spool, service.metrics, service.config
 
@@ -89,14 +106,7 @@ def create_app(service: LiveService) -> FastAPI:
 
     app = FastAPI(title="reasonloop", version="1", lifespan=lifespan)
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next: Any) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > BODY_LIMIT_BYTES):
-            metrics.errors.labels(request.url.path, "too_large").inc()
-            return error(413, "too_large", f"the body is over {BODY_LIMIT_BYTES} bytes")
-        response: Response = await call_next(request)
-        return response
+    app.add_middleware(BodyLimit, metrics=metrics)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -114,25 +124,27 @@ def create_app(service: LiveService) -> FastAPI:
             metrics.errors.labels("/v1/ask", "invalid_request").inc()
             return error(422, "invalid_request", "; ".join(f"{p.field}: {p.problem}" for p in problems), problems)
         trace_id = uuid.uuid4().hex
-        try:
-            answered = await engine.ask(body, trace_id)
-        except Exception as exc:  # noqa: BLE001 - the index or the setup failed: nothing was answered or written
-            metrics.errors.labels("/v1/ask", "unavailable").inc()
-            logger.exception("ask failed")
-            return error(503, "unavailable", f"cannot answer now ({type(exc).__name__}: {redact(str(exc))}); see "
-                                             "/readyz")
-        await asyncio.to_thread(spool.record_ask, trace_id, answered.received_ns, answered.model_dump_json())
+        with service.exporter.busy():
+            try:
+                answered = await engine.ask(body, trace_id)
+            except Exception as exc:  # noqa: BLE001 - the index or the setup failed: nothing was answered or written
+                metrics.errors.labels("/v1/ask", "unavailable").inc()
+                logger.exception("ask failed")
+                return error(503, "unavailable", f"cannot answer now ({type(exc).__name__}: {redact(str(exc))}); "
+                                                 "see /readyz")
+            await asyncio.to_thread(spool.record_ask, trace_id, answered.received_ns, answered.model_dump_json())
         answer = answered.answer
         status = 502 if answer.error is not None else 200
         metrics.observe("/v1/ask", answered.arm, status, time.perf_counter() - started)
         if answer.error is not None:
             metrics.errors.labels("/v1/ask", "upstream_error").inc()
             return error(502, "upstream_error", f"the model failed (trace {trace_id}): {redact(answer.error)}")
-        return AskResponse(trace_id=trace_id, answer=answer.answer, citations=answer.citations,
-                           confidence=answer.confidence, strategy=answer.strategy, route=answer.route,
-                           arm=answered.arm, model=answer.model, prompt_versions=answered.prompt_versions,
-                           index_version=answered.index_version, guardrails=answer.guardrails,
-                           latency_s=time.perf_counter() - started)
+        return Response(AskResponse(  # serialized once, here: FastAPI's response_model path would validate it again
+            trace_id=trace_id, answer=answer.answer, citations=answer.citations, confidence=answer.confidence,
+            strategy=answer.strategy, route=answer.route, arm=answered.arm, model=answer.model,
+            prompt_versions=answered.prompt_versions, index_version=answered.index_version,
+            guardrails=answer.guardrails, latency_s=time.perf_counter() - started).model_dump_json(),
+            media_type="application/json")
 
     @app.post("/v1/feedback", response_model=FeedbackResponse,
               responses={404: {"model": ErrorBody}, 422: {"model": ErrorBody}})

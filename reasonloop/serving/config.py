@@ -21,5 +21,10 @@ class ServingConfig(Section):
     max_metadata_keys: int = Field(default=16, ge=0, description="metadata entries a request may carry")
     export_batch: int = Field(default=64, gt=0, description="answers (and feedback) moved to MLflow per round")
     export_interval_s: float = Field(default=0.2, gt=0.0, description="how often the exporter looks for new ones")
+    export_max_backlog: int = Field(default=10_000, gt=0, description="the exporter gives way to requests in flight "
+                                    "until this many answers and feedback wait in the spool")
+    export_nice: int | None = Field(default=10, ge=0, le=19, description="the exporter runs in its own process at "
+                                    "this lower CPU priority, so MLflow's writes never slow the answers (what waits "
+                                    "is in the spool); null: a thread of the endpoint's process")
     reload_check_s: float = Field(default=1.0, gt=0.0, description="how often the serving index, the production "
                                   "pointer and the live canary are looked at for changes")

@@ -5,27 +5,38 @@ MLflow (a trace costs ~30 ms to write to a SQLite tracking store, more over HTTP
 falls behind (MLflow's own asynchronous queue discards traces when it is full).
 
 Exporters claim rows for a lease before writing them, so several processes can share one spool without exporting a
-row twice; a row whose exporter died is claimed again once its lease runs out, and counted as a retry (the exporter
-then looks for what the dead one may have written before writing it again)."""
+row twice; a row whose exporter died is claimed again at once when that exporter ran on this host (its process is
+gone), else once its lease runs out. The MLflow trace id an export is about to write is noted first, so a retry
+keeps a trace the dead exporter wrote whole and replaces one it left half-written."""
 
 from __future__ import annotations
 
+import os
+import socket
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS asks (trace_id TEXT PRIMARY KEY, received_ns INTEGER NOT NULL, body TEXT NOT NULL,
                                  mlflow_trace_id TEXT, exported_ns INTEGER, claimed_ns INTEGER,
-                                 attempts INTEGER NOT NULL DEFAULT 0);
+                                 attempts INTEGER NOT NULL DEFAULT 0, claimed_by TEXT);
 CREATE INDEX IF NOT EXISTS asks_pending ON asks (exported_ns) WHERE exported_ns IS NULL;
 CREATE TABLE IF NOT EXISTS feedback (id INTEGER PRIMARY KEY AUTOINCREMENT, trace_id TEXT NOT NULL
                                      REFERENCES asks (trace_id), received_ns INTEGER NOT NULL, body TEXT NOT NULL,
-                                     exported_ns INTEGER, claimed_ns INTEGER, attempts INTEGER NOT NULL DEFAULT 0);
+                                     exported_ns INTEGER, claimed_ns INTEGER, attempts INTEGER NOT NULL DEFAULT 0,
+                                     claimed_by TEXT);
 CREATE INDEX IF NOT EXISTS feedback_pending ON feedback (exported_ns) WHERE exported_ns IS NULL;
 """
+TABLES = ("asks", "feedback")
+
+
+def claimant() -> str:
+    """Who claims rows: this process, as `host:pid`."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 class Spool:
@@ -45,6 +56,20 @@ class Spool:
             db.execute("PRAGMA synchronous=NORMAL")  # committed means on disk past a process crash
             self._local.db = db
         return db
+
+    def release_dead(self, alive: Callable[[str, str], bool]) -> int:
+        """Free the claims of exporters that are gone (`alive(host, pid)` is False), so what a killed process was
+        exporting moves on now rather than after its lease; returns how many rows were freed."""
+        db, freed = self._db(), 0
+        for table in TABLES:
+            owners = [row[0] for row in db.execute(f"SELECT DISTINCT claimed_by FROM {table} WHERE exported_ns IS "
+                                                   "NULL AND claimed_by IS NOT NULL")]
+            for owner in owners:
+                host, _, pid = owner.rpartition(":")
+                if not alive(host, pid):
+                    freed += db.execute(f"UPDATE {table} SET claimed_ns = NULL, claimed_by = NULL WHERE claimed_by "
+                                        "= ? AND exported_ns IS NULL", (owner,)).rowcount
+        return freed
 
     def record_ask(self, trace_id: str, received_ns: int, body: str) -> None:
         self._db().execute("INSERT INTO asks (trace_id, received_ns, body) VALUES (?, ?, ?)",
@@ -66,18 +91,30 @@ class Spool:
         db.execute("BEGIN IMMEDIATE")
         try:
             rows = db.execute(select, (now - int(lease_s * 1e9), limit)).fetchall()
-            db.executemany(f"UPDATE {table} SET claimed_ns = ?, attempts = attempts + 1 WHERE {key} = ?",
-                           [(now, row[0]) for row in rows])
+            db.executemany(f"UPDATE {table} SET claimed_ns = ?, claimed_by = ?, attempts = attempts + 1 WHERE "
+                           f"{key} = ?", [(now, claimant(), row[0]) for row in rows])
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
         return [(*row[:-1], row[-1] + 1) for row in rows]
 
-    def claim_asks(self, limit: int, lease_s: float) -> list[tuple[str, str, int]]:
-        """(trace id, body, attempt) of answered requests not yet in MLflow, oldest first, claimed for `lease_s`."""
-        return self._claim("SELECT trace_id, body, attempts FROM asks WHERE exported_ns IS NULL AND (claimed_ns IS "
-                           "NULL OR claimed_ns < ?) ORDER BY received_ns LIMIT ?", "asks", "trace_id", limit, lease_s)
+    def claim_asks(self, limit: int, lease_s: float) -> list[tuple[str, str, str | None]]:
+        """(trace id, body, MLflow trace id an earlier export noted) of answered requests not yet in MLflow, oldest
+        first, claimed for `lease_s`."""
+        rows = self._claim("SELECT trace_id, body, mlflow_trace_id, attempts FROM asks WHERE exported_ns IS NULL AND "
+                           "(claimed_ns IS NULL OR claimed_ns < ?) ORDER BY received_ns LIMIT ?", "asks", "trace_id",
+                           limit, lease_s)
+        return [(trace_id, body, noted) for trace_id, body, noted, _ in rows]
+
+    def note_mlflow_id(self, trace_id: str, mlflow_trace_id: str) -> None:
+        """The MLflow trace an export is about to write (so a retry finds what a cut-short write left)."""
+        self._db().execute("UPDATE asks SET mlflow_trace_id = ? WHERE trace_id = ?", (mlflow_trace_id, trace_id))
+
+    def release_asks(self, trace_ids: list[str]) -> None:
+        """Give claimed answers back at once (their export failed): the next round claims them again, as a retry."""
+        self._db().executemany("UPDATE asks SET claimed_ns = NULL, claimed_by = NULL WHERE trace_id = ?",
+                               [(t,) for t in trace_ids])
 
     def ask_exported(self, trace_id: str, mlflow_trace_id: str) -> None:
         self._db().execute("UPDATE asks SET mlflow_trace_id = ?, exported_ns = ? WHERE trace_id = ?",

@@ -200,10 +200,15 @@ def system_text(request: dict[str, Any]) -> str:
     return "\n".join(str(m.get("content", "")) for m in request.get("messages", []) if m.get("role") == "system")
 
 
-def serve_fixed(content: str, delay_s: float) -> None:
-    """Serve one fixed reply after a fixed delay until killed; prints the base URL (used by benchmarks, which run
-    the server in its own process so it does not share the client's GIL)."""
-    with OpenAIServer(lambda request: Reply(content=content, delay_s=delay_s)) as server:
+def serve_fixed(content: str, delay_s: float, fault_rate: float = 0.0) -> None:
+    """Serve one fixed reply after a fixed delay until killed, with `fault_rate` of requests meeting a transient
+    fault (half 500s, a quarter 429s, a quarter connection resets, seeded per question and attempt); prints the base
+    URL (used by benchmarks, which run the server in its own process so it does not share the client's GIL)."""
+    def fixed(request: dict[str, Any]) -> Reply:
+        return Reply(content=content, delay_s=delay_s)
+
+    plan = FaultPlan({"500": fault_rate / 2, "429": fault_rate / 4, "reset": fault_rate / 4})
+    with OpenAIServer(plan.around(fixed, user_text) if fault_rate else fixed) as server:
         print(server.base_url, flush=True)  # noqa: T201 - the parent reads it
         threading.Event().wait()
 
@@ -211,4 +216,4 @@ def serve_fixed(content: str, delay_s: float) -> None:
 if __name__ == "__main__":
     import sys
 
-    serve_fixed(sys.stdin.read(), float(sys.argv[1]))
+    serve_fixed(sys.stdin.read(), float(sys.argv[1]), float(sys.argv[2]) if len(sys.argv) > 2 else 0.0)
