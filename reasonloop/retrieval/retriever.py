@@ -17,6 +17,8 @@ from reasonloop.retrieval.embeddings import Embedder
 from reasonloop.retrieval.lexical import LexicalIndex
 from reasonloop.schemas import RetrievedChunk
 
+MAX_IDS_PER_CALL = 5000  # result ids per Chroma call: its SQLite store binds one variable per id (limit 32,766)
+
 
 def rrf_fuse(rankings: list[list[str]], weights: list[float], rrf_k: int) -> list[tuple[str, float]]:
     """Weighted reciprocal rank fusion: score(d) = sum_i w_i / (rrf_k + rank_i(d)), best first, ties by id."""
@@ -77,7 +79,9 @@ class ChunkRetriever(Travels, BaseRetriever):
 
     def retrieve_many(self, queries: list[str], k: int | None = None,
                       filters: dict[str, Any] | None = None) -> list[list[RetrievedChunk]]:
-        """Top-k chunks per query, best first, in one encoder call and one Chroma query for the batch."""
+        """Top-k chunks per query, best first, in one encoder call; Chroma is asked in slices of at most
+        MAX_IDS_PER_CALL result ids (its SQLite store refuses a statement with too many variables), with the same
+        results as one query."""
         if not queries:
             return []
         k = k or self.config.top_k
@@ -87,12 +91,15 @@ class ChunkRetriever(Travels, BaseRetriever):
         dense: list[list[tuple[str, float]]] = [[] for _ in queries]
         found: dict[str, tuple[str, dict[str, Any]]] = {}
         if mode != "bm25":
-            hits = self.collection.query(query_embeddings=self.embedder.embed(queries), n_results=depth,
-                                         where=_where(filters), include=["documents", "metadatas", "distances"])
-            for q, (ids, docs, metas, dists) in enumerate(zip(hits["ids"], hits["documents"], hits["metadatas"],
-                                                             hits["distances"], strict=True)):
-                dense[q] = [(cid, 1.0 - float(dist)) for cid, dist in zip(ids, dists, strict=True)]
-                found.update({cid: (doc or "", meta or {}) for cid, doc, meta in zip(ids, docs, metas, strict=True)})
+            vectors, step = self.embedder.embed(queries), max(1, MAX_IDS_PER_CALL // depth)
+            for start in range(0, len(queries), step):
+                hits = self.collection.query(query_embeddings=vectors[start:start + step], n_results=depth,
+                                             where=_where(filters), include=["documents", "metadatas", "distances"])
+                for q, (ids, docs, metas, dists) in enumerate(zip(hits["ids"], hits["documents"], hits["metadatas"],
+                                                                 hits["distances"], strict=True), start=start):
+                    dense[q] = [(cid, 1.0 - float(dist)) for cid, dist in zip(ids, dists, strict=True)]
+                    found.update({cid: (doc or "", meta or {}) for cid, doc, meta in zip(ids, docs, metas,
+                                                                                         strict=True)})
         lexical = self.lexical.search(queries, depth, filters) if mode != "dense" and self.lexical else \
             [[] for _ in queries]
         results = []
@@ -105,8 +112,8 @@ class ChunkRetriever(Travels, BaseRetriever):
                 ranked = fuse(dense[q], lexical[q], self.config, depth)[:k]
             results.append((ranked, dict(dense[q]), dict(lexical[q])))
         missing = sorted({cid for ranked, _, _ in results for cid, _ in ranked} - found.keys())
-        if missing:
-            got = self.collection.get(ids=missing, include=["documents", "metadatas"])
+        for start in range(0, len(missing), MAX_IDS_PER_CALL):
+            got = self.collection.get(ids=missing[start:start + MAX_IDS_PER_CALL], include=["documents", "metadatas"])
             found.update({cid: (doc or "", meta or {}) for cid, doc, meta in
                           zip(got["ids"], got["documents"], got["metadatas"], strict=True)})
         return [[RetrievedChunk(chunk_id=cid, doc_id=str(found[cid][1].get("doc_id", "")), text=found[cid][0],

@@ -17,7 +17,7 @@ from reasonloop.providers import ServingIndex, build_embedder, open_serving_inde
 from reasonloop.retrieval.retriever import ChunkRetriever, fuse, rrf_fuse, zscore_fuse
 from reasonloop.settings import Settings, load_settings
 
-from ..conftest import SAMPLE_CORPUS, read_jsonl, write_jsonl
+from ..conftest import SAMPLE_CORPUS, SAMPLE_QUESTIONS, read_jsonl, write_jsonl
 from ..support.indexing import build_index
 
 TESLA = "Nikola Tesla"
@@ -156,3 +156,17 @@ def test_zscore_fusion_keeps_the_signal_of_a_short_bm25_list() -> None:
     assert close["x"] - close["y"] < 0.05  # near scores stay near (no forced +1/-1)
     with pytest.raises(ValueError, match="non-finite"):
         zscore_fuse([[("x", float("nan"))]], [1.0], [None])
+
+
+def test_a_batch_of_5000_questions_is_one_call_with_the_results_of_one_query_each(index: ServingIndex) -> None:
+    from reasonloop.schemas import Question
+
+    questions = [q.question for q in (Question.model_validate(r) for r in read_jsonl(SAMPLE_QUESTIONS))]
+    queries = [f"{questions[i % len(questions)]} ({i})" for i in range(5000)]  # 5,000 distinct questions
+    for mode in ("dense", "hybrid"):
+        retriever = in_mode(index, mode, candidates=50)
+        hits = retriever.retrieve_many(queries, k=5)  # 5,000 x 12 chunks: past Chroma's variables per statement
+        assert len(hits) == 5000 and all(len(h) == 5 for h in hits)
+        for i in (0, 1234, 4999):
+            alone = retriever.retrieve_many([queries[i]], k=5)[0]
+            assert [c.chunk_id for c in hits[i]] == [c.chunk_id for c in alone]
