@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 
-from prefect import flow
+from prefect import flow, get_run_logger
 from prefect.utilities.annotations import quote
 
 from reasonloop.providers import build_embedder, build_tracker, chroma_of, index_store_of, open_index_version
@@ -41,7 +41,8 @@ def reindex(settings: Settings | None = None, full: bool = False) -> FlowReport:
                                     settings.index.verify_queries, full)
         staged = open_index_version(settings, embedder, build.manifest)
         quality = evaluate_retrieval(quote(quality_sets), staged.retriever)
-        enforce_quality_floors(quality, settings.quality)
+        for note in enforce_quality_floors(quality, settings.quality, settings.corpus.path):
+            get_run_logger().warning(note)
         build = publish_index_version(quote(build), store, chroma, settings.index.keep_versions)
     publish_quarantine(screened.rejects)
     report = log_reindex_run(build_tracker(settings), quote(build), quote(screened), quality,

@@ -137,7 +137,8 @@ def make_settings(tmp_path: Path, tiny_data: tuple[Path, Path]) -> Callable[...,
     def build(**overrides: Any) -> Settings:
         base: dict[str, Any] = {"state_dir": tmp_path / "state", "corpus": {"path": corpus_dir},
                                 "questions": {"path": questions}, "eval": {"batch_size": 8},
-                                "quality": {"datasets": {"squad_sample": {"questions": questions}}}}
+                                "quality": {"datasets": {"squad_sample": {"questions": questions,
+                                                                          "corpus": corpus_dir}}}}
         for key, value in overrides.items():
             base[key] = {**base[key], **value} if isinstance(value, dict) and isinstance(base.get(key), dict) else value
         return load_settings(**base)

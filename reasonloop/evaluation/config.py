@@ -39,6 +39,9 @@ class EvalConfig(Section):
 
 class QualityDataset(Section):
     questions: Path = Field(description="a labeled question set (.jsonl with gold_doc_ids)")
+    corpus: Path | None = Field(default=None, description="the corpus (corpus.path) this set was written for and "
+                                "its floors set on: an index of another corpus is measured on it and logged, never "
+                                "refused by it; null: it gates every corpus")
     floors: dict[Literal["recall_at_1", "recall_at_5", "recall_at_10", "mrr_at_10", "ndcg_at_10"], float] = \
         Field(default_factory=dict, description="the least each metric may be before a new version is refused")
 

@@ -3,6 +3,8 @@ before it is served."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from reasonloop.errors import ReasonloopError
 from reasonloop.evaluation.config import QualityConfig
 from reasonloop.evaluation.metrics import mean, mrr_at_k, ndcg_at_k, recall_at_k, unique_in_order
@@ -48,15 +50,27 @@ def evaluate_retrieval(datasets: dict[str, list[Question]], retriever: ChunkRetr
     return reports
 
 
-def enforce_quality_floors(reports: list[RetrievalQuality], cfg: QualityConfig) -> None:
-    """Fail when any dataset's metric is under its floor (the caller has not served the new version yet)."""
-    failures = []
+def enforce_quality_floors(reports: list[RetrievalQuality], cfg: QualityConfig, corpus: Path) -> list[str]:
+    """Fail when a metric of a set that belongs to `corpus` is under its floor (the caller has not served the new
+    version yet); returns a note for each set measured but not gating, because it was written for another corpus."""
+    failures, notes = [], []
     for report in reports:
-        floors = cfg.datasets[report.dataset].floors if report.dataset in cfg.datasets else {}
-        for metric, floor in floors.items():
+        dataset = cfg.datasets.get(report.dataset)
+        if dataset is None:
+            continue
+        key = f"quality.datasets.{report.dataset}"
+        if dataset.corpus is not None and dataset.corpus.resolve() != corpus.resolve():
+            notes.append(f"{key} ({dataset.questions}) was written for {dataset.corpus}, not {corpus}: measured and "
+                         f"logged, not gating; add a labeled set of this corpus under quality.datasets (questions, "
+                         f"floors, corpus: {corpus}) to gate it")
+            continue
+        for metric, floor in dataset.floors.items():
             value = getattr(report, metric)
             if value is not None and value < floor:
-                failures.append(f"{report.dataset}: {metric} = {value:.4f} < floor {floor}")
+                failures.append(f"{report.dataset} ({dataset.questions}): {metric} = {value:.4f} < floor {floor} "
+                                f"({key}.floors.{metric})")
     if failures:
         raise QualityGateError("retrieval quality under its floor, the new index version is not served:\n  "
-                               + "\n  ".join(failures))
+                               + "\n  ".join(failures) + "\nFix retrieval, lower the floor, or, if the set was "
+                               f"written for another corpus, give it `corpus:` (this one is {corpus})")
+    return notes

@@ -17,7 +17,7 @@ from reasonloop.errors import EmptyInputError, InputError
 from reasonloop.evaluation.retrieval_quality import QualityGateError
 from reasonloop.providers import chroma_of
 from reasonloop.retrieval.index_versions import IndexStore
-from reasonloop.settings import Settings
+from reasonloop.settings import Settings, load_settings
 from reasonloop.text import normalize_answer
 
 from ..conftest import read_jsonl, write_jsonl
@@ -223,6 +223,18 @@ def test_a_version_under_its_retrieval_floor_is_not_served(make_settings: Callab
     records = read_jsonl(corpus_file)
     write_jsonl(corpus_file, [{**r, "text": "Unrelated filler text about nothing in particular."} if i % 2 else r
                               for i, r in enumerate(records)])
-    with pytest.raises(QualityGateError, match=r"squad_sample: mrr_at_10 = 0\.\d+ < floor 0\.8"):
+    with pytest.raises(QualityGateError, match=r"squad_sample \(.*questions\.jsonl\): mrr_at_10 = 0\.\d+ < floor 0\.8 "
+                                               r"\(quality\.datasets\.squad_sample\.floors\.mrr_at_10\)"):
         reindex(settings)
     assert IndexStore(settings.state_dir, settings.chroma.collection).require_current().version == 1
+
+
+def test_a_corpus_the_quality_set_was_not_written_for_is_measured_and_served(tmp_path: Path,
+                                                                            tiny_data: tuple[Path, Path],
+                                                                            caplog: pytest.LogCaptureFixture) -> None:
+    settings = load_settings(state_dir=tmp_path / "state", corpus={"path": tiny_data[0]})  # the default sample set
+    report = reindex(settings)  # its 72 questions ask about 48 paragraphs this corpus does not hold
+    assert report.metrics["retrieval.squad_sample.mrr_at_10"] < settings.quality.datasets["squad_sample"].floors[
+        "mrr_at_10"]  # under the floor, and served: the set was written for data/corpus
+    assert IndexStore(settings.state_dir, settings.chroma.collection).require_current().version == 1
+    assert "quality.datasets.squad_sample" in caplog.text and "was written for data/corpus" in caplog.text

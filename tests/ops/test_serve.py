@@ -39,8 +39,8 @@ def deployed(api_url: str, flow_name: str) -> bool:
         return False
 
 
-def completed(api_url: str, tag: str) -> list[dict[str, Any]]:
-    return flow_runs(api_url, tags={"all_": [tag]}, state={"type": {"any_": ["COMPLETED"]}})
+def completed(api_url: str, *tags: str) -> list[dict[str, Any]]:
+    return flow_runs(api_url, tags={"all_": list(tags)}, state={"type": {"any_": ["COMPLETED"]}})
 
 
 def test_serve_fires_a_cron_follows_a_trigger_and_reindexes_on_change(tiny_data: tuple[Path, Path],
@@ -49,7 +49,7 @@ def test_serve_fires_a_cron_follows_a_trigger_and_reindexes_on_change(tiny_data:
     state, port, log = tmp_path / "state", free_port(), tmp_path / "serve.log"
     env = reasonloop_env(
         state, corpus={"path": corpus}, questions={"path": questions}, safety={"enabled": False},
-        quality={"datasets": {"squad_sample": {"questions": questions}}},
+        quality={"datasets": {"squad_sample": {"questions": questions, "corpus": corpus}}},
         deployments={"server_port": port, "nightly_eval": {"cron": "* * * * *"},
                      "watch_corpus": {"interval_s": 2, "settle_s": 2}})
     env.update({"PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5", "PREFECT_RUNNER_POLL_FREQUENCY": "2"})
@@ -68,7 +68,7 @@ def test_serve_fires_a_cron_follows_a_trigger_and_reindexes_on_change(tiny_data:
 
         # on schedule: the every-minute cron of the nightly eval creates a run, and it completes
         scheduled = wait_for("no scheduled nightly eval completed",
-                             lambda: completed(api_url, "auto-scheduled"), 240, log)[0]
+                             lambda: completed(api_url, "auto-scheduled", "eval"), 240, log)[0]
         assert scheduled["tags"] and "eval" in scheduled["tags"]
         client = mlflow.MlflowClient(f"sqlite:///{state / 'mlflow.db'}")
         experiment = client.get_experiment_by_name("reasonloop-nightly-eval")

@@ -287,7 +287,8 @@ def run_every_flow(make_settings: Callable[..., Settings], tiny_data: tuple[Path
             corpus_dir, questions_file = tiny_data
             for name, value in {"corpus": {"path": str(corpus_dir)}, "questions": {"path": str(questions_file)},
                                 "eval": {"batch_size": 8},
-                                "quality": {"datasets": {"squad_sample": {"questions": str(questions_file)}}},
+                                "quality": {"datasets": {"squad_sample": {"questions": str(questions_file),
+                                                                          "corpus": str(corpus_dir)}}},
                                 **sections}.items():
                 monkeypatch.setenv(f"REASONLOOP_{name.upper()}", json.dumps(value))
             assert load_settings().public_dict() == settings.public_dict()
