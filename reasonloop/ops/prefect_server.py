@@ -44,7 +44,7 @@ def configured_api_url(api_url: str | None, prefect_home: Path) -> str | None:
         recorded = json.loads(record_path(prefect_home).read_text(encoding="utf-8"))["api_url"]
     except (OSError, ValueError, KeyError):
         return None
-    return recorded if api_healthy(recorded) else None
+    return recorded if api_healthy(recorded, timeout_s=10.0) else None  # a busy server answers late; a gone one refuses
 
 
 def wait_healthy(api_url: str, proc: subprocess.Popen[bytes], timeout_s: float, log: Path) -> None:
