@@ -69,10 +69,12 @@ class Exporter:
     spool is empty; `stop` exports what is pending first."""
 
     def __init__(self, spool: Spool, tracker: Tracker, batch: int, interval_s: float, lease_s: float = 120.0,
-                 nice: int | None = None, max_backlog: int = 10_000) -> None:
+                 nice: int | None = None, max_backlog: int = 10_000, in_flight: Any = None) -> None:
         self.spool, self.tracker, self.batch, self.interval_s, self.lease_s = spool, tracker, batch, interval_s, lease_s
         self.nice, self.max_backlog = nice, max_backlog
-        self._in_flight: Any = multiprocessing.get_context("spawn").RawValue("i", 0)  # shared with a child exporter
+        # requests in flight, shared with a child exporter (which is given its parent's counter)
+        self._in_flight: Any = in_flight if in_flight is not None else multiprocessing.get_context("spawn").RawValue(
+            "i", 0)
         self._stop: Any = threading.Event()
         self._worker: threading.Thread | BaseProcess | None = None
         self._experiment_id: str | None = None
@@ -205,8 +207,7 @@ def export_in_child(path: Path, tracker: Tracker, batch: int, interval_s: float,
     os.nice(nice)
     if tracker.local:  # one writer: MLflow's ten asynchronous writers contend for SQLite's lock and drop traces
         os.environ["MLFLOW_ENABLE_ASYNC_TRACE_LOGGING"] = "false"
-    exporter = Exporter(Spool(path), tracker, batch, interval_s, lease_s, max_backlog=max_backlog)
-    exporter._in_flight = in_flight  # the parent's counter of requests in flight
+    exporter = Exporter(Spool(path), tracker, batch, interval_s, lease_s, max_backlog=max_backlog, in_flight=in_flight)
     exporter.tracker.activate()
     exporter.serve(lambda: stop.is_set() or os.getppid() != parent, stop.wait)
     if stop.is_set():
