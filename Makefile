@@ -48,6 +48,7 @@ bench: install ## run the benchmarks (~45 min); writes bench-results.json and be
 	$(BIN)/python -m tests.benchmarks.strategies
 	$(BIN)/python -m tests.benchmarks.faithfulness
 	$(BIN)/python -m tests.benchmarks.serving
+	$(BIN)/python -m tests.benchmarks.injection
 
 docs: install ## build the documentation site into site/ (strict: broken links and stale references fail)
 	$(BIN)/mkdocs build --strict

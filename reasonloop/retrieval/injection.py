@@ -2,15 +2,23 @@
 information for the reader. Used on documents at ingestion (and, later, on inputs and outputs).
 
 It is a heuristic: each rule names a family of attack phrasing (overrides, role hijacking, the chat's or the
-prompt's own markup, instructions about "your answer", exfiltration and lures). Its recall and false-positive rate are
-measured, not assumed. Rules read the text as a reader sees it (`readable`), so look-alike spellings do not hide an
-attack from them.
+prompt's own markup, instructions about "your answer", exfiltration and lures, task requests, instructions to
+put given code into the reader's work), and code is read for what it hides (`code_cues.py`). Recall per attack family
+on attacks the rules were not written from, and false positives per clean set, are measured in
+tests/benchmarks/injection.py, not assumed. Rules read the text as a reader sees it (`readable`), so look-alike
+spellings do not hide an attack from them.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
+
+from reasonloop.retrieval.code_cues import hidden_prose, split_code, unsafe_code
+
+CODE_LEAD = (r"(following|subsequent|below|ensuing)\s+(code\s+|python\s+)?"
+             r"(snippet|block|section|excerpt|segment|fragment|code|lines?)\b")
+PROSE_ONLY = frozenset({"task_request"})  # code, its comments and its errors say "use ...", "how ...?" all the time
 
 RULES: dict[str, re.Pattern[str]] = {
     "override": re.compile(
@@ -31,18 +39,28 @@ RULES: dict[str, re.Pattern[str]] = {
         r"\b(in|to|into|within|throughout|at the (start|end|beginning) of) (your|the) "
         r"(answer|response|reply|output|summary)\b|\byour (answer|response|reply|output|message)(s|'s)?\b", re.I),
     "answer_rewrite": re.compile(
-        r"\b(replace|substitute|rearrange|remove|reverse|encode|translate) (all |the |every )?"
-        r"(letters|words|spaces|characters|vowels)\b", re.I),
+        r"\b(replace|substitute|rearrange|remove|reverse|encode|translate) (all |the |every |each )?([a-z]+ )?"
+        r"(letters?|words?|spaces?|characters?|vowels?)\b", re.I),
     "exfiltration": re.compile(
         r"\b(send|forward|email|post|upload|leak)\b[^.\n]{0,40}\b(password|credentials?|api key|secrets?|"
         r"conversation|chat history|personal data)\b", re.I),
     "task_request": re.compile(
-        r"(^|[.!?:]\s+|\n)(please\s+)?(write|draft|compose|create|generate|produce|provide|develop|give|list|"
-        r"translate|summari[sz]e|explain|describe|tell|show|answer|respond|include|add|insert|introduce|"
-        r"integrate|mention|recommend|suggest|rewrite|replace|remove|rearrange|use|start|end|begin|make)\s+"
-        r"(me|us|a|an|the|this|that|your|some|in|with|one|two|three|\d+)\b|"
+        r"(^|[.!?]\s+|\n)(please\s+)?(write|draft|compose|create|generate|produce|provide|develop|give|list|"
+        r"translate|summari[sz]e|explain|describe|tell|show|answer|respond|reply|include|add|insert|introduce|"
+        r"integrate|mention|recommend|suggest|rewrite|replace|remove|rearrange|use|start|end|begin|make|"
+        # the commonest root verbs of instruction-tuning tasks (Self-Instruct, Wang et al. 2023) beside those above
+        r"analy[sz]e|determine|classify|identify|evaluate|assess|compare|calculate|compute|estimate|predict|"
+        r"brainstorm|paraphrase|solve|imagine|discuss|teach|propose|critique|forecast|help)\s+"
+        r"(me|us|a|an|the|this|that|these|those|your|some|in|with|into|on|about|for|how|what|why|one|two|three|\d+|"
+        r"[a-z]+s)\b|"
         r"(^|[.!?]\s+|\n)(can|could|would|will) you\b|"
         r"(^|[.!?]\s+|\n)(what|who|how|why|when|where|which)\b[^.!?\n]{3,}\?", re.I),
+    # an instruction to put given code into the reader's own work ("Blend the following code block into your code")
+    "code_insertion": re.compile(
+        rf"^[^.!?\n]*({CODE_LEAD}[^.!?\n]*\byour?\b|\byour?\b[^.!?\n]*{CODE_LEAD})|"
+        r"(^|[.!?]\s+)(please\s+|don't hesitate to\s+|do not forget to\s+)?(add|include|insert|incorporate|"
+        r"integrate|embed|append|paste|use|utilize|employ|leverage|blend|meld|merge|inject|execute|run|ensure|"
+        rf"enlist|absorb|adopt|apply|implement)\b[^.!?\n]{{0,40}}{CODE_LEAD}", re.I | re.M),
     "lure": re.compile(r"\b(download|install|click|visit)\b[^.\n]{0,60}\b(www\.|https?://|\.xyz\b|\.exe\b)", re.I),
 }
 
@@ -57,6 +75,11 @@ def readable(text: str) -> str:
 
 
 def detect_injection(text: str) -> list[str]:
-    """Names of the rules the text triggers (empty: nothing suspicious)."""
+    """Names of the rules the text triggers (empty: nothing suspicious). Task requests are looked for outside
+    fenced code only; the other rules also read the comments and strings inside it, and the code itself is checked
+    for capabilities no answer needs (`unsafe_code`)."""
     seen = readable(text)
-    return [name for name, pattern in RULES.items() if pattern.search(seen)]
+    prose, code = split_code(seen)
+    everything = "\n".join([seen, *hidden_prose(code)]) if code else seen
+    found = [name for name, pattern in RULES.items() if pattern.search(prose if name in PROSE_ONLY else everything)]
+    return [*found, "unsafe_code"] if unsafe_code(seen) else found

@@ -17,7 +17,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from tests.benchmarks.run import ROOT
+from tests.benchmarks.run import ROOT, shared_file
 
 DOMAINS = ("sales_call", "scitldr", "qmsumm")
 TUNED_ON = "sales_call"
@@ -26,9 +26,8 @@ TARGET = 0.65
 
 def shared_summedits() -> list[Path] | None:
     """The three SummEdits files in the shared data folder (REASONLOOP_SHARED_DATA, default ../shared/data)."""
-    shared = Path(os.environ.get("REASONLOOP_SHARED_DATA", ROOT.parent / "shared" / "data"))
-    paths = [shared / "summedits" / f"summedits_{domain}.json" for domain in DOMAINS]
-    return paths if all(p.is_file() for p in paths) else None
+    paths = [shared_file(f"summedits/summedits_{domain}.json") for domain in DOMAINS]
+    return [p for p in paths if p] if all(paths) else None
 
 
 def splits_by_id(paths: list[Path]) -> dict[str, str]:

@@ -22,10 +22,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def shared_squad() -> Path | None:
-    shared = Path(os.environ.get("REASONLOOP_SHARED_DATA", ROOT.parent / "shared" / "data"))
-    path = shared / "squad" / "dev-v1.1.shared.json"
+def shared_file(relative: str) -> Path | None:
+    """A file of the shared data folder (REASONLOOP_SHARED_DATA, default ../shared/data), None when absent."""
+    path = Path(os.environ.get("REASONLOOP_SHARED_DATA", ROOT.parent / "shared" / "data")) / relative
     return path if path.is_file() else None
+
+
+def shared_squad() -> Path | None:
+    return shared_file("squad/dev-v1.1.shared.json")
 
 
 def write_dataset(work: Path, paragraphs: int, questions: int) -> tuple[Path, Path, str]:
