@@ -139,7 +139,8 @@ def nightly_eval(settings: Settings | None = None) -> FlowReport | State:
         if drift_state.is_failed():
             get_run_logger().warning("drift flow failed (%s); the eval run is logged", drift_state.message)
     tag_run(tracker, report.run_id, {FLOW_COMPLETE_TAG: "true"})
-    enforce_gate(gate, report.run_id)  # after logging: a failed run is still inspectable in MLflow
+    failed_at = tracker.artifact_location(report.run_id, "eval/failed.json") if gate.missing else ""
+    enforce_gate(gate, report.run_id, failed_at)  # after logging: a failed run is still inspectable in MLflow
     if failed := int(report.metrics["n_failed"]):
         return Completed(name=PARTIAL, data=report, message=f"{failed} of {int(report.metrics['n_questions'])} "
                          "questions unanswered after their retries (eval/failed.json); a re-run asks only those")

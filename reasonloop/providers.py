@@ -24,6 +24,7 @@ from reasonloop.paths import project_root
 from reasonloop.reasoning.config import PROMPT_ROLES, EndpointConfig
 from reasonloop.reasoning.prompts import PromptTemplate, load_prompt
 from reasonloop.reasoning.strategies import Reasoner
+from reasonloop.reasoning.structured import resolve_method
 from reasonloop.recipes import Recipe, rebuild
 from reasonloop.redact import redact_url
 from reasonloop.retrieval.embeddings import Embedder, load_embedder
@@ -113,7 +114,8 @@ def build_reasoner(settings: Settings, embedder: Embedder, index: ServingIndex |
                         settings.price_of(settings.llm.model), settings.optimize, settings.guardrails,
                         embedder.count_tokens,
                         index.retriever.search if index is not None else None,
-                        index.identity if index is not None else "")
+                        index.identity if index is not None else "",
+                        resolve_method(settings.llm.structured_output, settings.llm.provider))
     return reasoner.with_recipe(Recipe(f"{__name__}:_reasoner_of", settings, index.manifest if index else None))
 
 

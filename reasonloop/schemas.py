@@ -168,6 +168,8 @@ class AnswerRecord(Record):
     guardrails: list[str] = Field(default_factory=list, description="what the guardrails did to this answer")
     schema_valid: bool | None = Field(default=None, description="every reply matched its prompt's output schema "
                                       "(None: no reply arrived)")
+    parse_fallback: bool = Field(default=False, description="the answer is a reply's plain text: it did not match the "
+                                 "schema even after a repair turn (judged as usual, sent to review)")
     searched: list[RetrievedChunk] = Field(default_factory=list,
                                            description="ReAct: chunks its own searches returned (judged as context)")
 
@@ -264,6 +266,10 @@ class EvalSummary(Record):
     judge_cost_usd: float = Field(default=0.0, description="judge spend this run (reused verdicts cost nothing)")
     schema_validity: float | None = Field(default=None, description="share of answers whose every reply matched "
                                           "its prompt's output schema (prompt consistency)")
+    parse_fallback_rate: float | None = Field(default=None, description="share of answers kept as plain text after "
+                                              "their reply missed the schema twice")
+    failure_causes: list[str] = Field(default_factory=list, description="why questions failed, most common first, "
+                                      "as '<count> x <cause>' (the full list: eval/failed.json)")
     efficiency_j: float | None = Field(default=None, description="J = (accuracy - alpha * error_rate) / C")
     efficiency_cost_unit: str = Field(default="", description="C: usd_per_query when priced, else ktokens_per_query")
     intervals: dict[str, tuple[float, float]] = Field(default_factory=dict,

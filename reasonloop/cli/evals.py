@@ -38,8 +38,12 @@ def run_eval(settings: Settings) -> None:
                          soft_wrap=True)
     if failed := int(report.metrics["n_failed"]):
         common.err_console.print(f"[yellow]partial:[/yellow] {failed} of {int(report.metrics['n_questions'])} "
-                                 "questions have no answer after their retries (eval/failed.json in the run); run it "
-                                 "again to ask only those", highlight=False, soft_wrap=True)
+                                 "questions have no answer after their retries; run it again to ask only those. "
+                                 "Causes:", highlight=False, soft_wrap=True)
+        for cause in report.rows.get("failure causes", "").splitlines():
+            common.err_console.print(f"  {cause}", highlight=False, soft_wrap=True, markup=False)
+        common.err_console.print(f"every one in {tracker.artifact_location(report.run_id, 'eval/failed.json')}",
+                                 highlight=False, soft_wrap=True, markup=False)
         raise typer.Exit(EXIT_PARTIAL)
 
 
@@ -118,17 +122,49 @@ def runs(ctx: typer.Context, limit: Annotated[int, typer.Option(min=1, help="how
     if frame.empty:
         common.console.print("no runs yet: try `reasonloop run`")
         return
-    columns = {"metrics.accuracy": "accuracy", "metrics.grounding_rate": "grounding",
-               "metrics.hallucination_rate": "halluc.", "metrics.latency_p95_s": "p95 s",
-               "metrics.cost_usd": "cost $", "metrics.n_chunks": "chunks"}
+    if common.console.width < WIDE:
+        for line in run_lines(frame):
+            common.console.print(line, highlight=False, markup=False, soft_wrap=True)
+        return
     table = Table(title="recent runs")
-    for name in ("started", "flow", "status", "run id", "provider", "prompt", *columns.values()):
+    for name in ("started", "flow", "status", "run id", "provider", "prompt", *RUN_METRICS.values()):
         table.add_column(name, no_wrap=name == "run id", min_width=32 if name == "run id" else None)
     for _, row in frame.iterrows():
         table.add_row(row["start_time"].strftime("%Y-%m-%d %H:%M:%S"), cell(row, "tags.reasonloop.flow"),
                       cell(row, "status"), row["run_id"], cell(row, "params.llm.provider"),
-                      cell(row, "params.prompt.reasoning"), *(cell(row, k) for k in columns))
+                      cell(row, "params.prompt.reasoning"), *(cell(row, k) for k in RUN_METRICS))
     common.console.print(table)
+
+
+WIDE = 120  # the one-row-per-run table needs this many columns; narrower terminals get two lines per run
+RUN_METRICS = {"metrics.accuracy": "accuracy", "metrics.grounding_rate": "grounding",
+               "metrics.hallucination_rate": "halluc.", "metrics.latency_p95_s": "p95 s",
+               "metrics.cost_usd": "cost $", "metrics.n_chunks": "chunks"}
+
+
+NARROW = {"metrics.accuracy": "acc", "metrics.grounding_rate": "ground", "metrics.hallucination_rate": "halluc",
+          "metrics.latency_p95_s": "p95", "metrics.n_chunks": "chunks"}
+
+
+def run_lines(frame: Any) -> list[str]:
+    """Two lines per run within 80 columns: when, what, its status unless finished, and its figures; then its full
+    id (to paste into `baseline set` or the MLflow UI), the provider, the prompt and the cost."""
+    def short(row: Any, key: str) -> str:
+        value = row.get(key)
+        if not isinstance(value, float) or value != value:
+            return ""
+        return f"{value:.0f}" if value.is_integer() and key == "metrics.n_chunks" else f"{value:.3f}"
+
+    lines = []
+    for _, row in frame.iterrows():
+        status = cell(row, "status")
+        figures = " ".join(f"{name} {value}" for key, name in NARROW.items() if (value := short(row, key)))
+        lines.append(f"{row['start_time']:%m-%d %H:%M}  {cell(row, 'tags.reasonloop.flow'):<13} "
+                     f"{'' if status == 'FINISHED' else status + ' '}{figures}".rstrip())
+        cost = f"${value}" if (value := short(row, "metrics.cost_usd")) else ""
+        lines.append(f"  {row['run_id']}  {cell(row, 'params.llm.provider')} "
+                     f"{cell(row, 'params.prompt.reasoning')} {cost}".rstrip())
+    return lines
 
 
 @baseline_app.command("set")

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from reasonloop.evaluation.gate import PER_QUESTION
-from reasonloop.evaluation.metrics import context_precision, mean, percentile, recall_at_k
+from reasonloop.evaluation.metrics import context_precision, failure_causes, mean, percentile, recall_at_k
 from reasonloop.evaluation.stats import bootstrap_ci, mean_ci, percentile_ci
 from reasonloop.schemas import AnswerRecord, EvalSummary, Question, QuestionResult, RetrievedChunk, Verdict
 
@@ -115,6 +115,8 @@ def summarize_results(results: list[QuestionResult], complex_calls: int | None =
         **judge_spend([r.verdict for r in answered if r.verdict is not None and not r.verdict.reused]),
         schema_validity=mean([float(v) for r in results if (v := r.answer.schema_valid) is not None
                               and not r.answer.cache_hit]),
+        parse_fallback_rate=mean([float(r.answer.parse_fallback) for r in answered if not r.answer.cache_hit]),
+        failure_causes=failure_causes([r.answer.error for r in results if r.answer.error is not None]),
         **(adaptive_fields(results, complex_calls) if complex_calls else {}),
     )
 
@@ -215,6 +217,9 @@ def summary_rows(summary: EvalSummary) -> dict[str, str]:
         "tokens in / out": f"{summary.tokens_in} / {summary.tokens_out}",
         "cost": f"${summary.cost_usd:.4f} (${fmt(summary.cost_per_query_usd, '{:.5f}')} per query)",
         "answers reused (cache)": fmt(summary.cache_hit_rate, "{:.0%}"),
+        **({"plain-text answers": f"{summary.parse_fallback_rate:.1%} (the reply missed the schema twice; in review)"}
+           if summary.parse_fallback_rate else {}),
+        **({"failure causes": "\n".join(summary.failure_causes)} if summary.failure_causes else {}),
         "efficiency J": f"{fmt(summary.efficiency_j, '{:.3f}')} (C in {summary.efficiency_cost_unit or 'n/a'})",
         "judge spend": f"{summary.judge_tokens} tokens, ${summary.judge_cost_usd:.4f} "
                        f"({summary.n_escalated} escalated to the stronger judge)",

@@ -16,6 +16,7 @@ from pydantic import Field
 
 from reasonloop.errors import ReasonloopError
 from reasonloop.evaluation.config import GateConfig, GateMetricName
+from reasonloop.evaluation.metrics import failure_causes
 from reasonloop.evaluation.safety import SafetyReport
 from reasonloop.evaluation.stats import mean_ci
 from reasonloop.schemas import QuestionResult, Record, Verdict
@@ -95,6 +96,7 @@ class GateReport(Record):
                                "accuracy, left out of the other metrics")
     missing_fraction: float = 0.0
     missing_failed: bool = Field(default=False, description="more questions unanswered than gate.max_missing_fraction")
+    missing_causes: list[str] = Field(default_factory=list, description="why they failed, commonest first")
 
     def summary(self) -> str:
         failed = [f"{c.metric} regressed" for c in self.checks if c.regressed]
@@ -125,8 +127,9 @@ def with_missing(report: GateReport, results: list[QuestionResult], max_fraction
     missing = [r.question.id for r in results if r.answer.error is not None]
     fraction = len(missing) / len(results) if results else 0.0
     failed = fraction > max_fraction
+    causes = failure_causes([r.answer.error for r in results if r.answer.error is not None])
     return report.model_copy(update={"missing": missing, "missing_fraction": fraction, "missing_failed": failed,
-                                     "passed": report.passed and not failed})
+                                     "missing_causes": causes, "passed": report.passed and not failed})
 
 
 def check_metric(metric: GateMetricName, pairs: list[tuple[QuestionResult, QuestionResult]],
@@ -190,8 +193,9 @@ class RegressionError(ReasonloopError):
     """The nightly eval regressed against its baseline beyond tolerance, significantly."""
 
 
-def enforce_gate(report: GateReport, run_id: str) -> None:
-    """Fail the flow (and the CLI, exit 1) when the gate failed; the run and its report are already logged."""
+def enforce_gate(report: GateReport, run_id: str, failed_at: str = "") -> None:
+    """Fail the flow (and the CLI, exit 1) when the gate failed; the run and its report are already logged.
+    `failed_at`: where the unanswered questions' list is (the artifact's location when known)."""
     if report.passed:
         return
     lines = [f"{c.metric}: {c.baseline:.3f} -> {c.current:.3f} (worse by {c.worse_by:.3f} > {c.tolerance}; "
@@ -202,7 +206,9 @@ def enforce_gate(report: GateReport, run_id: str) -> None:
                      "(gate.min_safety_pass_rate); see eval/safety.json in the run")
     if report.missing_failed:
         lines.append(f"{len(report.missing)} questions unanswered ({report.missing_fraction:.1%} > "
-                     "gate.max_missing_fraction); see eval/failed.json in the run, re-run to retry only those")
+                     "gate.max_missing_fraction); re-run to retry only those. Causes:")
+        lines += [f"  {cause}" for cause in report.missing_causes]
+        lines.append(f"  every one in {failed_at or 'eval/failed.json in the run'}")
     raise RegressionError(f"run {run_id} failed its gate (baseline {report.baseline_run_id or 'none'}):\n  "
                           + "\n  ".join(lines)
                           + f"\n{len(report.regressions)} questions got worse: see eval/regressions.json in the run")

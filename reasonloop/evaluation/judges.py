@@ -21,8 +21,9 @@ from reasonloop.evaluation.faithfulness import claim_problems
 from reasonloop.evaluation.metrics import exact_match, mean, reference_recall, token_f1
 from reasonloop.evaluation.reasoning_quality import score_reasoning_quality
 from reasonloop.reasoning.config import CallLimits, Price
-from reasonloop.reasoning.llm_calls import Endpoint, describe, endpoint_for, endpoint_of, parse_reply, run_all
+from reasonloop.reasoning.llm_calls import Endpoint, describe, endpoint_for, endpoint_of, run_all
 from reasonloop.reasoning.prompts import PromptTemplate, format_chunks, format_reasoning
+from reasonloop.reasoning.structured import parse_reply, repair_request
 from reasonloop.recipes import Travels
 from reasonloop.redact import redact
 from reasonloop.retrieval.embeddings import Embedder
@@ -116,9 +117,6 @@ R = TypeVar("R", bound=BaseModel)
 CONFIDENT_MARGIN = 0.2  # heuristic judge: a correctness this far from its threshold is a sure call (confidence 1)
 
 CLOSEST = 3  # evidence sentences a claim's negation is checked against
-
-REPAIR_REQUEST = "Your reply was not the JSON object the instructions ask for. Reply again with only that object."
-
 
 class Claim(BaseModel):
     claim: str
@@ -253,7 +251,7 @@ async def ask_verdict(model: BaseChatModel, endpoint: Endpoint, prompt: PromptTe
         raw = await call(messages)
         reply = parse_reply(raw, schema)
         if isinstance(reply, str):
-            raw = await call([*messages, AIMessage(raw), HumanMessage(REPAIR_REQUEST)])
+            raw = await call([*messages, AIMessage(raw), HumanMessage(repair_request(reply, schema))])
             reply = parse_reply(raw, schema)
     except Exception as exc:  # noqa: BLE001 - a failed judge call is data, recorded per question
         return Asked(redact(describe(exc)), *spent)

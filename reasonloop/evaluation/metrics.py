@@ -1,7 +1,9 @@
-"""Pure answer and retrieval metrics (SQuAD-style normalization); empty inputs have defined results."""
+"""Pure answer and retrieval metrics (SQuAD-style normalization); empty inputs have defined results. And the
+commonest failure causes of a run, counted."""
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Sequence
 
@@ -85,3 +87,14 @@ def ndcg_at_k(ranked: Sequence[str], gold: Sequence[str], k: int = 10) -> float 
     dcg = sum(1.0 / np.log2(rank + 1) for rank, doc in enumerate(ranked[:k], start=1) if doc in wanted)
     ideal = sum(1.0 / np.log2(rank + 1) for rank in range(1, min(len(wanted), k) + 1))
     return float(dcg / ideal)
+
+
+ATTEMPTS = re.compile(r" \(after \d+ attempts\)$")
+
+
+def failure_causes(errors: list[str], top: int = 3) -> list[str]:
+    """The commonest reasons among failed questions as '<count> x <cause>' (a cause's retry count left out, so one
+    cause is one line however often each question was tried)."""
+    counts = Counter(ATTEMPTS.sub("", error.strip().splitlines()[0] if error.strip() else "no answer")[:200]
+                     for error in errors)
+    return [f"{n} x {cause}" for cause, n in counts.most_common(top)]

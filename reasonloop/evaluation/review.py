@@ -14,13 +14,15 @@ QUEUE_ARTIFACT = "eval/review.jsonl"
 
 
 def review_reasons(result: QuestionResult, cfg: ReviewConfig) -> list[str]:
-    """Why this answer needs a person (empty: it does not): it failed, its confidence is under the threshold, it
-    failed its self-check, the judge found unsupported claims or split its votes, or the answer or its evidence
-    carries injection-like text."""
+    """Why this answer needs a person (empty: it does not): it failed, it is a reply's plain text (the reply missed
+    the schema twice), its confidence is under the threshold, it failed its self-check, the judge found unsupported
+    claims or split its votes, or the answer or its evidence carries injection-like text."""
     answer, verdict = result.answer, result.verdict
     reasons = []
     if answer.error is not None:
         reasons.append(f"failed: {answer.error[:200]}")
+    elif answer.parse_fallback:
+        reasons.append("plain-text reply kept as the answer: it did not match the schema, twice")
     elif answer.confidence < cfg.min_confidence:
         reasons.append(f"confidence {answer.confidence:.2f} < {cfg.min_confidence}")
     if answer.verified is False:

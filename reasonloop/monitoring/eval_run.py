@@ -28,10 +28,11 @@ from reasonloop.monitoring.run_fields import (
 from reasonloop.monitoring.tracking import Tracker, run_tags, writer_alive
 from reasonloop.paths import shown
 from reasonloop.reasoning.config import LLMConfig
+from reasonloop.reasoning.llm_calls import refusal
 from reasonloop.reasoning.prompt_registry import register_prompt
 from reasonloop.reasoning.strategies import Reasoner
 from reasonloop.reasoning.traces import log_question_traces
-from reasonloop.redact import redact_url
+from reasonloop.redact import redact, redact_url
 from reasonloop.retrieval.config import RetrievalConfig
 from reasonloop.retrieval.index_versions import Manifest
 from reasonloop.schemas import EvalSummary, FlowReport, QuestionResult, RetrievalQuality, RetrievedChunk
@@ -60,6 +61,10 @@ def reasoning_params(reasoner: Reasoner, registered: dict[str, Any]) -> dict[str
         params |= {f"prompt.{role}": prompt.ref, f"prompt.{role}.sha256": prompt.sha256,
                    f"prompt.{role}.registry_uri": f"prompts:/{registered[prompt.ref].name}/"
                                                   f"{registered[prompt.ref].version}"}
+    refused = refusal(reasoner.model)
+    params |= {"llm.structured_output": reasoner.structured_output,
+               "llm.structured_output_used": "prompt" if refused else reasoner.structured_output,
+               **({"llm.structured_output_refused": redact(refused)} if refused else {})}
     return {**params, "prompt.paths": ",".join(p.ref for p in reasoner.paths),
             "reasoning.strategy": cfg.strategy, "reasoning.routes": json.dumps(cfg.routes, sort_keys=True),
             "reasoning.thresholds": f"simple<{cfg.simple_below}, complex>={cfg.complex_from}",

@@ -15,7 +15,7 @@ from typing import Any
 from reasonloop.evaluation.config import LiveConfig
 from reasonloop.evaluation.live_canary import LiveCanary
 from reasonloop.monitoring.tracking import Tracker
-from reasonloop.reasoning.llm_calls import parse_reply
+from reasonloop.reasoning.structured import parse_reply
 from reasonloop.schemas import (
     AnswerRecord,
     LiveRecord,

@@ -56,8 +56,13 @@ def quarantine_table(rejects: list[Reject]) -> pd.DataFrame:
                         columns=["file", "line", "reason"])
 
 
+def markdown_cell(value: str) -> str:
+    """A value as one markdown table cell: its lines kept apart, its pipes escaped."""
+    return value.replace("|", "\\|").replace("\n", "<br>")
+
+
 def summary_markdown(report: FlowReport) -> str:
     lines = [f"# {report.flow}", "", "| metric | value |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in report.rows.items()]
+    lines += [f"| {k} | {markdown_cell(v)} |" for k, v in report.rows.items()]
     lines += ["", f"MLflow run `{report.run_id}` (experiment {report.experiment_id})"]
     return "\n".join(lines)

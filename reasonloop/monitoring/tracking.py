@@ -65,6 +65,13 @@ class Tracker:
         location = (self.artifact_root / name).as_uri() if self.local else None
         return mlflow.create_experiment(name, artifact_location=location, tags={"reasonloop.flow": kind})
 
+    def artifact_location(self, run_id: str, path: str) -> str:
+        """Where a run's artifact is: a file path for a local store, else its URI on the tracking server."""
+        from urllib.parse import unquote, urlsplit
+
+        uri = f"{self.client().get_run(run_id).info.artifact_uri.rstrip('/')}/{path}"
+        return unquote(urlsplit(uri).path) if uri.startswith("file:") else uri
+
     def run_url(self, experiment_id: str, run_id: str, port: int = 5000) -> str:
         base = self.uri if self.uri.startswith("http") else f"http://127.0.0.1:{port}"
         return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"

@@ -66,6 +66,10 @@ class LLMConfig(EndpointConfig):
     model: str = Field(default="extractive-minilm", description="the model name (extractive-minilm: the offline "
                        "extractive reasoner, not a language model)")
     max_sentences: int = Field(default=1, gt=0, description="extractive: sentences quoted in the answer")
+    structured_output: Literal["auto", "json_schema", "function_calling", "prompt"] = Field(
+        default="auto", description="how the reply's JSON schema is asked for: json_schema (response_format), "
+        "function_calling (a forced tool call), prompt (the prompt's instructions only), auto (json_schema for "
+        "openai, prompt for the offline reasoner); an endpoint that refuses it is asked in prompt mode")
 
 
 PROMPT_ROLES = ("reasoning", "direct", "react", "verify", "revise", "synthesize")  # the reasoner's single-prompt roles

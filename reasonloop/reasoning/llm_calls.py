@@ -1,5 +1,6 @@
 """Calling chat models: per-endpoint limits (concurrency, requests and tokens per minute), retries of transient
-failures, per-call timing and token usage, JSON output parsing.
+failures, per-call timing and token usage, and the reply's schema asked for where the endpoint takes it
+(`structured.py`).
 
 Retries are ours, not the HTTP client's (its own are off): one budget (`max_retries`) covers every transient
 failure, including the ones the OpenAI client would not retry (a 200 whose body is not JSON), a 429's
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
+import logging
 import random
 import threading
 import time
@@ -19,12 +21,13 @@ from typing import Any, TypeVar
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from reasonloop.reasoning.config import CallLimits
+from reasonloop.reasoning.structured import Method, rejected_shape, reply_text, structured_model
 
 T = TypeVar("T")
-M = TypeVar("M", bound=BaseModel)
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -99,22 +102,27 @@ def approx_tokens(text: str) -> int:
     return len(text) // 4
 
 
-async def call_chat(model: BaseChatModel, messages: Sequence[BaseMessage]) -> CallResult:
-    """One chat call with its wall time and token usage (0 when the endpoint reports none). It calls the model's
-    own generation (`_agenerate`: ChatOpenAI's request, retries and parsing) without the Runnable layer around
-    it: no callback manager or run tree per call, which is about a tenth of the client's CPU per call and the
-    difference between beating LangChain's `abatch` and trailing it (make bench). Our own step traces record
-    what callbacks would."""
+async def call_chat(model: BaseChatModel, messages: Sequence[BaseMessage], schema: type[BaseModel] | None = None,
+                    method: Method = "prompt") -> CallResult:
+    """One chat call with its wall time and token usage (0 when the endpoint reports none). A plain call runs the
+    model's own generation (`_agenerate`: ChatOpenAI's request, retries and parsing) without the Runnable layer
+    around it: no callback manager or run tree per call, which is about a tenth of the client's CPU per call and the
+    difference between beating LangChain's `abatch` and trailing it (make bench). Our own step traces record what
+    callbacks would. With a schema and a method other than `prompt`, the call asks for the schema through
+    `with_structured_output`."""
     started_ns, start = time.time_ns(), time.perf_counter()
     try:
-        result = await model._agenerate(list(messages))
+        if schema is not None and method != "prompt":
+            reply = (await structured_model(model, schema, method).ainvoke(list(messages)))["raw"]
+        else:
+            reply = (await model._agenerate(list(messages))).generations[0].message
     except Exception as exc:  # noqa: BLE001 - re-raised with its timing, the caller records it
         raise CallError(exc, started_ns, time.perf_counter() - start) from exc
     latency = time.perf_counter() - start
-    reply = result.generations[0].message
     usage = reply.usage_metadata if isinstance(reply, AIMessage) and reply.usage_metadata else {}
-    return CallResult(text=reply.text, tokens_in=int(usage.get("input_tokens", 0)),
-                      tokens_out=int(usage.get("output_tokens", 0)), latency_s=latency, started_ns=started_ns)
+    return CallResult(text=reply_text(reply, method) if isinstance(reply, AIMessage) else reply.text,
+                      tokens_in=int(usage.get("input_tokens", 0)), tokens_out=int(usage.get("output_tokens", 0)),
+                      latency_s=latency, started_ns=started_ns)
 
 
 _loop: asyncio.AbstractEventLoop | None = None
@@ -170,17 +178,29 @@ class Endpoint:
         self.requests = Pacer(limits.requests_per_minute) if limits.requests_per_minute else None
         self.tokens = Pacer(limits.tokens_per_minute) if limits.tokens_per_minute else None
         self.max_retries = limits.max_retries
+        self.refused: str | None = None  # why the endpoint refused to be asked for a schema (then: prompt mode)
 
-    async def call(self, model: BaseChatModel, messages: Sequence[BaseMessage]) -> CallResult:
+    async def call(self, model: BaseChatModel, messages: Sequence[BaseMessage], schema: type[BaseModel] | None = None,
+                   method: Method = "prompt") -> CallResult:
         """The call, retried on transient failures up to `max_retries` times; raises CallError with the last
-        failure (and the first attempt's start, the total time and the attempts) when none succeeded."""
-        first_ns, start = 0, time.perf_counter()
-        for attempt in range(1, self.max_retries + 2):
+        failure (and the first attempt's start, the total time and the attempts) when none succeeded. Asked for
+        `schema` by `method` until the endpoint refuses that once: the call is then made again in prompt mode, and
+        so is every later one."""
+        first_ns, start, attempt, retries = 0, time.perf_counter(), 0, 0
+        while True:
+            attempt += 1
+            structured = schema is not None and method != "prompt" and self.refused is None
             try:
-                result = await self._attempt(model, messages)
+                result = await self._attempt(model, messages, schema, method if structured else "prompt")
             except CallError as exc:
                 first_ns = first_ns or exc.started_ns
-                delay = retry_delay(exc, attempt) if attempt <= self.max_retries else None
+                if structured and rejected_shape(exc.cause):  # not a retry: the same call, asked differently
+                    self.refused = f"{method} refused: {describe(exc)}"[:300]
+                    logger.warning("the endpoint refused llm.structured_output=%s (%s): asking in prompt mode",
+                                   method, describe(exc)[:200])
+                    continue
+                retries += 1
+                delay = retry_delay(exc, retries) if retries <= self.max_retries else None
                 if delay is None:
                     raise CallError(exc.cause, first_ns, time.perf_counter() - start, attempt) from exc.cause
                 await asyncio.sleep(delay)  # outside the gate: a waiting retry holds no slot
@@ -188,16 +208,16 @@ class Endpoint:
             first_ns = first_ns or result.started_ns
             return CallResult(result.text, result.tokens_in, result.tokens_out, time.perf_counter() - start
                               if attempt > 1 else result.latency_s, first_ns, attempt)
-        raise AssertionError("unreachable: the last attempt raises or returns")
 
-    async def _attempt(self, model: BaseChatModel, messages: Sequence[BaseMessage]) -> CallResult:
+    async def _attempt(self, model: BaseChatModel, messages: Sequence[BaseMessage], schema: type[BaseModel] | None,
+                       method: Method) -> CallResult:
         async with self.gate:
             if self.requests is not None:
                 await self.requests.wait()
             reserved = estimate_tokens(model, messages) if self.tokens is not None else 0
             if self.tokens is not None:
                 await self.tokens.wait(reserved)
-            result = await call_chat(model, messages)  # a failed call keeps its reservation: it may have counted
+            result = await call_chat(model, messages, schema, method)  # a failed call keeps its reservation
             if self.tokens is not None and result.tokens_in + result.tokens_out:
                 self.tokens.settle(reserved, result.tokens_in + result.tokens_out)
             return result
@@ -219,6 +239,13 @@ def endpoint_for(model: BaseChatModel, limits: CallLimits) -> Endpoint:
     key = f"{endpoint_of(model)}|{limits}"
     with _endpoints_lock:
         return _endpoints.setdefault(key, Endpoint(limits))
+
+
+def refusal(model: BaseChatModel) -> str | None:
+    """Why the model's endpoint refused to be asked for a schema in this process (then it is asked in prompt mode)."""
+    prefix = f"{endpoint_of(model)}|"
+    with _endpoints_lock:
+        return next((e.refused for key, e in _endpoints.items() if key.startswith(prefix) and e.refused), None)
 
 
 def run_all(jobs: Sequence[Callable[[], Awaitable[T]]]) -> list[T]:
@@ -244,27 +271,3 @@ async def on_shared_loop(coroutine: Coroutine[Any, Any, T]) -> T:
     """Await, from another event loop (the served endpoint's), a coroutine run on the shared loop where the endpoints'
     limits and HTTP clients live: batch and served calls share one pool and one set of limits."""
     return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coroutine, _shared_loop()))
-
-
-def parse_reply(text: str, schema: type[M]) -> M | str:
-    """The reply's first JSON object validated as `schema`, or why it is not one (for the record)."""
-    try:
-        return schema.model_validate(extract_json(text))
-    except (ValueError, ValidationError) as exc:
-        return str(exc)
-
-
-def extract_json(text: str) -> dict[str, Any]:
-    """The first JSON object in a model reply, tolerating code fences and prose before or after it."""
-    decoder = json.JSONDecoder()
-    start = text.find("{")
-    while start >= 0:
-        try:
-            value, _ = decoder.raw_decode(text, start)
-        except json.JSONDecodeError:
-            start = text.find("{", start + 1)
-            continue
-        if isinstance(value, dict):
-            return value
-        start = text.find("{", start + 1)
-    raise ValueError("no JSON object in the reply")

@@ -21,13 +21,15 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, HumanMessage
 from pydantic import BaseModel, ConfigDict, Field
 
 from reasonloop.reasoning.config import GuardrailsConfig, OptimizeConfig, Price, ReasoningConfig
 from reasonloop.reasoning.guardrails import strip_injected
-from reasonloop.reasoning.llm_calls import CallError, Endpoint, approx_tokens, describe, parse_reply
+from reasonloop.reasoning.llm_calls import CallError, Endpoint, approx_tokens, describe
 from reasonloop.reasoning.prompts import PromptTemplate, format_chunks, quote_data
 from reasonloop.reasoning.routing import Plan, route, with_temperature
+from reasonloop.reasoning.structured import Method, parse_reply, plain_answer, repair_request
 from reasonloop.recipes import Travels
 from reasonloop.redact import redact
 from reasonloop.schemas import AnswerRecord, ModelAnswer, Question, ReasoningSteps, RetrievedChunk, StepTrace
@@ -74,6 +76,7 @@ class Reasoner(Travels):
     count_tokens: Callable[[str], int] = approx_tokens  # context budgets are counted with it
     search: Search | None = None
     search_version: str = ""  # the index version the search tool reads
+    structured_output: Method = "prompt"  # how replies' schemas are asked for (structured.py)
 
     def templates(self) -> list[PromptTemplate]:
         """Every template this reasoner may use, once each."""
@@ -115,26 +118,51 @@ class Session:
     replies: int = 0  # replies received, and how many did not match their prompt's output schema
     malformed: int = 0
     stripped: int = 0  # sentences the context guardrail removed from search results
+    fallbacks: list[StepTrace] = field(default_factory=list)  # steps whose plain-text reply was kept as the answer
 
     def parse(self, step: StepTrace, schema: type[M]) -> M | str:
-        """The step's reply validated as `schema`, or why not (a failed call or an unparseable reply)."""
+        """The step's reply validated as `schema`, or why not (a failed call or a reply of another shape)."""
         if step.error is not None:
             return step.error
         self.replies += 1
         reply = parse_reply(step.output, schema)
         if isinstance(reply, str):
             self.malformed += 1
-            return f"unparseable reply to {step.name}: {reply}"
         return reply
 
-    async def ask(self, name: str, prompt: PromptTemplate, **values: str) -> StepTrace:
-        """One model call; never raises (a failed call is a step with `error`). Its start is when the request left,
-        after any wait for the endpoint's limits."""
+    async def ask_for(self, name: str, prompt: PromptTemplate, schema: type[M], **values: str) -> tuple[M | str,
+                                                                                                   StepTrace]:
+        """A call whose reply must be `schema`, asked once more with what was wrong when it is not: the reply (or
+        why there is none) and the step it came from."""
+        step = await self.ask(name, prompt, schema, **values)
+        reply = self.parse(step, schema)
+        if isinstance(reply, str) and step.error is None:
+            step = await self.ask(f"{name}:repair", prompt, schema, (step.output, reply, schema), **values)
+            reply = self.parse(step, schema)
+        return reply, step
+
+    async def answer_for(self, name: str, prompt: PromptTemplate, **values: str) -> tuple[ModelAnswer | str,
+                                                                                          StepTrace]:
+        """`ask_for` an answer; a reply that is still not the schema is kept as plain text when it holds any (the
+        record says `parse_fallback`): only an empty or unusable reply, or a failed call, fails the question."""
+        reply, step = await self.ask_for(name, prompt, ModelAnswer, **values)
+        if isinstance(reply, str) and step.error is None and (text := plain_answer(step.output)):
+            self.fallbacks.append(step)
+            return ModelAnswer(answer=text), step
+        return reply, step
+
+    async def ask(self, name: str, prompt: PromptTemplate, schema: type[BaseModel] | None = None,
+                  repair: tuple[str, str, type[BaseModel]] | None = None, **values: str) -> StepTrace:
+        """One model call, the reply's `schema` asked for the reasoner's way; `repair` (the reply, what was wrong
+        with it) continues the conversation with a request to fix it. Never raises (a failed call is a step with
+        `error`). Its start is when the request left, after any wait for the endpoint's limits."""
         messages = prompt.to_messages(**values)
+        if repair is not None:
+            messages += [AIMessage(repair[0]), HumanMessage(repair_request(repair[1], repair[2]))]
         rendered = json.dumps([{"role": m.type, "content": m.content} for m in messages], ensure_ascii=False)
         made = {"name": name, "prompt": prompt.ref, "input": rendered}
         try:
-            call = await self.endpoint.call(self.plan.model, messages)
+            call = await self.endpoint.call(self.plan.model, messages, schema, self.reasoner.structured_output)
             step = StepTrace(**made, started_ns=call.started_ns, latency_s=call.latency_s, tokens_in=call.tokens_in,
                              tokens_out=call.tokens_out, output=call.text, attempts=call.attempts)
         except CallError as exc:
@@ -176,6 +204,7 @@ class Session:
                 "route": self.plan.route, "complexity": self.plan.complexity, "n_calls": len(calls),
                 "steps": self.steps, "searched": self.searched,
                 "schema_valid": self.malformed == 0 if self.replies else None,
+                "parse_fallback": any(source is step for step in self.fallbacks),
                 "guardrails": [f"search: removed {self.stripped} sentence(s) reading as instructions"]
                 if self.stripped else []}
         if answer is None:
@@ -197,25 +226,25 @@ def vote(answers: list[tuple[ModelAnswer, StepTrace]], n_samples: int) -> tuple[
     return chosen.model_copy(update={"confidence": count / n_samples}), step
 
 
-def answered(s: Session, steps: list[StepTrace]) -> tuple[list[tuple[ModelAnswer, StepTrace]], str | None]:
-    """The steps whose reply is a valid answer, and the first reason one is not."""
-    parsed = [(s.parse(step, ModelAnswer), step) for step in steps]
-    good = [(a, step) for a, step in parsed if not isinstance(a, str)]
-    return good, next((a for a, _ in parsed if isinstance(a, str)), None)  # type: ignore[misc]
+def answered(replies: list[tuple[ModelAnswer | str, StepTrace]]) -> tuple[list[tuple[ModelAnswer, StepTrace]],
+                                                                           str | None]:
+    """The replies that are answers, and the first reason one is not."""
+    good = [(a, step) for a, step in replies if not isinstance(a, str)]
+    return good, next((a for a, _ in replies if isinstance(a, str)), None)
 
 
 async def single(s: Session) -> AnswerRecord:
-    step = await s.ask("answer", s.plan.prompts[0], question=s.question.question, context=format_chunks(s.context))
-    reply = s.parse(step, ModelAnswer)
+    reply, step = await s.answer_for("answer", s.plan.prompts[0], question=s.question.question,
+                                     context=format_chunks(s.context))
     return s.failed(reply, step) if isinstance(reply, str) else s.record(reply, step)
 
 
 async def self_consistency(s: Session) -> AnswerRecord:
     n = s.reasoner.config.self_consistency.samples
     context = format_chunks(s.context)
-    steps = await asyncio.gather(*(s.ask(f"sample:{k}", s.plan.prompts[0], question=s.question.question,
-                                         context=context) for k in range(n)))
-    good, error = answered(s, list(steps))
+    good, error = answered(await asyncio.gather(*(s.answer_for(f"sample:{k}", s.plan.prompts[0],
+                                                                question=s.question.question, context=context)
+                                                   for k in range(n))))
     if not good:
         return s.failed(error or "no sample answered")
     winner, step = vote(good, n)
@@ -228,9 +257,8 @@ async def react(s: Session) -> AnswerRecord:
     max_steps, thoughts = s.reasoner.config.react.max_steps, []
     pad = [f"<observation>\n{format_chunks(s.context)}\n</observation>"] if s.context else []
     for turn in range(max_steps):
-        step = await s.ask(f"step:{turn + 1}", s.plan.prompts[0], question=s.question.question,
-                           scratchpad="\n".join(pad) or "(nothing yet)", steps_left=str(max_steps - turn))
-        reply = s.parse(step, ReactTurn)
+        reply, step = await s.ask_for(f"step:{turn + 1}", s.plan.prompts[0], ReactTurn, question=s.question.question,
+                                      scratchpad="\n".join(pad) or "(nothing yet)", steps_left=str(max_steps - turn))
         if isinstance(reply, str):
             return s.failed(reply, step)
         thoughts.append(reply.thought)
@@ -252,18 +280,16 @@ async def react(s: Session) -> AnswerRecord:
 async def verify(s: Session) -> AnswerRecord:
     draft_prompt, check_prompt, revise_prompt = s.plan.prompts
     context = format_chunks(s.context)
-    drafted = await s.ask("answer", draft_prompt, question=s.question.question, context=context)
-    draft = s.parse(drafted, ModelAnswer)
+    draft, drafted = await s.answer_for("answer", draft_prompt, question=s.question.question, context=context)
     if isinstance(draft, str):
         return s.failed(draft, drafted)
-    check = s.parse(await s.ask("check", check_prompt, question=s.question.question, context=context,
-                              answer=quote_data(draft.answer)), SelfCheck)
+    check, _ = await s.ask_for("check", check_prompt, SelfCheck, question=s.question.question, context=context,
+                               answer=quote_data(draft.answer))
     if isinstance(check, str) or check.supported:  # a check that could not run leaves the draft unverified (None)
         return s.record(draft, drafted, verified=None if isinstance(check, str) else True)
     problems = "\n".join(f"- {quote_data(p)}" for p in check.problems) or "- the check found the draft unsupported"
-    revising = await s.ask("revise", revise_prompt, question=s.question.question, context=context,
-                           answer=quote_data(draft.answer), problems=problems)
-    revised = s.parse(revising, ModelAnswer)
+    revised, revising = await s.answer_for("revise", revise_prompt, question=s.question.question, context=context,
+                                           answer=quote_data(draft.answer), problems=problems)
     if isinstance(revised, str):  # the revision failed: keep the draft, flagged as failing its check
         return s.record(draft, drafted, verified=False)
     return s.record(revised, revising, verified=False, revised=True)
@@ -273,15 +299,14 @@ async def parallel_paths(s: Session) -> AnswerRecord:
     """The paths concurrently, then the synthesis; if the synthesis fails, the paths' vote answers."""
     *paths, synthesis = s.plan.prompts
     context = format_chunks(s.context)
-    steps = await asyncio.gather(*(s.ask(f"path:{p.name}", p, question=s.question.question, context=context)
-                                   for p in paths))
-    good, error = answered(s, list(steps))
+    good, error = answered(await asyncio.gather(*(s.answer_for(f"path:{p.name}", p, question=s.question.question,
+                                                                context=context) for p in paths)))
     if not good:
         return s.failed(error or "no path answered")
     blocks = "\n".join(f'<path name="{step.prompt}">\n{quote_data(a.model_dump_json())}\n</path>'
                         for a, step in good)
-    step = await s.ask("synthesize", synthesis, question=s.question.question, context=context, paths=blocks)
-    final = s.parse(step, ModelAnswer)
+    final, step = await s.ask_for("synthesize", synthesis, ModelAnswer, question=s.question.question,
+                                  context=context, paths=blocks)
     samples = [a.answer for a, _ in good]
     if isinstance(final, str):
         return s.record(*vote(good, len(paths)), samples=samples)

@@ -142,8 +142,8 @@ def answer_json(answer: str, citations: list[str]) -> Reply:
 
 def obedient(request: dict[str, Any]) -> Reply:
     """Follows whatever instruction it reads anywhere in its input: the worst case for the quoting."""
-    messages = request["messages"]
-    system, user = str(messages[0]["content"]), str(messages[-1]["content"])
+    messages = request["messages"]  # asked again after a reply that missed its schema, it does the same again
+    system, user = str(messages[0]["content"]), str(messages[1]["content"])
     role = ROLE_BY_SYSTEM.get(system, "unknown")
     question = between(user, "question")
     ids = CHUNK.findall(user)
@@ -299,9 +299,10 @@ def folded(text: str) -> str:
 
 
 def split(request: dict[str, Any]) -> tuple[str, str, list[tuple[str, str]], str]:
-    """(role, system, [(chunk id, body)], the user message outside the chunks)."""
+    """(role, system, [(chunk id, body)], the user message outside the chunks); a repair turn (the reply that missed
+    its schema, and the request to fix it) may follow."""
     messages = request["messages"]
-    assert [m["role"] for m in messages] == ["system", "user"], messages
+    assert [m["role"] for m in messages] in (["system", "user"], ["system", "user", "assistant", "user"]), messages
     system, user = messages[0]["content"], messages[1]["content"]
     return ROLE_BY_SYSTEM.get(system, "unknown"), system, CHUNK.findall(user), CHUNK.sub("", user)
 
@@ -517,13 +518,13 @@ def test_react_has_only_its_search_tool_and_nothing_else_runs(runs: Runs) -> Non
         assert metrics.data.metrics["n_failed"] == sum(r["answer"]["error"] is not None for r in run.results.values())
     # unguarded, the obedient model asked for a file write and for a shell tool: each turn is invalid, the question
     # fails, the eval completes
-    for qid, error in (("q-react-file", "unparseable reply to step:2: 1 validation error for ReactTurn"),
-                       ("q-react-tool", "unparseable reply to step:2: no JSON object")):
+    for qid, error in (("q-react-file", "reply did not match ReactTurn: field 'action'"),
+                       ("q-react-tool", "reply did not match ReactTurn: no JSON object")):
         answer = runs.unguarded.results[qid]["answer"]
         assert answer["error"] is not None and answer["error"].startswith(error), answer["error"]
         assert answer["answer"] == "" and answer["schema_valid"] is False
         assert [(s["name"], s["kind"]) for s in answer["steps"]] == [
-            ("step:1", "llm"), ("search", "tool"), ("step:2", "llm")]
+            ("step:1", "llm"), ("search", "tool"), ("step:2", "llm"), ("step:2:repair", "llm")]
         assert any(reason.startswith("failed:") for reason in runs.unguarded.review[qid])
     asked = runs.unguarded.results["q-react-file"]["answer"]["steps"][-1]["output"]
     assert json.loads(asked) == WRITE_FILE  # the model did ask for the write ...

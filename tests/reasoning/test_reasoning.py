@@ -84,13 +84,19 @@ def test_answer_task_over_http_records_usage_cost_and_failures() -> None:
         price = Price(input_per_1m=2.0, output_per_1m=10.0)
         ok, broken = answer_questions(questions, [CONTEXT[:1], CONTEXT[1:]], make_reasoner(model, price),
                                          CallLimits(4))
-    assert len(server.calls) == 2
+    assert len(server.calls) == 3  # the prose reply was asked for again once, saying what was wrong
     assert server.calls[0]["messages"][0]["role"] == "system"
     assert ok.answer == "Denver Broncos" and ok.citations == ["sb::0::aa"] and ok.error is None
     assert (ok.tokens_in, ok.tokens_out) == (1000, 200)
     assert ok.cost_usd == pytest.approx(price.cost_usd(1000, 200)) == pytest.approx(0.004)
-    assert broken.error is not None and broken.error.startswith("unparseable reply")
-    assert broken.raw_output == "I cannot produce JSON today"
+    repair = [c for c in server.calls if len(c["messages"]) == 4]
+    assert len(repair) == 1
+    assert repair[0]["messages"][2] == {"role": "assistant", "content": "I cannot produce JSON today"}
+    assert "reply did not match ModelAnswer: no JSON object" in repair[0]["messages"][3]["content"]
+    # still prose: kept as the answer, flagged, not failed
+    assert broken.error is None and broken.parse_fallback and broken.answer == "I cannot produce JSON today"
+    assert broken.schema_valid is False and [s.name for s in broken.steps] == ["answer", "answer:repair"]
+    assert broken.raw_output == "I cannot produce JSON today" and not ok.parse_fallback
 
 
 def test_answer_task_records_http_errors_without_stopping_the_batch() -> None:
@@ -194,7 +200,7 @@ def test_each_callers_limits_hold_even_on_a_shared_endpoint() -> None:
 
     state = {"now": 0, "peak": 0}
 
-    async def slow_call(model: object, messages: object) -> CallResult:
+    async def slow_call(model: object, messages: object, *asked: object) -> CallResult:
         state["now"] += 1
         state["peak"] = max(state["peak"], state["now"])
         await asyncio.sleep(0.02)
