@@ -1,6 +1,7 @@
 """The reasoning layer: a question and its context in, an answer with its steps out.
 
-- `llm_calls.py` (endpoints: limits, pacing, retries, parsing), `prompts.py` and `prompt_registry.py` (versioned
+- `llm_calls.py` (endpoints: limits, pacing, retries), `structured.py` (asking for a reply's schema, reading it, the
+  plain-text fallback), `prompts.py` and `prompt_registry.py` (versioned
   templates, MLflow's registry), `strategies.py` (direct, chain-of-thought, self-consistency, ReAct, verify,
   parallel paths), `extractive.py` (the offline extractive reasoner: not a language model), `routing.py`
   (adaptive depth), `compression.py` and `context.py` (what each strategy reads), `guardrails.py`,

@@ -50,6 +50,10 @@ class CallError(Exception):
         self.cause, self.started_ns, self.latency_s, self.attempts = cause, started_ns, latency_s, attempts
 
 
+class ShapeRefused(CallError):
+    """The endpoint (or the model class) refused to be asked for a schema: the call is made again in prompt mode."""
+
+
 BACKOFF_BASE_S = 0.5  # first retry after ~0.5 s, doubling, jittered, capped
 BACKOFF_MAX_S = 8.0
 RETRY_AFTER_MAX_S = 60.0  # a server asking for longer is not waited for longer
@@ -189,16 +193,13 @@ class Endpoint:
         first_ns, start, attempt, retries = 0, time.perf_counter(), 0, 0
         while True:
             attempt += 1
-            structured = schema is not None and method != "prompt" and self.refused is None
             try:
-                result = await self._attempt(model, messages, schema, method if structured else "prompt")
+                result = await self._attempt(model, messages, schema, method if schema is not None else "prompt")
+            except ShapeRefused as exc:  # not a retry: the same call, asked in prompt mode
+                first_ns = first_ns or exc.started_ns
+                continue
             except CallError as exc:
                 first_ns = first_ns or exc.started_ns
-                if structured and rejected_shape(exc.cause):  # not a retry: the same call, asked differently
-                    self.refused = f"{method} refused: {describe(exc)}"[:300]
-                    logger.warning("the endpoint refused llm.structured_output=%s (%s): asking in prompt mode",
-                                   method, describe(exc)[:200])
-                    continue
                 retries += 1
                 delay = retry_delay(exc, retries) if retries <= self.max_retries else None
                 if delay is None:
@@ -212,12 +213,23 @@ class Endpoint:
     async def _attempt(self, model: BaseChatModel, messages: Sequence[BaseMessage], schema: type[BaseModel] | None,
                        method: Method) -> CallResult:
         async with self.gate:
+            if self.refused is not None:  # refused while this call waited for its slot
+                method = "prompt"
             if self.requests is not None:
                 await self.requests.wait()
             reserved = estimate_tokens(model, messages) if self.tokens is not None else 0
             if self.tokens is not None:
                 await self.tokens.wait(reserved)
-            result = await call_chat(model, messages, schema, method)  # a failed call keeps its reservation
+            try:
+                result = await call_chat(model, messages, schema, method)  # a failed call keeps its reservation
+            except CallError as exc:
+                if method == "prompt" or not rejected_shape(exc.cause):
+                    raise
+                if self.refused is None:  # set before the slot is given back: no later call asks that way
+                    self.refused = f"{method} refused: {describe(exc)}"[:300]
+                    logger.warning("the endpoint refused llm.structured_output=%s (%s): asking in prompt mode",
+                                   method, describe(exc)[:200])
+                raise ShapeRefused(exc.cause, exc.started_ns, exc.latency_s) from exc.cause
             if self.tokens is not None and result.tokens_in + result.tokens_out:
                 self.tokens.settle(reserved, result.tokens_in + result.tokens_out)
             return result
