@@ -41,10 +41,31 @@ def configured_api_url(api_url: str | None, prefect_home: Path) -> str | None:
     if api_url or os.environ.get("PREFECT_API_URL"):
         return api_url or os.environ["PREFECT_API_URL"]
     try:
-        recorded = json.loads(record_path(prefect_home).read_text(encoding="utf-8"))["api_url"]
-    except (OSError, ValueError, KeyError):
+        record = json.loads(record_path(prefect_home).read_text(encoding="utf-8"))
+        recorded, pid = record["api_url"], int(record.get("pid", 0))
+    except (OSError, ValueError, KeyError, TypeError):
         return None
-    return recorded if api_healthy(recorded, timeout_s=10.0) else None  # a busy server answers late; a gone one refuses
+    # a gone server refuses at once; a live one on a busy machine may take a while to answer its health check
+    deadline = time.monotonic() + (RECORDED_PATIENCE_S if pid and _alive(pid) else 0.0)
+    while True:
+        if api_healthy(recorded, timeout_s=10.0):
+            return recorded
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(1.0)
+
+
+RECORDED_PATIENCE_S = 60.0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def wait_healthy(api_url: str, proc: subprocess.Popen[bytes], timeout_s: float, log: Path) -> None:
