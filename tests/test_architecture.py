@@ -109,3 +109,30 @@ def test_every_import_of_the_benchmarks_resolves() -> None:
                             if not hasattr(module, a.name)
                             and importlib.util.find_spec(f"{node.module}.{a.name}") is None]
     assert not missing
+
+
+def private_uses(source: str) -> list[str]:
+    """`obj._name` on anything but self/cls/super(), and names or modules imported from a library's private
+    module or under a private name: what a library release may remove without notice."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+            owner = node.value
+            if not ((isinstance(owner, ast.Name) and owner.id in ("self", "cls"))
+                    or (isinstance(owner, ast.Call) and isinstance(owner.func, ast.Name) and owner.func.id == "super")):
+                found.append(f"line {node.lineno}: .{node.attr}")
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.module.startswith(
+                ("reasonloop", "flows", "tasks", "__future__")):
+            private = [a.name for a in node.names if a.name.startswith("_")]
+            if private or any(part.startswith("_") for part in node.module.split(".")):
+                found.append(f"line {node.lineno}: from {node.module} import {', '.join(a.name for a in node.names)}")
+    return found
+
+
+def test_no_private_name_of_a_library_is_used() -> None:
+    """LangChain, OpenAI, MLflow, Prefect and Chroma are used through their public interfaces only."""
+    used = {str(p.relative_to(ROOT)): uses for p in python_files("reasonloop", "flows", "tasks")
+            if (uses := private_uses(p.read_text(encoding="utf-8")))}
+    assert used == {}
+    assert private_uses("reply = await model._agenerate(messages)") == ["line 1: ._agenerate"]  # the check bites
+    assert private_uses("from mlflow.tracing._client import X") and not private_uses("self._lock.acquire()")

@@ -20,6 +20,7 @@ from reasonloop.errors import PromptError
 from reasonloop.evaluation.faithfulness import claim_problems
 from reasonloop.evaluation.metrics import exact_match, mean, reference_recall, token_f1
 from reasonloop.evaluation.reasoning_quality import score_reasoning_quality
+from reasonloop.reasoning.chat_api import model_identity
 from reasonloop.reasoning.config import CallLimits, Price
 from reasonloop.reasoning.llm_calls import Endpoint, describe, endpoint_for, endpoint_of, run_all
 from reasonloop.reasoning.prompts import PromptTemplate, format_chunks, format_reasoning
@@ -163,7 +164,7 @@ class LLMJudge(Travels):
 
     @property
     def identity(self) -> str:
-        params = json.dumps(self.model._identifying_params, sort_keys=True, default=str)
+        params = json.dumps(model_identity(self.model), sort_keys=True, default=str)
         grounding = f":{self.grounding_prompt.ref}:{self.grounding_prompt.sha256}" if self.grounding_prompt else ""
         return f"{self.version}:{self.prompt.sha256}{grounding}:{endpoint_of(self.model)}:{params}:votes={self.votes}"
 

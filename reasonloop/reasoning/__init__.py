@@ -1,6 +1,7 @@
 """The reasoning layer: a question and its context in, an answer with its steps out.
 
-- `llm_calls.py` (endpoints: limits, pacing, retries), `structured.py` (asking for a reply's schema, reading it, the
+- `llm_calls.py` (endpoints: limits, pacing, retries), `chat_api.py` (a call on public interfaces: the OpenAI client
+  ChatOpenAI holds, else the model's `ainvoke`), `structured.py` (asking for a reply's schema, reading it, the
   plain-text fallback), `prompts.py` and `prompt_registry.py` (versioned
   templates, MLflow's registry), `strategies.py` (direct, chain-of-thought, self-consistency, ReAct, verify,
   parallel paths), `extractive.py` (the offline extractive reasoner: not a language model), `routing.py`

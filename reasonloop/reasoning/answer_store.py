@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from reasonloop.reasoning.chat_api import model_identity
 from reasonloop.reasoning.config import CacheConfig
 from reasonloop.reasoning.llm_calls import endpoint_of
 from reasonloop.reasoning.prompts import format_chunks
@@ -37,7 +38,7 @@ def digest(identity: dict[str, Any]) -> str:
 def answer_key(plan: Plan, question: Question, context: list[RetrievedChunk]) -> str:
     """sha256 of the endpoint, the model's generation parameters, the plan's identity (strategy, every prompt's
     version and content hash, strategy settings) and what the model reads (question, chunk texts, ids, scores)."""
-    return digest({"endpoint": endpoint_of(plan.model), "params": plan.model._identifying_params,
+    return digest({"endpoint": endpoint_of(plan.model), "params": model_identity(plan.model),
                    "plan": plan.identity, "question": question.question, "context": format_chunks(context)})
 
 

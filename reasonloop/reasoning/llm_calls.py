@@ -20,11 +20,12 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.messages import BaseMessage
 from pydantic import BaseModel
 
+from reasonloop.reasoning.chat_api import ask_model
 from reasonloop.reasoning.config import CallLimits
-from reasonloop.reasoning.structured import Method, rejected_shape, reply_text, structured_model
+from reasonloop.reasoning.structured import Method, rejected_shape
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
@@ -108,25 +109,15 @@ def approx_tokens(text: str) -> int:
 
 async def call_chat(model: BaseChatModel, messages: Sequence[BaseMessage], schema: type[BaseModel] | None = None,
                     method: Method = "prompt") -> CallResult:
-    """One chat call with its wall time and token usage (0 when the endpoint reports none). A plain call runs the
-    model's own generation (`_agenerate`: ChatOpenAI's request, retries and parsing) without the Runnable layer
-    around it: no callback manager or run tree per call, which is about a tenth of the client's CPU per call and the
-    difference between beating LangChain's `abatch` and trailing it (make bench). Our own step traces record what
-    callbacks would. With a schema and a method other than `prompt`, the call asks for the schema through
-    `with_structured_output`."""
+    """One chat call (chat_api.py: public interfaces only) with its wall time and token usage (0 when the endpoint
+    reports none); with a schema and a method other than `prompt`, the schema is asked for."""
     started_ns, start = time.time_ns(), time.perf_counter()
     try:
-        if schema is not None and method != "prompt":
-            reply = (await structured_model(model, schema, method).ainvoke(list(messages)))["raw"]
-        else:
-            reply = (await model._agenerate(list(messages))).generations[0].message
+        reply = await ask_model(model, messages, schema, method)
     except Exception as exc:  # noqa: BLE001 - re-raised with its timing, the caller records it
         raise CallError(exc, started_ns, time.perf_counter() - start) from exc
-    latency = time.perf_counter() - start
-    usage = reply.usage_metadata if isinstance(reply, AIMessage) and reply.usage_metadata else {}
-    return CallResult(text=reply_text(reply, method) if isinstance(reply, AIMessage) else reply.text,
-                      tokens_in=int(usage.get("input_tokens", 0)), tokens_out=int(usage.get("output_tokens", 0)),
-                      latency_s=latency, started_ns=started_ns)
+    return CallResult(text=reply.text, tokens_in=reply.tokens_in, tokens_out=reply.tokens_out,
+                      latency_s=time.perf_counter() - start, started_ns=started_ns)
 
 
 _loop: asyncio.AbstractEventLoop | None = None
@@ -242,7 +233,7 @@ _endpoints_lock = threading.Lock()
 def endpoint_of(model: BaseChatModel) -> str:
     """Which endpoint a model calls: the key its limits are shared under."""
     base = getattr(model, "openai_api_base", None) or ""
-    return f"{model._llm_type}:{base}:{getattr(model, 'model_name', '')}"
+    return f"{type(model).__name__}:{base}:{getattr(model, 'model_name', '')}"
 
 
 def endpoint_for(model: BaseChatModel, limits: CallLimits) -> Endpoint:

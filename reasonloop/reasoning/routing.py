@@ -59,7 +59,7 @@ class Plan:
     def identity(self) -> str:
         """What the answer depends on beyond the question and context (part of the cache key): the strategy, the
         sampling temperature, every prompt's version and content hash, and `extra`."""
-        temperature = self.model._identifying_params.get("temperature")
+        temperature = getattr(self.model, "temperature", None)
         prompts = ",".join(f"{p.ref}:{p.sha256[:16]}" for p in self.prompts)
         return f"{self.strategy}:t={temperature}:{prompts}:{self.extra}"
 

@@ -196,7 +196,7 @@ class Session:
         tokens_in, tokens_out = sum(s.tokens_in for s in calls), sum(s.tokens_out for s in calls)
         ends = [s.started_ns + int(s.latency_s * 1e9) for s in self.steps]
         made = {"question_id": self.question.id, "prompt": (source.prompt if source else self.plan.prompts[0].ref),
-                "model": str(self.plan.model._identifying_params.get("model_name", "")),
+                "model": str(getattr(self.plan.model, "model_name", "")),
                 "tokens_in": tokens_in, "tokens_out": tokens_out,
                 "cost_usd": self.reasoner.price.cost_usd(tokens_in, tokens_out),
                 "latency_s": (max(ends) - min(s.started_ns for s in self.steps)) / 1e9 if self.steps else 0.0,

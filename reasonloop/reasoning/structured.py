@@ -1,8 +1,9 @@
 """The shape of a model's reply: asking for it, reading it, and what to keep when a reply is not it.
 
 - Asking: with `llm.structured_output` json_schema or function_calling, the step's output schema goes to the
-  endpoint through LangChain's `with_structured_output` (constrained decoding on vLLM and llama.cpp, strict JSON on
-  OpenAI, a forced tool call); the prompt's own JSON instructions stay as they are, so `prompt` (the schema in the
+  endpoint as `response_format` or a forced tool call (constrained decoding on vLLM and llama.cpp's server, JSON
+  mode on OpenAI; chat_api.py sends it, LangChain's `with_structured_output` for models other than ChatOpenAI); the
+  prompt's own JSON instructions stay as they are, so `prompt` (the schema in the
   prompt only) works with any endpoint. An endpoint that refuses the request shape (400/422, or a model class
   without the feature) is asked in prompt mode from then on.
 - Reading: the reply's first JSON object validated against the schema; what is wrong is said in a line a person can
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+from functools import cache
 from typing import Any, Literal, TypeVar
 
 from langchain_core.language_models import BaseChatModel
@@ -44,10 +46,17 @@ def structured_model(model: BaseChatModel, schema: type[BaseModel], method: Meth
     ourselves, so one reader handles every mode). Built once per model, schema and method."""
     key = (id(model), schema.__name__, method)
     if (cached := _runnables.get(key)) is None or cached[0] is not model:
-        spec = {"title": schema.__name__, "description": (schema.__doc__ or schema.__name__).strip(),
-                **schema.model_json_schema()}
-        cached = _runnables[key] = (model, model.with_structured_output(spec, method=method, include_raw=True))
+        cached = _runnables[key] = (model, model.with_structured_output(schema_spec(schema), method=method,
+                                                                        include_raw=True))
     return cached[1]
+
+
+@cache
+def schema_spec(schema: type[BaseModel]) -> dict[str, Any]:
+    """The schema as the JSON schema an endpoint is given: titled and described (a plain dict, so no client-side
+    validation runs before ours)."""
+    return {**schema.model_json_schema(), "title": schema.__name__,
+            "description": " ".join((schema.__doc__ or schema.__name__).split())}
 
 
 def reply_text(message: AIMessage, method: Method) -> str:
