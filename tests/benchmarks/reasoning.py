@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import statistics
 import subprocess
@@ -65,9 +66,11 @@ def main() -> None:
         settings = load_settings()
         prompts, paths = role_prompts(settings)
         reasoners = {c: Reasoner(m, prompts, paths, settings.reasoning, price) for c, m in models.items()}
+        # what an openai provider runs by default (llm.structured_output auto): the schema sent as response_format
+        shaped = dataclasses.replace(reasoners[32], structured_output="json_schema")
 
-        def ours(concurrency: int, store: RecordStore | None = None) -> float:
-            return timed(lambda: answer_questions(questions, contexts, reasoners[concurrency],
+        def ours(concurrency: int, store: RecordStore | None = None, reasoner: Reasoner | None = None) -> float:
+            return timed(lambda: answer_questions(questions, contexts, reasoner or reasoners[concurrency],
                                                      CallLimits(concurrency), store))[0]
 
         def langchain(concurrency: int) -> float:
@@ -95,18 +98,22 @@ def main() -> None:
         ours(8), langchain(32), raw(32)  # warm up: imports, connection pools, the server's threads
         n = len(questions)
         result: dict[str, Any] = {"questions": n, "latency_s": LATENCY_S, "rounds": args.rounds}
-        c8 = min(ours(8) for _ in range(args.rounds))
-        result["concurrency_8"] = {"ours_s": c8, "ideal_s": n * LATENCY_S / 8, "vs_ideal": n * LATENCY_S / 8 / c8,
-                                   "target": ">= 0.9"}
-        rounds = [(ours(32), langchain(32), raw(32)) for _ in range(args.rounds)]  # interleaved: noise hits all
-        ours32, lc32, raw32 = (min(column) for column in zip(*rounds, strict=True))
+        rounds8 = [(ours(8), raw(8)) for _ in range(args.rounds)]  # interleaved
+        c8, raw8 = (min(column) for column in zip(*rounds8, strict=True))
+        result["concurrency_8"] = {"ours_s": c8, "raw_s": raw8, "ideal_s": n * LATENCY_S / 8,
+                                   "vs_ideal": n * LATENCY_S / 8 / c8, "raw_vs_ideal": n * LATENCY_S / 8 / raw8,
+                                   "target": ">= 0.95"}
+        rounds = [(ours(32), langchain(32), raw(32), ours(32, reasoner=shaped))  # interleaved: noise hits all
+                  for _ in range(args.rounds)]
+        ours32, lc32, raw32, shaped32 = (min(column) for column in zip(*rounds, strict=True))
         # CPU-bound and noisy: the median of each round's own ratio, not a ratio of two lucky minima
-        vs_lc = statistics.median(lc / o for o, lc, _ in rounds)
-        vs_raw = statistics.median(r / o for o, _, r in rounds)
+        vs_lc = statistics.median(lc / o for o, lc, _, _ in rounds)
+        vs_raw = statistics.median(r / o for o, _, r, _ in rounds)
+        shaped_vs_raw = statistics.median(r / sh for _, _, r, sh in rounds)
         result["concurrency_32"] = {"ours_calls_per_s": n / ours32, "langchain_abatch_calls_per_s": n / lc32,
-                                    "raw_asyncopenai_calls_per_s": n / raw32, "vs_langchain": vs_lc,
-                                    "vs_raw": vs_raw, "rounds_s": rounds,
-                                    "target": ">= 1.0 x LangChain (aim >= 0.9 x raw)"}
+                                    "raw_asyncopenai_calls_per_s": n / raw32, "json_schema_calls_per_s": n / shaped32,
+                                    "vs_langchain": vs_lc, "vs_raw": vs_raw, "json_schema_vs_raw": shaped_vs_raw,
+                                    "rounds_s": rounds, "target": ">= 0.9 x raw, >= 1.0 x LangChain"}
         with tempfile.TemporaryDirectory() as tmp:
             store = RecordStore(Path(tmp) / "answers.sqlite", run="bench", shared=True, ttl_s=None)
             cold = ours(32, store)
@@ -115,14 +122,20 @@ def main() -> None:
     finally:
         server.kill()
     c8r, c32, cache = result["concurrency_8"], result["concurrency_32"], result["cache"]
-    result["passed"] = c8r["vs_ideal"] >= 0.9 and c32["vs_langchain"] >= 1.0 and cache["ratio"] < 0.05
+    result["passed"] = (c8r["vs_ideal"] >= 0.95 and c32["vs_raw"] >= 0.9 and c32["vs_langchain"] >= 1.0
+                        and cache["ratio"] < 0.05)
     lines = [f"# Reasoning engine vs an endpoint with {LATENCY_S * 1000:.0f} ms per call ({n} questions)", "",
              "| benchmark | measured | ratio | target |", "|---|---|---|---|",
-             f"| concurrency 8 vs ideal | {c8:.2f} s vs {c8r['ideal_s']:.2f} s | {c8r['vs_ideal']:.3f} | >= 0.9 |",
+             f"| concurrency 8 vs ideal | {c8:.2f} s vs {c8r['ideal_s']:.2f} s | {c8r['vs_ideal']:.3f} | >= 0.95 |",
+             f"| raw AsyncOpenAI + semaphore at concurrency 8 vs ideal | {c8r['raw_s']:.2f} s vs "
+             f"{c8r['ideal_s']:.2f} s | {c8r['raw_vs_ideal']:.3f} | (the server's own floor) |",
              f"| concurrency 32 vs LangChain abatch (median of per-round ratios) | {c32['ours_calls_per_s']:.0f} vs "
              f"{c32['langchain_abatch_calls_per_s']:.0f} calls/s | {c32['vs_langchain']:.3f} | >= 1.0 |",
              f"| concurrency 32 vs raw AsyncOpenAI + semaphore | {c32['ours_calls_per_s']:.0f} vs "
-             f"{c32['raw_asyncopenai_calls_per_s']:.0f} calls/s | {c32['vs_raw']:.3f} | aim >= 0.9 |",
+             f"{c32['raw_asyncopenai_calls_per_s']:.0f} calls/s | {c32['vs_raw']:.3f} | >= 0.9 |",
+             f"| concurrency 32, schema as response_format (the openai default), vs raw | "
+             f"{c32['json_schema_calls_per_s']:.0f} vs {c32['raw_asyncopenai_calls_per_s']:.0f} calls/s | "
+             f"{c32['json_schema_vs_raw']:.3f} | (info) |",
              f"| second identical run, cache on, vs first | {cache['second_s']:.2f} s vs {cache['first_s']:.2f} s | "
              f"{cache['ratio']:.3f} | < 0.05 |", "", f"All targets met: {result['passed']}."]
     write_results(args.out, {"reasoning": result}, lines, "reasoning")
