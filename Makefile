@@ -40,9 +40,12 @@ test: install ## check the layer contract, build the docs, run every test tier (
 test-fast: install ## the test suite without slow and server tests
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not slow and not server"
 
-bench: install ## run the benchmarks (~45 min); writes bench-results.json and bench-results*.md
+bench: install ## run the benchmarks (~60 min); writes bench-results.json and bench-results*.md
 	$(BIN)/python -m tests.benchmarks.run
 	$(BIN)/python -m tests.benchmarks.retrieval
+	$(BIN)/python -m tests.benchmarks.retrieval --backend onnx
+	$(BIN)/python -m tests.benchmarks.retrieval --backend onnx-int8
+	$(BIN)/python -m tests.benchmarks.encoders
 	$(BIN)/python -m tests.benchmarks.memory
 	$(BIN)/python -m tests.benchmarks.reasoning
 	$(BIN)/python -m tests.benchmarks.strategies

@@ -41,7 +41,8 @@ if TYPE_CHECKING:
 
 
 def build_embedder(settings: Settings) -> Embedder:
-    return load_embedder(settings.embedding).with_recipe(Recipe(f"{__name__}:_embedder_of", settings))
+    return load_embedder(settings.embedding, cache_dir=settings.state_dir / "models").with_recipe(
+        Recipe(f"{__name__}:_embedder_of", settings))
 
 
 def _embedder_of(settings: Settings, manifest: Manifest | None) -> Embedder:
@@ -172,7 +173,7 @@ class ServingIndex:
         """What a search over this index returns depends on: the version's content and weights, the retrieval
         settings and filters (the part of ReAct's cache key that its own searches bring in)."""
         filters = json.dumps(self.retriever.filters, sort_keys=True, default=str)
-        return (f"{self.manifest.content_hash}:{self.manifest.embedding_sha256}:"
+        return (f"{self.manifest.content_hash}:{self.manifest.encoder}:"
                 f"{self.retriever.config.model_dump_json()}:{filters}")
 
 
@@ -211,11 +212,11 @@ def _retriever_of(settings: Settings, manifest: Manifest) -> ChunkRetriever:
 
 def open_serving_index(settings: Settings, embedder: Embedder) -> ServingIndex:
     manifest = index_store_of(settings).require_current()
-    if manifest.embedding_sha256 != embedder.weights_sha256:
+    if manifest.encoder != embedder.identity:
         raise ProviderError(
-            f"index {manifest.ref} was embedded with weights {manifest.embedding_sha256[:12]}, the configured model "
-            f"has {embedder.weights_sha256[:12]}: vectors from different weights do not mix; run `reasonloop reindex "
-            "--full`")
+            f"index {manifest.ref} was embedded by {manifest.embedding_backend} with weights "
+            f"{manifest.embedding_sha256[:12]}, the configured encoder is {embedder.backend} with weights "
+            f"{embedder.weights_sha256[:12]}: vectors of different encoders do not mix; run `reasonloop reindex`")
     return open_index_version(settings, embedder, manifest)
 
 

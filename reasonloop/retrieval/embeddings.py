@@ -17,6 +17,7 @@ import numpy as np
 from reasonloop.errors import ModelIntegrityError
 from reasonloop.recipes import Travels
 from reasonloop.retrieval.config import EmbeddingConfig
+from reasonloop.retrieval.onnx_encoder import OnnxBackend, OnnxEncoder, ensure_export
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -67,11 +68,12 @@ class Embedder(Travels):
     the same context sentences, and the second lookup is free. Chunk-sized texts bypass the memo.
     """
 
-    def __init__(self, model: SentenceTransformer, name: str, weights_sha256: str, batch_size: int,
-                 memo_size: int = 50_000, workers: int = 1) -> None:
+    def __init__(self, model: SentenceTransformer | OnnxEncoder, name: str, weights_sha256: str, batch_size: int,
+                 memo_size: int = 50_000, workers: int = 1, backend: str = "torch") -> None:
         self._model = model
         self.name = name
         self.weights_sha256 = weights_sha256
+        self.backend = backend
         self.batch_size = batch_size
         self.workers = workers
         self._lock = threading.Lock()  # one encode at a time (each is parallel inside when workers > 1)
@@ -83,6 +85,11 @@ class Embedder(Travels):
     @property
     def dimension(self) -> int:
         return int(self._model.get_embedding_dimension())
+
+    @property
+    def identity(self) -> str:
+        """Which vectors it makes: model, backend and weights (as an index version records them)."""
+        return f"{self.name}+{self.backend}@{self.weights_sha256}"
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """Unit-length float32 vectors, one row per text (so cosine similarity is a dot product)."""
@@ -110,6 +117,8 @@ class Embedder(Travels):
             return self._encode(texts)
 
     def _encode(self, texts: list[str]) -> np.ndarray:
+        if isinstance(self._model, OnnxEncoder):
+            return self._model.encode(texts, self.batch_size)
         if self._pool is None or len(texts) <= self.batch_size:
             vectors = self._model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
                                          convert_to_numpy=True, show_progress_bar=False)
@@ -135,6 +144,8 @@ class Embedder(Travels):
 
     def count_tokens(self, text: str) -> int:
         """Tokens under the model's WordPiece tokenizer (no truncation, no special tokens)."""
+        if isinstance(self._model, OnnxEncoder):
+            return self._model.count_tokens(text)
         with self._tokenizer_lock:
             ids = self._model.tokenizer(text, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
         return len(ids)
@@ -160,7 +171,22 @@ def _load(model_dir: Path, expected_sha256: str, device: str, batch_size: int, n
     return Embedder(model, name, sha, batch_size, workers=workers if device == "cpu" else 1)
 
 
-def load_embedder(cfg: EmbeddingConfig, model_dir: Path | None = None) -> Embedder:
-    """Load (once per process) the configured embedder after checking its weights."""
+def load_embedder(cfg: EmbeddingConfig, model_dir: Path | None = None, cache_dir: Path | None = None) -> Embedder:
+    """Load (once per process) the configured embedder after checking its weights; the ONNX backends export the
+    checked weights into `cache_dir` (the state folder's `models/`) on first use."""
     workers = cfg.workers or os.cpu_count() or 1
-    return _load(model_dir or bundled_model_path(), cfg.sha256, cfg.device, cfg.batch_size, cfg.model, workers)
+    if cfg.backend == "torch":
+        return _load(model_dir or bundled_model_path(), cfg.sha256, cfg.device, cfg.batch_size, cfg.model, workers)
+    if cache_dir is None:
+        raise ModelIntegrityError(f"embedding.backend {cfg.backend} caches its export under the state folder: load "
+                                  "the embedder through the settings (reasonloop.providers.build_embedder)")
+    return _load_onnx(model_dir or bundled_model_path(), cfg.sha256, cfg.backend, cfg.batch_size, cfg.model, workers,
+                      cache_dir)
+
+
+@cache
+def _load_onnx(model_dir: Path, expected_sha256: str, backend: OnnxBackend, batch_size: int, name: str,
+               workers: int, cache_dir: Path) -> Embedder:
+    sha = verify_weights(model_dir, expected_sha256)
+    encoder = OnnxEncoder(ensure_export(model_dir, sha, backend, cache_dir), model_dir, sessions=workers)
+    return Embedder(encoder, name, sha, batch_size, backend=backend)

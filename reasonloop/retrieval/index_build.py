@@ -113,6 +113,7 @@ def stage_index_version(documents: list[Document], chunks: list[Chunk], embedder
     """Build (not yet serve) a new version: copy unchanged chunks, embed the rest, build BM25, verify.
     The caller holds the reindex lock until it publishes. Unchanged corpus: no new version (built=False)."""
     current = store.current()
+    full = full or (current is not None and current.encoder != embedder.identity)  # another encoder: embed all
     plan = plan_index(None if full else current, documents, chunks)
     if current is not None and not full and plan.is_noop:
         return IndexBuild(manifest=current, plan=plan, built=False)
@@ -133,7 +134,7 @@ def stage_index_version(documents: list[Document], chunks: list[Chunk], embedder
     manifest = Manifest(
         version=version, collection=name, created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         content_hash=manifest_hash(entries), embedding_model=embedder.name, embedding_sha256=embedder.weights_sha256,
-        documents=entries, chunking=chunking.model_dump())
+        embedding_backend=embedder.backend, documents=entries, chunking=chunking.model_dump())
     verify_version(target, manifest, embedder, verify_queries)
     return IndexBuild(manifest=manifest, plan=plan, built=True, embedded=len(plan.chunks_to_embed),
                       copied=len(plan.chunk_ids_to_copy), embed_seconds=seconds)

@@ -42,6 +42,7 @@ class Manifest(BaseModel):
     content_hash: str
     embedding_model: str
     embedding_sha256: str
+    embedding_backend: str = "torch"  # versions built before backends existed were torch's
     chunking: dict[str, bool | int | str]
     documents: dict[str, DocEntry]
 
@@ -52,6 +53,11 @@ class Manifest(BaseModel):
     @property
     def ref(self) -> str:
         return f"v{self.version}@{self.content_hash[:12]}"
+
+    @property
+    def encoder(self) -> str:
+        """Which vectors this version holds: model, backend and weights (vectors of two encoders never mix)."""
+        return f"{self.embedding_model}+{self.embedding_backend}@{self.embedding_sha256}"
 
 
 class Pointer(BaseModel):

@@ -36,10 +36,13 @@ class MiniLMEmbeddingFunction(EmbeddingFunction[Documents]):
         return "cosine"
 
     def get_config(self) -> dict[str, Any]:
-        return {"model": self._embedder.name, "sha256": self._embedder.weights_sha256}
+        return {"model": self._embedder.name, "sha256": self._embedder.weights_sha256,
+                "backend": self._embedder.backend}
 
     @staticmethod
     def build_from_config(config: dict[str, Any]) -> MiniLMEmbeddingFunction:
+        """Chroma's rebuild from a stored collection: the torch encoder of those weights (our flows always pass
+        their own embedder; the ONNX backends give the same vectors within cosine 0.99)."""
         return MiniLMEmbeddingFunction(load_embedder(EmbeddingConfig(model=config["model"], sha256=config["sha256"])))
 
 
@@ -64,5 +67,6 @@ def open_collection(client: ClientAPI, name: str, embedder: Embedder) -> Collect
         name=name,
         embedding_function=MiniLMEmbeddingFunction(embedder),  # type: ignore[arg-type]
         configuration={"hnsw": {"space": "cosine"}},
-        metadata={"embedding_model": embedder.name, "embedding_sha256": embedder.weights_sha256},
+        metadata={"embedding_model": embedder.name, "embedding_sha256": embedder.weights_sha256,
+                  "embedding_backend": embedder.backend},
     )

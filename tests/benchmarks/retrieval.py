@@ -29,6 +29,8 @@ def main() -> None:
     parser.add_argument("--paragraphs", type=int, default=0, help="0: all")
     parser.add_argument("--work", type=Path, help="state folder to reuse between runs (default: a temporary one)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results")
+    parser.add_argument("--backend", choices=["torch", "onnx", "onnx-int8"], default="torch",
+                        help="embedding.backend (sections other than torch's are named retrieval_<backend>)")
     args = parser.parse_args()
 
     from reasonloop.evaluation.config import QualityConfig
@@ -49,6 +51,7 @@ def main() -> None:
     (work / "corpus" / "squad.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     questions = questions_for(squad, {r["id"] for r in records})
     settings = load_settings(state_dir=work / "state", corpus={"path": work / "corpus"},
+                             embedding={"backend": args.backend},
                              chroma={"collection": "squad"}).model_copy(update={"quality": QualityConfig()})
     apply_environment(settings)
 
@@ -158,7 +161,9 @@ def main() -> None:
               f"{'' if build.built else ' (reused state: nothing to embed)'}.",
               f"Target for the configured hybrid: R@5 >= {TARGET_R5} and MRR@10 >= {TARGET_MRR}: "
               f"{results['target']['passed']}."]
-    write_results(args.out, {"retrieval": results}, lines, "retrieval")
+    section = "retrieval" if args.backend == "torch" else f"retrieval_{args.backend}"
+    results["backend"], results["index_s"] = args.backend, index_s
+    write_results(args.out, {section: results}, lines, section.replace("_", "-"))
 
 
 if __name__ == "__main__":

@@ -127,6 +127,24 @@ def test_incremental_reindex_embeds_only_changes(make_settings: Callable[..., Se
     assert names == {"reasonloop-v0002", "reasonloop-v0003"}  # keep_versions=2: v1 dropped
 
 
+def test_another_embedding_backend_is_another_index(make_settings: Callable[..., Settings]) -> None:
+    """Switching embedding.backend re-embeds everything (vectors of two encoders never share a version) and the
+    serving index of the other backend is refused until then."""
+    from reasonloop.errors import ProviderError
+    from reasonloop.providers import build_embedder, open_serving_index
+
+    torch = make_settings()
+    first = build_index(torch)
+    onnx = make_settings(embedding={"backend": "onnx"})
+    with pytest.raises(ProviderError, match="vectors of different encoders do not mix"):
+        open_serving_index(onnx, build_embedder(onnx))
+    second = build_index(onnx)
+    assert second.built and second.embedded == second.manifest.n_chunks and second.copied == 0
+    assert (first.manifest.embedding_backend, second.manifest.embedding_backend) == ("torch", "onnx")
+    assert open_serving_index(onnx, build_embedder(onnx)).manifest.version == 2
+    assert (onnx.state_dir / "models" / first.manifest.embedding_sha256 / "model.onnx").is_file()
+
+
 @pytest.mark.slow
 def test_a_reindex_killed_mid_write_leaves_the_serving_version_intact(tmp_path: Path) -> None:
     """SIGKILL a real child process while it upserts a new version; the old version keeps serving."""
