@@ -5,8 +5,10 @@
   `convert_to_openai_messages`, the schema as `response_format` (json_schema) or a forced tool from
   `convert_to_openai_tool`. This is the hot path: no Runnable layer, callback manager or run tree per call (our
   step traces record what callbacks would), and no private method a LangChain release may remove.
-- Any other LangChain chat model (the offline extractive reasoner, a model a user plugs in): its public `ainvoke`,
-  or `with_structured_output(..., include_raw=True)` when a schema is asked for.
+- The offline extractive reasoner: its own `respond` (CPU-bound and deterministic; it reads the prompt, never a
+  schema).
+- Any other LangChain chat model (one a user plugs in): its public `ainvoke`, or
+  `with_structured_output(..., include_raw=True)` when a schema is asked for.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from langchain_core.messages import AIMessage, BaseMessage, convert_to_openai_me
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel
 
+from reasonloop.reasoning.extractive import ExtractiveChatModel
 from reasonloop.reasoning.structured import Method, reply_text, schema_spec, structured_model
 
 IDENTITY_FIELDS = ("model_name", "temperature", "max_tokens", "top_p", "openai_api_base", "max_sentences")
@@ -55,7 +58,9 @@ async def ask_model(model: BaseChatModel, messages: Sequence[BaseMessage], schem
     shaped = schema if method != "prompt" else None
     if is_openai(model):
         return await _openai(model, messages, shaped, method)
-    if shaped is not None:
+    if isinstance(model, ExtractiveChatModel):  # ours, CPU-bound and deterministic: inline, no Runnable layer
+        raw = model.respond(list(messages))
+    elif shaped is not None:
         raw = (await structured_model(model, shaped, method).ainvoke(list(messages)))["raw"]
     else:
         raw = await model.ainvoke(list(messages))

@@ -60,15 +60,19 @@ class ExtractiveChatModel(BaseChatModel):
 
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                   run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
+        return ChatResult(generations=[ChatGeneration(message=self.respond(messages))])
+
+    def respond(self, messages: list[BaseMessage]) -> AIMessage:
+        """The reply with its token usage: what `invoke` returns, without LangChain's run machinery around it
+        (the batch path calls this directly, as it sends ChatOpenAI's requests through its client)."""
         prompt = "\n".join(str(m.content) for m in messages)
         user = str(messages[-1].content)
         output = json.dumps(self.answer(user), ensure_ascii=False)
         usage = {"input_tokens": self.embedder.count_tokens(prompt),
                  "output_tokens": self.embedder.count_tokens(output)}
         usage["total_tokens"] = usage["input_tokens"] + usage["output_tokens"]
-        message = AIMessage(content=output, usage_metadata=usage,  # type: ignore[arg-type]
-                            response_metadata={"model_name": self.model_name})
-        return ChatResult(generations=[ChatGeneration(message=message)])
+        return AIMessage(content=output, usage_metadata=usage,  # type: ignore[arg-type]
+                         response_metadata={"model_name": self.model_name})
 
     async def _agenerate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                          run_manager: Any = None, **kwargs: Any) -> ChatResult:
