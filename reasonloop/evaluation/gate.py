@@ -124,12 +124,12 @@ def with_safety(report: GateReport, pass_rate: float | None, floor: float) -> Ga
 def with_missing(report: GateReport, results: list[QuestionResult], max_fraction: float) -> GateReport:
     """The gate with the unanswered questions named: each already counts as wrong for accuracy; beyond
     `max_fraction` of the run the gate fails, since what was answered no longer stands for the question set."""
-    missing = [r.question.id for r in results if r.answer.error is not None]
-    fraction = len(missing) / len(results) if results else 0.0
+    unanswered = [r for r in results if r.answer.error is not None]
+    fraction = len(unanswered) / len(results) if results else 0.0
     failed = fraction > max_fraction
-    causes = failure_causes([r.answer.error for r in results if r.answer.error is not None])
-    return report.model_copy(update={"missing": missing, "missing_fraction": fraction, "missing_failed": failed,
-                                     "missing_causes": causes, "passed": report.passed and not failed})
+    return report.model_copy(update={"missing": [r.question.id for r in unanswered], "missing_fraction": fraction,
+                                     "missing_failed": failed, "passed": report.passed and not failed,
+                                     "missing_causes": failure_causes([r.answer.error or "" for r in unanswered])})
 
 
 def check_metric(metric: GateMetricName, pairs: list[tuple[QuestionResult, QuestionResult]],

@@ -13,7 +13,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from langchain_core.messages import BaseMessage
 from pydantic import BaseModel, ConfigDict, Field
 
 from reasonloop.errors import PromptError
@@ -24,7 +24,7 @@ from reasonloop.reasoning.chat_api import model_identity
 from reasonloop.reasoning.config import CallLimits, Price
 from reasonloop.reasoning.llm_calls import Endpoint, describe, endpoint_for, endpoint_of, run_all
 from reasonloop.reasoning.prompts import PromptTemplate, format_chunks, format_reasoning
-from reasonloop.reasoning.structured import parse_reply, repair_request
+from reasonloop.reasoning.structured import parse_reply, repair_turn
 from reasonloop.recipes import Travels
 from reasonloop.redact import redact
 from reasonloop.retrieval.embeddings import Embedder
@@ -252,7 +252,7 @@ async def ask_verdict(model: BaseChatModel, endpoint: Endpoint, prompt: PromptTe
         raw = await call(messages)
         reply = parse_reply(raw, schema)
         if isinstance(reply, str):
-            raw = await call([*messages, AIMessage(raw), HumanMessage(repair_request(reply, schema))])
+            raw = await call([*messages, *repair_turn(raw, reply, schema)])
             reply = parse_reply(raw, schema)
     except Exception as exc:  # noqa: BLE001 - a failed judge call is data, recorded per question
         return Asked(redact(describe(exc)), *spent)

@@ -93,7 +93,8 @@ def run_tags(kind: str, context: dict[str, str] | None = None) -> dict[str, str]
     return {"reasonloop.flow": kind, **(context or {}), **writer_tags()}
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Is this process on this host still running (a zombie counts as gone)?"""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -110,7 +111,7 @@ def writer_alive(tags: dict[str, str]) -> bool:
     """Whether the process that wrote a run (its `writer_tags`) may still be writing: alive on this host, or on
     another host (which cannot be checked from here)."""
     pid = tags.get("reasonloop.pid", "")
-    return tags.get("reasonloop.host") != socket.gethostname() or not pid.isdigit() or _alive(int(pid))
+    return tags.get("reasonloop.host") != socket.gethostname() or not pid.isdigit() or process_alive(int(pid))
 
 
 def mark_orphans(tracker: Tracker, experiment_id: str) -> list[str]:

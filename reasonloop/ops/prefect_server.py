@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from reasonloop.errors import ProviderError
+from reasonloop.monitoring.tracking import process_alive
 
 SERVER_RECORD = "server.json"  # in PREFECT_HOME: the local server `reasonloop serve` started (url, pid)
 
@@ -46,7 +47,7 @@ def configured_api_url(api_url: str | None, prefect_home: Path) -> str | None:
     except (OSError, ValueError, KeyError, TypeError):
         return None
     # a gone server refuses at once; a live one on a busy machine may take a while to answer its health check
-    deadline = time.monotonic() + (RECORDED_PATIENCE_S if pid and _alive(pid) else 0.0)
+    deadline = time.monotonic() + (RECORDED_PATIENCE_S if pid and process_alive(pid) else 0.0)
     while True:
         if api_healthy(recorded, timeout_s=10.0):
             return recorded
@@ -56,16 +57,6 @@ def configured_api_url(api_url: str | None, prefect_home: Path) -> str | None:
 
 
 RECORDED_PATIENCE_S = 60.0
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def wait_healthy(api_url: str, proc: subprocess.Popen[bytes], timeout_s: float, log: Path) -> None:

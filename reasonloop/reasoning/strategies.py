@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, HumanMessage
 from pydantic import BaseModel, ConfigDict, Field
 
 from reasonloop.reasoning.config import GuardrailsConfig, OptimizeConfig, Price, ReasoningConfig
@@ -29,7 +28,7 @@ from reasonloop.reasoning.guardrails import strip_injected
 from reasonloop.reasoning.llm_calls import CallError, Endpoint, approx_tokens, describe
 from reasonloop.reasoning.prompts import PromptTemplate, format_chunks, quote_data
 from reasonloop.reasoning.routing import Plan, route, with_temperature
-from reasonloop.reasoning.structured import Method, parse_reply, plain_answer, repair_request
+from reasonloop.reasoning.structured import Method, parse_reply, plain_answer, repair_turn
 from reasonloop.recipes import Travels
 from reasonloop.redact import redact
 from reasonloop.schemas import AnswerRecord, ModelAnswer, Question, ReasoningSteps, RetrievedChunk, StepTrace
@@ -137,7 +136,7 @@ class Session:
         step = await self.ask(name, prompt, schema, **values)
         reply = self.parse(step, schema)
         if isinstance(reply, str) and step.error is None:
-            step = await self.ask(f"{name}:repair", prompt, schema, (step.output, reply, schema), **values)
+            step = await self.ask(f"{name}:repair", prompt, schema, (step.output, reply), **values)
             reply = self.parse(step, schema)
         return reply, step
 
@@ -152,13 +151,13 @@ class Session:
         return reply, step
 
     async def ask(self, name: str, prompt: PromptTemplate, schema: type[BaseModel] | None = None,
-                  repair: tuple[str, str, type[BaseModel]] | None = None, **values: str) -> StepTrace:
+                  repair: tuple[str, str] | None = None, **values: str) -> StepTrace:
         """One model call, the reply's `schema` asked for the reasoner's way; `repair` (the reply, what was wrong
         with it) continues the conversation with a request to fix it. Never raises (a failed call is a step with
         `error`). Its start is when the request left, after any wait for the endpoint's limits."""
         messages = prompt.to_messages(**values)
-        if repair is not None:
-            messages += [AIMessage(repair[0]), HumanMessage(repair_request(repair[1], repair[2]))]
+        if repair is not None and schema is not None:
+            messages += repair_turn(*repair, schema)
         rendered = json.dumps([{"role": m.type, "content": m.content} for m in messages], ensure_ascii=False)
         made = {"name": name, "prompt": prompt.ref, "input": rendered}
         try:

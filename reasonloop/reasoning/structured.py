@@ -20,7 +20,7 @@ from functools import cache
 from typing import Any, Literal, TypeVar
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.runnables import Runnable
 from pydantic import BaseModel, ValidationError
 
@@ -126,7 +126,9 @@ def schema_fields(schema: type[BaseModel]) -> str:
                      for name, field in schema.model_fields.items())
 
 
-def repair_request(problem: str, schema: type[BaseModel]) -> str:
-    """The turn that asks for a reply again, saying what was wrong with the last one."""
-    return (f"Your reply was not the JSON object the instructions ask for ({problem}). Reply again with only that "
-            f"object, with the fields {schema_fields(schema)}.")
+def repair_turn(reply: str, problem: str, schema: type[BaseModel]) -> list[BaseMessage]:
+    """The conversation's continuation that asks for a reply again: the reply as it came, then what was wrong
+    with it and the fields the object has."""
+    return [AIMessage(reply), HumanMessage(f"Your reply was not the JSON object the instructions ask for ({problem}). "
+                                           f"Reply again with only that object, with the fields "
+                                           f"{schema_fields(schema)}.")]

@@ -61,6 +61,11 @@ def verify_weights(model_dir: Path, expected_sha256: str) -> str:
     return actual
 
 
+def encoder_identity(model: str, backend: str, weights_sha256: str) -> str:
+    """Which vectors an encoder makes: vectors of two identities never share an index version."""
+    return f"{model}+{backend}@{weights_sha256}"
+
+
 class Embedder(Travels):
     """Normalized sentence embeddings plus the model's own tokenizer (used to count tokens offline).
 
@@ -89,7 +94,7 @@ class Embedder(Travels):
     @property
     def identity(self) -> str:
         """Which vectors it makes: model, backend and weights (as an index version records them)."""
-        return f"{self.name}+{self.backend}@{self.weights_sha256}"
+        return encoder_identity(self.name, self.backend, self.weights_sha256)
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """Unit-length float32 vectors, one row per text (so cosine similarity is a dot product)."""

@@ -25,6 +25,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from reasonloop.errors import InputError, ReasonloopError
+from reasonloop.retrieval.embeddings import encoder_identity
 from reasonloop.schemas import Chunk, Document
 
 
@@ -57,7 +58,7 @@ class Manifest(BaseModel):
     @property
     def encoder(self) -> str:
         """Which vectors this version holds: model, backend and weights (vectors of two encoders never mix)."""
-        return f"{self.embedding_model}+{self.embedding_backend}@{self.embedding_sha256}"
+        return encoder_identity(self.embedding_model, self.embedding_backend, self.embedding_sha256)
 
 
 class Pointer(BaseModel):
