@@ -1,7 +1,9 @@
-"""Reindex: load -> screen (Great Expectations) -> scan for prompt injection -> quarantine gate -> chunk ->
-stage a new index version (unchanged documents keep their embeddings; BM25 rebuilt) -> verify -> retrieval
-quality on labeled sets -> floors -> serve it (atomic pointer switch) -> log to MLflow. The reindex lock is held
-from staging to serving."""
+"""Reindex, a batch of files at a time. Survey the corpus against the serving version's catalog (files whose size
+and mtime, or bytes, match are skipped unread) -> per batch: read -> screen (Great Expectations) -> scan for prompt
+injection -> tally -> the quarantine gate over the whole corpus, before anything is written -> under the reindex
+lock, per batch again: read -> screen -> scan -> chunk -> stage (unchanged documents keep their embeddings) ->
+finish: BM25, verify -> retrieval quality on labeled sets -> floors -> serve it (atomic pointer switch) -> log to
+MLflow. A failure after the gate drops the version being built; the serving one stays."""
 
 from __future__ import annotations
 
@@ -11,42 +13,71 @@ from prefect import flow, get_run_logger
 from prefect.utilities.annotations import quote
 
 from reasonloop.providers import build_embedder, build_tracker, chroma_of, index_store_of, open_index_version
+from reasonloop.retrieval.corpus_scan import CorpusFile, ReadBatch, batches
+from reasonloop.retrieval.index_build import abandon_index_version
 from reasonloop.schemas import FlowReport
 from reasonloop.settings import Settings, load_settings
 from tasks.chunk import chunk_documents
-from tasks.index import publish_index_version, stage_index_version
-from tasks.load import load_documents
+from tasks.index import (
+    begin_index_version,
+    enforce_bad_fraction,
+    finish_index_version,
+    publish_index_version,
+    read_batch,
+    stage_batch,
+    survey_corpus,
+    tally_batch,
+)
 from tasks.retrieve import enforce_quality_floors, evaluate_retrieval, load_quality_sets
 from tasks.track import log_reindex_run, publish_quarantine, publish_summary
-from tasks.validate import enforce_bad_fraction, scan_for_injection, screen_documents
+from tasks.validate import scan_for_injection, screen_documents
 
 
 @flow(name="reindex", validate_parameters=False)
 def reindex(settings: Settings | None = None, full: bool = False) -> FlowReport:
     settings = settings or load_settings()
-    started = time.perf_counter()
-    loaded = load_documents(settings.corpus.path, settings.corpus)
-    # quote(): Prefect would otherwise walk every document and chunk of each argument looking for futures
-    # (~4 ms per document per task), which dominated a reindex of an unchanged corpus.
-    screened = screen_documents(quote(loaded), settings.corpus)
-    screened = scan_for_injection(quote(screened), settings.corpus.injection)
-    enforce_bad_fraction(quote(screened), settings.corpus.max_bad_fraction)
+    started, corpus = time.perf_counter(), settings.corpus
     embedder = build_embedder(settings)
-    chunks = chunk_documents(quote(screened.documents), settings.chunking, embedder.count_tokens)
     quality_sets = load_quality_sets(settings.quality)
-    store, chroma = index_store_of(settings), chroma_of(settings)
+    store = index_store_of(settings)
+    # pass one, nothing written: the bad-input gate over the whole corpus
+    survey = survey_corpus(store, embedder, corpus, settings.chunking, full)
+    for files in [] if survey.unchanged else batches(survey.scan.files, settings.index.batch_bytes):
+        # quote(): Prefect would otherwise walk every document and chunk of each argument looking for futures
+        # (~4 ms per document per task)
+        screened = screened_batch(settings, files)
+        tally_batch(quote(survey), quote(files), quote(screened.corpus))
+    enforce_bad_fraction(quote(survey), corpus.max_bad_fraction)
+    chroma = chroma_of(settings)
     with store.lock(settings.index.lock_wait_s):
-        build = stage_index_version(quote(screened.documents), quote(chunks), embedder, store, chroma,
-                                    settings.chunking, settings.retrieval.bm25, settings.chroma.upsert_batch_size,
-                                    settings.index.verify_queries, full)
-        staged = open_index_version(settings, embedder, build.manifest)
-        quality = evaluate_retrieval(quote(quality_sets), staged.retriever)
-        for note in enforce_quality_floors(quality, settings.quality, settings.corpus.path):
-            get_run_logger().warning(note)
+        # pass two: stage a new version from the changed files, carrying the others over
+        staging = begin_index_version(quote(survey), store, chroma, embedder, corpus, settings.chunking,
+                                      settings.retrieval.bm25, settings.chroma.upsert_batch_size, full)
+        try:
+            for files in [] if staging.is_noop else batches(staging.survey.scan.files, settings.index.batch_bytes):
+                screened = screened_batch(settings, files)
+                chunks = chunk_documents(quote(screened.corpus.documents), settings.chunking, embedder.count_tokens)
+                stage_batch(quote(staging), quote(files), quote(screened.corpus), quote(chunks),
+                            quote(screened.states))
+            build = finish_index_version(quote(staging), settings.index.verify_queries)
+            staged = open_index_version(settings, embedder, build.manifest)
+            quality = evaluate_retrieval(quote(quality_sets), staged.retriever)
+            for note in enforce_quality_floors(quality, settings.quality, corpus.path):
+                get_run_logger().warning(note)
+        except BaseException:
+            abandon_index_version(staging)
+            raise
         build = publish_index_version(quote(build), store, chroma, settings.index.keep_versions)
-    publish_quarantine(screened.rejects)
-    report = log_reindex_run(build_tracker(settings), quote(build), quote(screened), quality,
-                             time.perf_counter() - started, settings.corpus, settings.retrieval,
-                             settings.chunking.title_prefix)
+    publish_quarantine(build.rejects)
+    report = log_reindex_run(build_tracker(settings), quote(build), quality, time.perf_counter() - started,
+                             corpus, settings.retrieval, settings.chunking.title_prefix)
     publish_summary(report)
     return report
+
+
+def screened_batch(settings: Settings, files: list[CorpusFile]) -> ReadBatch:
+    """Read a batch of files, the Great Expectations suite and the injection scan over its documents."""
+    read = read_batch(settings.corpus.path, files, settings.corpus)
+    screened = screen_documents(quote(read.corpus), settings.corpus)
+    screened = scan_for_injection(quote(screened), settings.corpus.injection)
+    return read.model_copy(update={"corpus": screened})

@@ -197,6 +197,7 @@ class Settings(BaseSettings):
         profile's name and batching are left out, so equal hash means equal behaviour."""
         data = {k: v for k, v in self.public_dict().items() if k not in INFRASTRUCTURE_KEYS}
         data["eval"] = {k: v for k, v in data["eval"].items() if k != "batch_size"}
+        data["index"] = {k: v for k, v in data["index"].items() if k != "batch_bytes"}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
     def updated(self, sections: dict[str, dict[str, Any]]) -> Settings:

@@ -1,5 +1,5 @@
-"""Screening tasks of the reindex: the document table's Great Expectations suite, the injection scan, the bad-input
-gate (reasonloop/retrieval/screening.py). Pure: no retries."""
+"""Screening tasks of the reindex: the document table's Great Expectations suite and the injection scan
+(reasonloop/retrieval/screening.py). Pure: no retries."""
 
 from __future__ import annotations
 
@@ -10,4 +10,3 @@ from reasonloop.retrieval import screening
 
 screen_documents = task(screening.screen_documents, name="screen-documents", cache_policy=NO_CACHE)
 scan_for_injection = task(screening.scan_for_injection, name="scan-for-injection", cache_policy=NO_CACHE)
-enforce_bad_fraction = task(screening.enforce_bad_fraction, name="enforce-bad-fraction", cache_policy=NO_CACHE)

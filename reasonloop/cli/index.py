@@ -49,7 +49,7 @@ def index_status(ctx: typer.Context) -> None:
     for version in reversed(pointer.kept):
         m = store.manifest(version)
         table.add_row(str(version), "yes" if version == pointer.current else "", m.created_at,
-                      str(len(m.documents)), str(m.n_chunks), m.content_hash[:16])
+                      str(m.n_documents), str(m.n_chunks), m.content_hash[:16])
     common.console.print(table)
 
 

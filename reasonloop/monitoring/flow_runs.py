@@ -33,16 +33,17 @@ from reasonloop.monitoring.tracking import Tracker, run_tags
 from reasonloop.paths import shown
 from reasonloop.retrieval.config import CorpusConfig, RetrievalConfig
 from reasonloop.retrieval.index_build import IndexBuild
-from reasonloop.schemas import FlowReport, LabeledPair, LoadedCorpus, RetrievalQuality, Verdict
+from reasonloop.schemas import FlowReport, LabeledPair, RetrievalQuality, Verdict
 
 
 def reindex_metrics(build: IndexBuild, n_quarantined: int, duration_s: float) -> dict[str, float]:
     plan = build.plan
     return {
-        "n_seen": len(plan.added) + len(plan.changed) + len(plan.unchanged) + n_quarantined,
-        "n_added": len(plan.added), "n_changed": len(plan.changed), "n_removed": len(plan.removed),
-        "n_skipped": len(plan.unchanged), "n_quarantined": n_quarantined,
-        "n_documents": len(build.manifest.documents), "n_chunks": build.manifest.n_chunks,
+        "n_seen": plan.n_added + plan.n_changed + plan.n_unchanged + n_quarantined,
+        "n_added": plan.n_added, "n_changed": plan.n_changed, "n_removed": plan.n_removed,
+        "n_skipped": plan.n_unchanged, "n_quarantined": n_quarantined,
+        "n_files_read": plan.files_read, "n_files_skipped": plan.files_skipped,
+        "n_documents": build.manifest.n_documents, "n_chunks": build.manifest.n_chunks,
         "n_embedded": build.embedded, "n_copied": build.copied, "index_version": build.manifest.version,
         "new_version": float(build.built), "embed_seconds": build.embed_seconds,
         "chunks_per_second": build.embedded / build.embed_seconds if build.embed_seconds else 0.0,
@@ -55,8 +56,9 @@ def reindex_rows(build: IndexBuild, n_quarantined: int) -> dict[str, str]:
     state = "new version" if build.built else "unchanged (no new version)"
     return {
         "index version": f"{build.manifest.ref} ({state})",
-        "documents": f"{len(build.manifest.documents)} ({len(plan.added)} added, {len(plan.changed)} changed, "
-                     f"{len(plan.removed)} removed, {len(plan.unchanged)} unchanged, {n_quarantined} quarantined)",
+        "documents": f"{build.manifest.n_documents} ({plan.n_added} added, {plan.n_changed} changed, "
+                     f"{plan.n_removed} removed, {plan.n_unchanged} unchanged, {n_quarantined} quarantined)",
+        "files": f"{plan.files_read} read, {plan.files_skipped} skipped unread (size and mtime, or bytes, unchanged)",
         "chunks": f"{build.manifest.n_chunks} ({build.embedded} embedded, {build.copied} carried over)",
         "embedding throughput": (f"{build.embedded / build.embed_seconds:.1f} chunks/s" if build.embed_seconds
                                  else "n/a"),
@@ -65,17 +67,17 @@ def reindex_rows(build: IndexBuild, n_quarantined: int) -> dict[str, str]:
 
 # No Prefect retries on the MLflow writers: a retry after start_run would leave a duplicate run, and MLflow's
 # own HTTP client already retries transient errors against a tracking server.
-def log_reindex_run(tracker: Tracker, build: IndexBuild, screened: LoadedCorpus, quality: list[RetrievalQuality],
-                    duration_s: float, corpus: CorpusConfig, retrieval: RetrievalConfig, title_prefix: bool,
+def log_reindex_run(tracker: Tracker, build: IndexBuild, quality: list[RetrievalQuality], duration_s: float,
+                    corpus: CorpusConfig, retrieval: RetrievalConfig, title_prefix: bool,
                     *, context_tags: dict[str, str] | None = None) -> FlowReport:
     """Counts (seen/added/changed/removed/skipped/quarantined), the index version and hash, throughput, and the
     quarantine report as a table."""
     import mlflow
 
     experiment_id = tracker.ensure_experiment("reindex")
-    rejects = screened.rejects
+    rejects = build.rejects
     metrics = {**reindex_metrics(build, len(rejects), duration_s), **quality_metrics(quality),
-               "n_injection_flagged": len(screened.flagged)}
+               "n_injection_flagged": len(build.flagged)}
     tags = run_tags("reindex", context_tags)
     with mlflow.start_run(experiment_id=experiment_id, run_name="reindex", tags=tags) as run:
         mlflow.log_params({**tracker.params, **index_params(build.manifest),
@@ -84,12 +86,12 @@ def log_reindex_run(tracker: Tracker, build: IndexBuild, screened: LoadedCorpus,
         mlflow.log_metrics(metrics)
         if rejects:
             mlflow.log_table(quarantine_table(rejects), artifact_file="reindex/quarantine.json")
-        if screened.flagged:
-            mlflow.log_dict({"injection_flagged": screened.flagged}, "reindex/injection_flagged.json")
+        if build.flagged:
+            mlflow.log_dict({"injection_flagged": build.flagged}, "reindex/injection_flagged.json")
     return FlowReport(flow="reindex", run_id=run.info.run_id, experiment_id=experiment_id,
                       tracking_uri=tracker.uri, metrics=metrics,
                       rows={**reindex_rows(build, len(rejects)),
-                            "injection suspects": f"{len(screened.flagged)} ({corpus.injection})"})
+                            "injection suspects": f"{len(build.flagged)} ({corpus.injection})"})
 
 
 def log_calibration_run(tracker: Tracker, judge: Judge, cfg: JudgeConfig, slices: list[Agreement],

@@ -84,6 +84,8 @@ class IndexConfig(Section):
     keep_versions: int = Field(default=3, ge=1, description="index versions kept for rollback")
     lock_wait_s: float = Field(default=30.0, ge=0.0, description="how long a reindex waits for a running one")
     verify_queries: int = Field(default=3, ge=0, description="sample queries a new version must answer")
+    batch_bytes: int = Field(default=8_000_000, gt=0, description="corpus bytes read, screened, chunked and "
+                             "embedded at a time: a reindex's memory follows this, not the corpus")
 
 
 class BM25Config(Section):

@@ -1,7 +1,9 @@
 """Versioned indexes: every change builds a new Chroma collection; a pointer file names the serving one.
 
     <state>/index/<collection>/pointer.json       {"current": 3, "kept": [1, 2, 3]}
-    <state>/index/<collection>/manifests/v0003.json  doc id -> content hash + chunk ids, and the version's hash
+    <state>/index/<collection>/manifests/v0003.json  the version's identity: collection, content hash, encoder, counts
+    <state>/index/<collection>/catalogs/v0003.sqlite  its files (size, mtime, sha256), documents and chunk ids
+    <state>/index/<collection>/lexical/v0003/        its BM25 index (memory-mapped when read)
     <state>/index/<collection>/.lock              held by the one reindex allowed at a time
 
 The pointer is replaced atomically (write to a temporary file, fsync, rename) and only after the new
@@ -12,7 +14,6 @@ one; a reindex killed at any point leaves the pointer as it was.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import os
 import shutil
 import tempfile
@@ -21,21 +22,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from reasonloop.errors import InputError, ReasonloopError
+from reasonloop.retrieval.catalog import Catalog
 from reasonloop.retrieval.embeddings import encoder_identity
-from reasonloop.schemas import Chunk, Document
-
-
-class DocEntry(BaseModel):
-    content_hash: str
-    chunk_ids: list[str]
 
 
 class Manifest(BaseModel):
-    """What one index version holds; its `content_hash` identifies the version's content."""
+    """What one index version holds; its `content_hash` identifies the version's content. The per-document entries
+    are in the version's catalog (catalog.py), on disk, so a manifest stays small at any corpus size."""
 
     version: int
     collection: str
@@ -45,11 +43,21 @@ class Manifest(BaseModel):
     embedding_sha256: str
     embedding_backend: str = "torch"  # versions built before backends existed were torch's
     chunking: dict[str, bool | int | str]
-    documents: dict[str, DocEntry]
+    reader: str = Field(default="", description="what read the corpus (reader_identity): another one re-reads "
+                        "every file instead of trusting the catalog's file states")
+    n_documents: int
+    n_chunks: int
 
-    @property
-    def n_chunks(self) -> int:
-        return sum(len(d.chunk_ids) for d in self.documents.values())
+    @model_validator(mode="before")
+    @classmethod
+    def _counts_of_older_manifests(cls, data: Any) -> Any:
+        """Manifests written before catalogs listed their documents inline: keep the counts (such a version has no
+        catalog, so the next reindex reads and embeds the corpus in full)."""
+        if isinstance(data, dict) and "documents" in data:
+            documents = data.pop("documents")
+            data = {"n_documents": len(documents),
+                    "n_chunks": sum(len(d["chunk_ids"]) for d in documents.values()), **data}
+        return data
 
     @property
     def ref(self) -> str:
@@ -66,19 +74,32 @@ class Pointer(BaseModel):
     kept: list[int] = Field(default_factory=list)
 
 
-class IndexPlan(BaseModel):
-    """What a reindex has to do against the serving version (pure function of manifest + chunks)."""
+PLAN_EXAMPLES = 100  # document ids a plan lists per kind (it counts them all): a plan stays small at any scale
 
-    added: list[str]
-    changed: list[str]
-    removed: list[str]
-    unchanged: list[str]
-    chunks_to_embed: list[Chunk]
-    chunk_ids_to_copy: list[str]
+
+class IndexPlan(BaseModel):
+    """What a reindex changed against the serving version: documents counted by kind (the first ids of each kind
+    listed), and files skipped unread because their size and mtime, or bytes, matched the catalog."""
+
+    added: list[str] = Field(default_factory=list)
+    changed: list[str] = Field(default_factory=list)
+    removed: list[str] = Field(default_factory=list)
+    n_added: int = 0
+    n_changed: int = 0
+    n_removed: int = 0
+    n_unchanged: int = 0
+    files_read: int = 0
+    files_skipped: int = 0
 
     @property
     def is_noop(self) -> bool:
-        return not (self.added or self.changed or self.removed)
+        return not (self.n_added or self.n_changed or self.n_removed)
+
+    def count(self, added: list[str], changed: list[str]) -> None:
+        self.n_added += len(added)
+        self.n_changed += len(changed)
+        self.added.extend(added[:PLAN_EXAMPLES - len(self.added)])
+        self.changed.extend(changed[:PLAN_EXAMPLES - len(self.changed)])
 
 
 class IndexBusyError(ReasonloopError):
@@ -89,26 +110,8 @@ def version_collection(base: str, version: int) -> str:
     return f"{base}-v{version:04d}"
 
 
-def manifest_hash(documents: dict[str, DocEntry]) -> str:
-    digest = hashlib.sha256()
-    for doc_id in sorted(documents):
-        digest.update(f"{doc_id}\x00{documents[doc_id].content_hash}\x00{','.join(documents[doc_id].chunk_ids)}\n"
-                      .encode())
-    return digest.hexdigest()
-
-
-def plan_index(current: Manifest | None, documents: list[Document], chunks: list[Chunk]) -> IndexPlan:
-    """Unchanged documents (same content hash) keep their embeddings; changed and new ones are embedded."""
-    old = current.documents if current else {}
-    new_hashes = {d.id: d.content_hash for d in documents}
-    added = sorted(i for i in new_hashes if i not in old)
-    changed = sorted(i for i in new_hashes if i in old and old[i].content_hash != new_hashes[i])
-    unchanged = sorted(i for i in new_hashes if i in old and old[i].content_hash == new_hashes[i])
-    removed = sorted(i for i in old if i not in new_hashes)
-    keep = set(unchanged)
-    return IndexPlan(added=added, changed=changed, removed=removed, unchanged=unchanged,
-                     chunks_to_embed=[c for c in chunks if c.doc_id not in keep],
-                     chunk_ids_to_copy=[cid for i in unchanged for cid in old[i].chunk_ids])
+def version_name(version: int) -> str:
+    return f"v{version:04d}"
 
 
 class IndexStore:
@@ -120,7 +123,14 @@ class IndexStore:
         self.manifests = self.root / "manifests"
 
     def lexical_dir(self, version: int) -> Path:
-        return self.root / "lexical" / f"v{version:04d}"
+        return self.root / "lexical" / version_name(version)
+
+    def catalog_path(self, version: int) -> Path:
+        return self.root / "catalogs" / f"{version_name(version)}.sqlite"
+
+    def catalog(self, manifest: Manifest) -> Catalog | None:
+        """The catalog of a published version (None for one built before catalogs)."""
+        return Catalog.open(self.catalog_path(manifest.version))
 
     @property
     def pointer_path(self) -> Path:
@@ -131,7 +141,7 @@ class IndexStore:
         return Pointer.model_validate_json(path.read_text(encoding="utf-8")) if path.is_file() else None
 
     def manifest(self, version: int) -> Manifest:
-        path = self.manifests / f"v{version:04d}.json"
+        path = self.manifests / f"{version_name(version)}.json"
         if not path.is_file():
             raise InputError(f"index version {version} has no manifest (was it pruned?)", path=path)
         return Manifest.model_validate_json(path.read_text(encoding="utf-8"))
@@ -158,7 +168,7 @@ class IndexStore:
 
     def publish(self, manifest: Manifest, keep: int) -> tuple[Pointer, list[int]]:
         """Write the manifest, then switch the pointer to it; returns the pointer and the versions to drop."""
-        write_atomic(self.manifests / f"v{manifest.version:04d}.json", manifest.model_dump_json(indent=1))
+        write_atomic(self.manifests / f"{version_name(manifest.version)}.json", manifest.model_dump_json(indent=1))
         previous = self.pointer()
         history = [v for v in (previous.kept if previous else []) if v != manifest.version] + [manifest.version]
         pointer = Pointer(current=manifest.version, kept=history[-keep:])
@@ -182,8 +192,9 @@ class IndexStore:
 
     def forget(self, versions: list[int]) -> None:
         for version in versions:
-            (self.manifests / f"v{version:04d}.json").unlink(missing_ok=True)
+            (self.manifests / f"{version_name(version)}.json").unlink(missing_ok=True)
             shutil.rmtree(self.lexical_dir(version), ignore_errors=True)
+            self.catalog_path(version).unlink(missing_ok=True)
 
     @contextmanager
     def lock(self, wait_s: float) -> Iterator[None]:

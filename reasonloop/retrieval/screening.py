@@ -1,5 +1,6 @@
-"""Screening a loaded corpus before it is chunked: the Great Expectations suite on the document table, the prompt-
-injection scan, and the share of bad inputs a reindex tolerates."""
+"""Screening a batch of loaded documents before it is chunked: the Great Expectations suite on the document table
+and the prompt-injection scan (the share of bad inputs a reindex tolerates is checked over the whole corpus when
+its version is finished, in index_build.py)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ import pandas as pd
 
 from reasonloop.retrieval.config import CorpusConfig
 from reasonloop.retrieval.injection import detect_injection
-from reasonloop.retrieval.sources import SUPPORTED_TYPES
+from reasonloop.retrieval.sources import SUPPORTED_TYPES, record_line
 from reasonloop.schemas import LoadedCorpus, Reject
-from reasonloop.validation import Problem, check_bad_fraction, check_frame
+from reasonloop.validation import Problem, check_frame
 
 
 def document_expectations(cfg: CorpusConfig) -> list[Any]:
@@ -55,20 +56,9 @@ def screen_documents(loaded: LoadedCorpus, cfg: CorpusConfig) -> LoadedCorpus:
         for row in rows:
             reasons.setdefault(int(row["row"]), _reason(problem, row, cfg))
     kept = [d for i, d in enumerate(docs) if i not in reasons]
-    flagged = [Reject(source=docs[i].source.rsplit(":", 1)[0], line=_line_of(docs[i].source), reason=why)
+    flagged = [Reject(source=docs[i].source.rsplit(":", 1)[0], line=record_line(docs[i].source), reason=why)
                for i, why in sorted(reasons.items())]
     return LoadedCorpus(documents=kept, rejects=[*loaded.rejects, *flagged])
-
-
-def _line_of(source: str) -> int | None:
-    tail = source.rsplit(":", 1)
-    return int(tail[1]) if len(tail) == 2 and tail[1].isdigit() else None
-
-
-def enforce_bad_fraction(screened: LoadedCorpus, max_bad_fraction: float) -> float:
-    """Fail (before any write) when more than `max_bad_fraction` of the inputs were rejected."""
-    return check_bad_fraction(len(screened.documents), screened.rejects, max_bad_fraction,
-                              "corpus.max_bad_fraction", "nothing was indexed")
 
 
 def scan_for_injection(screened: LoadedCorpus, mode: str) -> LoadedCorpus:
@@ -82,7 +72,7 @@ def scan_for_injection(screened: LoadedCorpus, mode: str) -> LoadedCorpus:
             continue
         flagged.append(doc.id)
         if mode == "quarantine":
-            rejects.append(Reject(source=doc.source.rsplit(":", 1)[0], line=_line_of(doc.source),
+            rejects.append(Reject(source=doc.source.rsplit(":", 1)[0], line=record_line(doc.source),
                                   reason=f"looks like prompt injection ({', '.join(rules)})"))
         else:
             kept.append(doc.model_copy(update={"metadata": {**doc.metadata, "injection_rules": ",".join(rules)}}))

@@ -162,13 +162,20 @@ def _record_document(record: Any, rel: str, line: int | None, cfg: CorpusConfig,
                     metadata=metadata, content_hash=content_hash(text))
 
 
+def record_line(source: str) -> int | None:
+    """The line of a record's source (`file.jsonl:12`), None for a whole file."""
+    tail = source.rsplit(":", 1)
+    return int(tail[1]) if len(tail) == 2 and tail[1].isdigit() else None
+
+
 def corpus_files(root: Path, include: list[str]) -> list[Path]:
     """The files under `root` matching any `corpus.include` pattern, in sorted path order (reproducible ids)."""
     return sorted({p for pattern in include for p in root.rglob(pattern) if p.is_file()})
 
 
-def read_file(path: Path, root: Path, cfg: CorpusConfig) -> Iterator[Document | Reject]:
-    """Documents of one corpus file; every problem comes out as a Reject instead of an exception."""
+def read_file(path: Path, root: Path, cfg: CorpusConfig, digest: Any = None) -> Iterator[Document | Reject]:
+    """Documents of one corpus file; every problem comes out as a Reject instead of an exception. `digest` (a
+    hashlib object) is fed the bytes read, so the catalog can recognise the file without reading it twice."""
     rel = path.relative_to(root).as_posix()
     try:
         if path.suffix not in SUPPORTED_TYPES:
@@ -180,6 +187,8 @@ def read_file(path: Path, root: Path, cfg: CorpusConfig) -> Iterator[Document | 
         if size == 0:
             raise SourceProblem("empty file")
         data = path.read_bytes()
+        if digest is not None:
+            digest.update(data)
         if path.suffix not in RECORD_TYPES:
             yield _file_document(path, rel, data)
             return
@@ -201,17 +210,23 @@ def _first_error(exc: ValidationError) -> str:
     return f"field '{'.'.join(map(str, err['loc']))}': {err['msg']}"
 
 
-def load_documents(root: Path, cfg: CorpusConfig) -> LoadedCorpus:
-    """Every matching file under `root` in sorted path order (reproducible ids and runs); unusable files and
-    records are returned as rejects, not raised."""
+def corpus_paths(root: Path, cfg: CorpusConfig) -> list[Path]:
+    """The corpus files, or an error saying what to do when the folder is missing or holds none."""
     if not root.is_dir():
         raise InputError("corpus folder not found: create it or set corpus.path in configs/default.yaml",
                          path=root)
+    paths = corpus_files(root, cfg.include)
+    if not paths:
+        raise EmptyInputError(f"no documents matching {cfg.include}: add files or change corpus.include", path=root)
+    return paths
+
+
+def load_documents(root: Path, cfg: CorpusConfig) -> LoadedCorpus:
+    """Every matching file under `root` in sorted path order (reproducible ids and runs); unusable files and
+    records are returned as rejects, not raised."""
     documents: list[Document] = []
     rejects: list[Reject] = []
-    for path in corpus_files(root, cfg.include):
+    for path in corpus_paths(root, cfg):
         for item in read_file(path, root, cfg):
             (rejects if isinstance(item, Reject) else documents).append(item)  # type: ignore[arg-type]
-    if not documents and not rejects:
-        raise EmptyInputError(f"no documents matching {cfg.include}: add files or change corpus.include", path=root)
     return LoadedCorpus(documents=documents, rejects=rejects)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from tests.benchmarks.run import ROOT, shared_squad, write_results
+from tests.support.indexing import build_index
 
 TARGET_R5, TARGET_MRR = 0.95, 0.85
 
@@ -56,9 +57,9 @@ def main() -> None:
     apply_environment(settings)
 
     from reasonloop.evaluation.retrieval_quality import score_rankings
-    from reasonloop.providers import build_embedder, chroma_of, index_store_of, open_serving_index
+    from reasonloop.providers import build_embedder, open_serving_index
     from reasonloop.retrieval.chunking import chunk_documents
-    from reasonloop.retrieval.index_build import chunk_metadata, index_text, publish_index_version, stage_index_version
+    from reasonloop.retrieval.index_build import chunk_metadata, index_text
     from reasonloop.retrieval.lexical import LexicalIndex
     from reasonloop.retrieval.retriever import fuse
     from reasonloop.retrieval.sources import load_documents
@@ -66,11 +67,8 @@ def main() -> None:
     embedder = build_embedder(settings)
     docs = load_documents(settings.corpus.path, settings.corpus).documents
     chunks = chunk_documents(docs, settings.chunking, embedder.count_tokens)
-    store, chroma = index_store_of(settings), chroma_of(settings)
     began = time.perf_counter()
-    staged = stage_index_version(docs, chunks, embedder, store, chroma, settings.chunking, settings.retrieval.bm25,
-                                 settings.chroma.upsert_batch_size, settings.index.verify_queries)
-    build = publish_index_version(staged, store, chroma, settings.index.keep_versions)
+    build = build_index(settings)
     index_s = time.perf_counter() - began
     serving = open_serving_index(settings, embedder)
     depth = settings.retrieval.candidates
@@ -106,7 +104,8 @@ def main() -> None:
     lexical_texts = [index_text(c, settings.chunking.title_prefix) for c in chunks]
 
     def bm25_hits(cfg: BM25Config) -> list[list[tuple[str, float]]]:
-        return LexicalIndex.build(ids, lexical_texts, metas, cfg).search(texts, depth)
+        return LexicalIndex.build(ids, lexical_texts, metas, cfg, Path(tempfile.mkdtemp(dir=work))).search(texts,
+                                                                                                           depth)
 
     def hybrid(lexical: list[list[tuple[str, float]]], **update: Any) -> list[list[str]]:
         cfg = settings.retrieval.model_copy(update=update)

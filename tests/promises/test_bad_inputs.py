@@ -528,11 +528,13 @@ def test_a_bad_input_is_refused_naming_the_place_and_writes_nothing(
 def test_ids_that_look_like_paths_stay_data(template_state: Path, tmp_path: Path) -> None:
     """Document and question ids only ever become Chroma ids, JSON keys and table cells (no file is named after
     one), so '../../etc/passwd' is accepted verbatim rather than refused: ids such as 'AC/DC' are real."""
+    from reasonloop.retrieval.catalog import Catalog
     from reasonloop.retrieval.record_sets import load_questions
 
-    manifest = json.loads((template_state / "index" / "reasonloop" / "manifests" / "v0001.json").read_text())
-    entry = manifest["documents"][TRAVERSAL_ID]
-    assert entry["chunk_ids"] and all(c.startswith(f"{TRAVERSAL_ID}::") for c in entry["chunk_ids"])
+    catalog = Catalog.open(template_state / "index" / "reasonloop" / "catalogs" / "v0001.sqlite")
+    assert catalog is not None
+    entry = catalog.documents([TRAVERSAL_ID])[TRAVERSAL_ID]
+    assert entry.chunk_ids and all(c.startswith(f"{TRAVERSAL_ID}::") for c in entry.chunk_ids)
     names = {p.name for p in template_state.parent.rglob("*")}
     assert not names & {"passwd", "etc"}, "an id became a path"
     questions = write_jsonl(tmp_path / "q.jsonl", [{**TINY_QUESTIONS[0], "id": "../../etc/shadow"}])
@@ -541,9 +543,9 @@ def test_ids_that_look_like_paths_stay_data(template_state: Path, tmp_path: Path
 
 
 def test_a_one_document_corpus_is_indexed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tasks.index import stage_index_version
+    from tasks.index import stage_batch
 
-    monkeypatch.setattr(stage_index_version, "retries", 0)  # one attempt: the retries only repeat the crash
+    monkeypatch.setattr(stage_batch, "retries", 0)  # one attempt: the retries only repeat the crash
     (tmp_path / "corpus").mkdir()
     (tmp_path / "corpus" / "one.txt").write_text(TINY[0]["text"][:400], encoding="utf-8")
     floors = {"recall_at_5": 0.0, "mrr_at_10": 0.0}  # its one paragraph is no question's gold document

@@ -127,8 +127,7 @@ def test_an_eval_during_a_reindex_reads_one_index_version(zygote: Zygote, tiny_d
     assert store.require_current().version == 2 and read == 1  # it began on v1 and stayed there ...
     served = datetime.fromisoformat(store.manifest(2).created_at).timestamp()
     assert served < eval_run.info.end_time / 1000  # ... though v2 was served before it ended
-    chunks = {c for entry in store.manifest(read).documents.values() for c in entry.chunk_ids}
-    newer = {c for entry in store.manifest(2).documents.values() for c in entry.chunk_ids}
+    chunks, newer = (set(store.catalog(store.manifest(v)).chunk_ids()) for v in (read, 2))  # type: ignore[union-attr]
     retrieved = {c["chunk_id"] for row in results_rows(state, eval_run, tmp_path / "dl") for c in row["retrieved"]}
     assert retrieved <= chunks and retrieved - newer  # every chunk from v1, some of them not in v2 at all
 

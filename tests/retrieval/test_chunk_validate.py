@@ -7,8 +7,9 @@ import pytest
 from reasonloop.errors import InputError
 from reasonloop.retrieval.chunking import chunk_documents
 from reasonloop.retrieval.config import ChunkingConfig, CorpusConfig
-from reasonloop.retrieval.screening import enforce_bad_fraction, screen_documents
+from reasonloop.retrieval.screening import screen_documents
 from reasonloop.schemas import Document, LoadedCorpus, Reject, content_hash
+from reasonloop.validation import check_bad_fraction
 
 
 def doc(doc_id: str, text: str, source: str | None = None) -> Document:
@@ -77,9 +78,12 @@ def test_screen_quarantines_duplicates_empty_oversized_and_lossy_rows() -> None:
 
 
 def test_bad_fraction_gate() -> None:
-    screened = LoadedCorpus(documents=[doc("a", "x")] * 19, rejects=[Reject(source="b.txt", reason="empty file")])
-    assert enforce_bad_fraction(screened, 0.05) == pytest.approx(0.05)
+    def gate(n_good: int, rejects: list[Reject], limit: float) -> float:
+        return check_bad_fraction(n_good, rejects, limit, "corpus.max_bad_fraction", "nothing was indexed")
+
+    rejects = [Reject(source="b.txt", reason="empty file")]
+    assert gate(19, rejects, 0.05) == pytest.approx(0.05)
     with pytest.raises(InputError, match=r"1 of 20 inputs are bad \(5.0%.*\n  b.txt: empty file"):
-        enforce_bad_fraction(screened, 0.04)
+        gate(19, rejects, 0.04)
     with pytest.raises(InputError, match="nothing was indexed"):
-        enforce_bad_fraction(LoadedCorpus(documents=[], rejects=[Reject(source="x", reason="r")]), 1.0)
+        gate(0, [Reject(source="x", reason="r")], 1.0)

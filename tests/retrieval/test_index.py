@@ -14,56 +14,41 @@ from pathlib import Path
 import pytest
 
 from reasonloop.providers import chroma_of
-from reasonloop.retrieval.index_versions import (
-    DocEntry,
-    IndexBusyError,
-    IndexStore,
-    Manifest,
-    manifest_hash,
-    plan_index,
-)
-from reasonloop.schemas import Chunk, Document, content_hash
+from reasonloop.retrieval.catalog import Catalog, DocRow
+from reasonloop.retrieval.index_versions import IndexBusyError, IndexStore, Manifest
 from reasonloop.settings import Settings, load_settings
 
 from ..conftest import ROOT, SAMPLE_CORPUS, read_jsonl, write_jsonl
 from ..support.indexing import build_index
 
 
-def doc(doc_id: str, text: str) -> Document:
-    return Document(id=doc_id, text=text, source=doc_id, content_hash=content_hash(text))
+def manifest(version: int, content: str) -> Manifest:
+    return Manifest(version=version, collection=f"c-v{version:04d}", created_at="now", content_hash=content,
+                    embedding_model="m", embedding_sha256="s", chunking={}, n_documents=1, n_chunks=1)
 
 
-def chunk(d: Document) -> Chunk:
-    return Chunk(id=f"{d.id}::0", doc_id=d.id, text=d.text, source=d.source, position=0, start=0, end=len(d.text),
-                 content_hash=d.content_hash)
+def test_catalog_content_hash_is_content_identity(tmp_path: Path) -> None:
+    def content(name: str, rows: list[tuple[str, str]]) -> str:
+        catalog = Catalog.create(tmp_path / f"{name}.sqlite")
+        catalog.add_documents([DocRow(doc_id=d, path="f", content_hash=h, chunk_ids=[f"{d}::0"]) for d, h in rows])
+        return catalog.content_hash()
+
+    assert content("a", [("a", "x"), ("b", "y")]) == content("b", [("b", "y"), ("a", "x")])  # order-free
+    assert content("c", [("a", "x")]) != content("d", [("a", "z")])
 
 
-def manifest(version: int, docs: list[Document]) -> Manifest:
-    entries = {d.id: DocEntry(content_hash=d.content_hash, chunk_ids=[f"{d.id}::0"]) for d in docs}
-    return Manifest(version=version, collection=f"c-v{version:04d}", created_at="now",
-                    content_hash=manifest_hash(entries), embedding_model="m", embedding_sha256="s", chunking={},
-                    documents=entries)
-
-
-def test_plan_sorts_documents_into_added_changed_removed_unchanged() -> None:
-    old = [doc("a", "same"), doc("b", "old text"), doc("c", "gone")]
-    new = [doc("a", "same"), doc("b", "new text"), doc("d", "fresh")]
-    plan = plan_index(manifest(1, old), new, [chunk(d) for d in new])
-    assert (plan.added, plan.changed, plan.removed, plan.unchanged) == (["d"], ["b"], ["c"], ["a"])
-    assert [c.doc_id for c in plan.chunks_to_embed] == ["b", "d"] and plan.chunk_ids_to_copy == ["a::0"]
-    assert plan_index(manifest(1, new), new, [chunk(d) for d in new]).is_noop
-    assert len(plan_index(None, new, [chunk(d) for d in new]).chunks_to_embed) == 3
-
-
-def test_manifest_hash_is_content_identity() -> None:
-    assert manifest(1, [doc("a", "x")]).content_hash == manifest(7, [doc("a", "x")]).content_hash
-    assert manifest(1, [doc("a", "x")]).content_hash != manifest(1, [doc("a", "y")]).content_hash
+def test_a_manifest_of_an_older_release_is_read_with_its_counts() -> None:
+    old = {"version": 2, "collection": "c-v0002", "created_at": "now", "content_hash": "h", "embedding_model": "m",
+           "embedding_sha256": "s", "chunking": {}, "documents": {"a": {"content_hash": "x", "chunk_ids": ["a::0",
+                                                                                                          "a::1"]}}}
+    read = Manifest.model_validate(old)
+    assert (read.n_documents, read.n_chunks, read.reader) == (1, 2, "")
 
 
 def test_publish_keeps_n_versions_and_rollback_moves_the_pointer(tmp_path: Path) -> None:
     store = IndexStore(tmp_path, "c")
     assert store.pointer() is None and store.next_version() == 1
-    dropped = [store.publish(manifest(v, [doc("a", str(v))]), keep=2)[1] for v in (1, 2, 3)]
+    dropped = [store.publish(manifest(v, str(v)), keep=2)[1] for v in (1, 2, 3)]
     assert dropped == [[], [], [1]]
     store.forget(dropped[-1])
     assert store.pointer().model_dump() == {"current": 3, "kept": [2, 3]}
@@ -112,13 +97,14 @@ def test_incremental_reindex_embeds_only_changes(make_settings: Callable[..., Se
     third = build_index(settings)
     plan = third.plan
     assert (plan.changed, plan.removed, plan.added) == ([records[0]["id"]], [records[-1]["id"]], ["new#0"])
-    changed_chunks = len(third.manifest.documents[records[0]["id"]].chunk_ids)
+    catalog = IndexStore(settings.state_dir, settings.chroma.collection).catalog(third.manifest)
+    changed_chunks = len(catalog.documents([records[0]["id"]])[records[0]["id"]].chunk_ids)
     assert third.embedded == changed_chunks + 1
     assert third.copied == third.manifest.n_chunks - third.embedded
     client = chroma_of(settings)
     served = client.get_collection(third.manifest.collection)
     assert served.count() == third.manifest.n_chunks
-    assert set(served.get(include=[])["ids"]) == {c for e in third.manifest.documents.values() for c in e.chunk_ids}
+    assert set(served.get(include=[])["ids"]) == set(catalog.chunk_ids())
 
     full = build_index(settings, full=True)
     assert full.built and full.manifest.version == 3 and full.embedded == full.manifest.n_chunks
