@@ -13,24 +13,21 @@ from prefect import flow, get_run_logger
 from prefect.utilities.annotations import quote
 
 from reasonloop.providers import build_embedder, build_tracker, chroma_of, index_store_of, open_index_version
-from reasonloop.retrieval.corpus_scan import CorpusFile, ReadBatch, batches
+from reasonloop.retrieval.corpus_scan import batches
 from reasonloop.retrieval.index_build import abandon_index_version
 from reasonloop.schemas import FlowReport
 from reasonloop.settings import Settings, load_settings
-from tasks.chunk import chunk_documents
 from tasks.index import (
     begin_index_version,
     enforce_bad_fraction,
     finish_index_version,
+    gate_files,
     publish_index_version,
-    read_batch,
-    stage_batch,
+    stage_files,
     survey_corpus,
-    tally_batch,
 )
 from tasks.retrieve import enforce_quality_floors, evaluate_retrieval, load_quality_sets
 from tasks.track import log_reindex_run, publish_quarantine, publish_summary
-from tasks.validate import scan_for_injection, screen_documents
 
 
 @flow(name="reindex", validate_parameters=False)
@@ -40,13 +37,11 @@ def reindex(settings: Settings | None = None, full: bool = False) -> FlowReport:
     embedder = build_embedder(settings)
     quality_sets = load_quality_sets(settings.quality)
     store = index_store_of(settings)
-    # pass one, nothing written: the bad-input gate over the whole corpus
+    # pass one, nothing written: the bad-input gate over the whole corpus. quote(): Prefect would otherwise walk
+    # every document of each argument looking for futures
     survey = survey_corpus(store, embedder, corpus, settings.chunking, full)
     for files in [] if survey.unchanged else batches(survey.scan.files, settings.index.batch_bytes):
-        # quote(): Prefect would otherwise walk every document and chunk of each argument looking for futures
-        # (~4 ms per document per task)
-        screened = screened_batch(settings, files)
-        tally_batch(quote(survey), quote(files), quote(screened.corpus))
+        gate_files(quote(survey), quote(files), corpus)
     enforce_bad_fraction(quote(survey), corpus.max_bad_fraction)
     chroma = chroma_of(settings)
     with store.lock(settings.index.lock_wait_s):
@@ -55,10 +50,7 @@ def reindex(settings: Settings | None = None, full: bool = False) -> FlowReport:
                                       settings.retrieval.bm25, settings.chroma.upsert_batch_size, full)
         try:
             for files in [] if staging.is_noop else batches(staging.survey.scan.files, settings.index.batch_bytes):
-                screened = screened_batch(settings, files)
-                chunks = chunk_documents(quote(screened.corpus.documents), settings.chunking, embedder.count_tokens)
-                stage_batch(quote(staging), quote(files), quote(screened.corpus), quote(chunks),
-                            quote(screened.states))
+                stage_files(quote(staging), quote(files), corpus)
             build = finish_index_version(quote(staging), settings.index.verify_queries)
             staged = open_index_version(settings, embedder, build.manifest)
             quality = evaluate_retrieval(quote(quality_sets), staged.retriever)
@@ -73,11 +65,3 @@ def reindex(settings: Settings | None = None, full: bool = False) -> FlowReport:
                              corpus, settings.retrieval, settings.chunking.title_prefix)
     publish_summary(report)
     return report
-
-
-def screened_batch(settings: Settings, files: list[CorpusFile]) -> ReadBatch:
-    """Read a batch of files, the Great Expectations suite and the injection scan over its documents."""
-    read = read_batch(settings.corpus.path, files, settings.corpus)
-    screened = screen_documents(quote(read.corpus), settings.corpus)
-    screened = scan_for_injection(quote(screened), settings.corpus.injection)
-    return read.model_copy(update={"corpus": screened})

@@ -19,10 +19,11 @@ from pydantic import BaseModel
 from reasonloop import progress
 from reasonloop.errors import ReasonloopError
 from reasonloop.retrieval.catalog import Catalog, DocRow, FileState
+from reasonloop.retrieval.chunking import chunk_documents
 from reasonloop.retrieval.config import BM25Config, ChunkingConfig, CorpusConfig
 from reasonloop.retrieval.corpus_scan import CorpusFile
 from reasonloop.retrieval.embeddings import Embedder
-from reasonloop.retrieval.index_survey import Survey, by_file, duplicate, survey_corpus
+from reasonloop.retrieval.index_survey import Survey, by_file, duplicate, screened_files, survey_corpus
 from reasonloop.retrieval.index_versions import PLAN_EXAMPLES, IndexPlan, IndexStore, Manifest, version_collection
 from reasonloop.retrieval.lexical_build import LexicalBuilder
 from reasonloop.retrieval.sources import record_line
@@ -151,6 +152,14 @@ class _Rows:
         staging.copied += self.copied
         staging.embedded += self.embedded
         staging.embed_seconds += self.seconds
+
+
+def stage_files(staging: Staging, files: list[CorpusFile], corpus: CorpusConfig) -> None:
+    """Pass two over a batch of files: read, screened, chunked and staged (one task per batch, so no per-chunk
+    result crosses a task boundary)."""
+    read = screened_files(files, corpus)
+    chunks = chunk_documents(read.corpus.documents, staging.chunking, staging.embedder.count_tokens)
+    stage_batch(staging, files, read.corpus, chunks, read.states)
 
 
 def stage_batch(staging: Staging, files: list[CorpusFile], screened: LoadedCorpus, chunks: list[Chunk],

@@ -9,9 +9,10 @@ from typing import Any
 
 from reasonloop.retrieval.catalog import Catalog
 from reasonloop.retrieval.config import ChunkingConfig, CorpusConfig
-from reasonloop.retrieval.corpus_scan import CorpusFile, CorpusScan, reader_identity, scan_corpus
+from reasonloop.retrieval.corpus_scan import CorpusFile, CorpusScan, ReadBatch, read_batch, reader_identity, scan_corpus
 from reasonloop.retrieval.embeddings import Embedder
 from reasonloop.retrieval.index_versions import IndexStore, Manifest
+from reasonloop.retrieval.screening import scan_for_injection, screen_documents
 from reasonloop.retrieval.sources import record_line
 from reasonloop.schemas import Document, LoadedCorpus, Reject
 from reasonloop.validation import check_bad_fraction
@@ -47,6 +48,21 @@ def survey_corpus(store: IndexStore, embedder: Embedder, corpus: CorpusConfig, c
     trusted = previous.file_states() if previous is not None and current and current.reader == reader else None
     scan = scan_corpus(corpus.path, corpus, trusted)
     return Survey(current, previous, scan, reader, unchanged=trusted is not None and scan.unchanged)
+
+
+def screened_files(files: list[CorpusFile], corpus: CorpusConfig, injection: bool = True) -> ReadBatch:
+    """A batch's files read (those the catalog does not vouch for), the Great Expectations suite over their
+    documents and, with `injection`, the prompt-injection scan."""
+    read = read_batch(corpus.path, files, corpus)
+    screened = screen_documents(read.corpus, corpus)
+    return read.model_copy(update={"corpus": scan_for_injection(screened, corpus.injection) if injection
+                                   else screened})
+
+
+def gate_files(survey: Survey, files: list[CorpusFile], corpus: CorpusConfig) -> None:
+    """Pass one over a batch of files: read, screened (the injection scan only when it refuses documents) and
+    tallied."""
+    tally_batch(survey, files, screened_files(files, corpus, corpus.injection == "quarantine").corpus)
 
 
 def tally_batch(survey: Survey, files: list[CorpusFile], screened: LoadedCorpus) -> None:

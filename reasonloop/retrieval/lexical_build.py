@@ -12,8 +12,10 @@ bm25s' in-memory index.
 
 from __future__ import annotations
 
+import io
 import json
 import math
+import os
 import sqlite3
 from array import array
 from collections.abc import Callable
@@ -27,7 +29,7 @@ from reasonloop.retrieval.config import BM25Config
 ROWS_FILE = "rows.sqlite"
 CONFIG_FILE = "bm25_config.json"
 SPILL_FILE = "tokens.spill"
-SLICE_TOKENS = 4_000_000  # tokens scored at once in `finish` (~100 MB of temporary arrays)
+SLICE_TOKENS = 1_000_000  # tokens scored at once in `finish` (~40 MB of temporary arrays)
 DELTA = 0.5  # bm25s' default delta of BM25L and BM25+
 
 IDF: dict[str, Callable[[float, int], float]] = {
@@ -106,7 +108,9 @@ class LexicalBuilder:
                                                                                                           strict=True))])
 
     def finish(self) -> None:
-        """Score every spilled document and write the bm25s files; the spill file is removed."""
+        """Score every spilled document and write the bm25s files; the spill file is removed. The spill is read and
+        the scores written with plain file I/O (no memory map), so the pages they pass through are not this
+        process' memory."""
         self.spill.close()
         self.rows.commit()
         self.rows.close()
@@ -118,32 +122,25 @@ class LexicalBuilder:
         idf = np.array([idf_of(float(df), n_docs) if df else 0.0 for df in doc_freq], dtype=np.float32)
         indptr = np.zeros(n_vocab + 1, dtype=np.int64)
         np.cumsum(doc_freq, out=indptr[1:])
-        nnz = int(indptr[-1])
-        data = np.lib.format.open_memmap(self.directory / "data.csc.index.npy", mode="w+", dtype=np.float32,
-                                         shape=(nnz,))
-        indices = np.lib.format.open_memmap(self.directory / "indices.csc.index.npy", mode="w+", dtype=np.int32,
-                                            shape=(nnz,))
         absent = None
         if self.cfg.method in ("bm25l", "bm25+"):  # bm25s subtracts a token's score at tf=0
             absent = (idf * term_component(self.cfg.method, 0.0, average, average, self.cfg.k1, self.cfg.b)
                       ).astype(np.float32)
             np.save(self.directory / "nonoccurrence_array.index.npy", absent)
         cursor = indptr[:-1].copy()
-        spilled = np.memmap(self.directory / SPILL_FILE, dtype=np.int32, mode="r") if nnz else np.zeros(0, np.int32)
         ends = np.cumsum(lengths, dtype=np.int64)
-        first = 0
-        while first < n_docs:
-            start = int(ends[first - 1]) if first else 0
-            last = max(first + 1, int(np.searchsorted(ends, start + SLICE_TOKENS, side="right")))
-            last = min(last, n_docs)
-            self._score_slice(spilled[start:int(ends[last - 1])], first, lengths[first:last], idf, absent, average,
-                              cursor, data, indices)
-            first = last
-        data.flush()
-        indices.flush()
-        del data, indices, spilled
-        (self.directory / SPILL_FILE).unlink()
-        np.save(self.directory / "indptr.csc.index.npy", indptr.astype(np.int32 if nnz < 2**31 else np.int64))
+        spill = self.directory / SPILL_FILE
+        with (_NpyColumn(self.directory / "data.csc.index.npy", np.float32, int(indptr[-1])) as data,
+              _NpyColumn(self.directory / "indices.csc.index.npy", np.int32, int(indptr[-1])) as indices):
+            first = 0
+            while first < n_docs:
+                start = int(ends[first - 1]) if first else 0
+                last = min(n_docs, max(first + 1, int(np.searchsorted(ends, start + SLICE_TOKENS, side="right"))))
+                tokens = np.fromfile(spill, dtype=np.int32, count=int(ends[last - 1]) - start, offset=start * 4)
+                self._score_slice(tokens, first, lengths[first:last], idf, absent, average, cursor, data, indices)
+                first = last
+        spill.unlink()
+        np.save(self.directory / "indptr.csc.index.npy", indptr.astype(np.int32 if indptr[-1] < 2**31 else np.int64))
         vocab = dict(self.vocab)
         vocab.setdefault("", len(vocab))  # bm25s' empty token: scores documents of queries with no known token
         (self.directory / "vocab.index.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
@@ -154,22 +151,45 @@ class LexicalBuilder:
         (self.directory / CONFIG_FILE).write_text(self.cfg.model_dump_json(), encoding="utf-8")
 
     def _score_slice(self, tokens: np.ndarray, first: int, lengths: np.ndarray, idf: np.ndarray,
-                     absent: np.ndarray | None, average: float, cursor: np.ndarray, data: np.ndarray,
-                     indices: np.ndarray) -> None:
-        """Score documents first..first+len(lengths) and write them at their columns' cursors (documents stay in
-        ascending order within a column, as in a CSC matrix)."""
+                     absent: np.ndarray | None, average: float, cursor: np.ndarray, data: _NpyColumn,
+                     indices: _NpyColumn) -> None:
+        """Score documents first..first+len(lengths) and write each token's run at its column's cursor (documents
+        stay in ascending order within a column, as in a CSC matrix)."""
         docs = np.repeat(np.arange(first, first + len(lengths), dtype=np.int64), lengths)
-        pairs, tf = np.unique(tokens.astype(np.int64) * (len(self.lengths) + 1) + docs, return_counts=True)
-        token, doc = pairs // (len(self.lengths) + 1), pairs % (len(self.lengths) + 1)  # sorted by token, then doc
+        base = len(self.lengths) + 1
+        pairs, tf = np.unique(tokens.astype(np.int64) * base + docs, return_counts=True)
+        token, doc = pairs // base, pairs % base  # sorted by token, then document
         component = term_component(self.cfg.method, tf.astype(np.float32), lengths[doc - first], average,
                                    self.cfg.k1, self.cfg.b)
         scores = idf[token] * component
         if absent is not None:
             scores -= absent[token]
-        group_start = np.flatnonzero(np.r_[True, token[1:] != token[:-1]])
-        rank = np.arange(len(token)) - np.repeat(group_start, np.diff(np.r_[group_start, len(token)]))
-        where = cursor[token] + rank
-        data[where] = scores.astype(np.float32)
-        indices[where] = doc.astype(np.int32)
-        starts, counts = token[group_start], np.diff(np.r_[group_start, len(token)])
-        cursor[starts] += counts
+        scores, doc = scores.astype(np.float32), doc.astype(np.int32)
+        bounds = np.r_[np.flatnonzero(np.r_[True, token[1:] != token[:-1]]), len(token)]
+        for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+            at = int(cursor[token[lo]])
+            data.write(at, scores[lo:hi])
+            indices.write(at, doc[lo:hi])
+            cursor[token[lo]] += hi - lo
+
+
+class _NpyColumn:
+    """A `.npy` file of `length` items written in runs at given positions (pwrite), never mapped into memory."""
+
+    def __init__(self, path: Path, dtype: Any, length: int) -> None:
+        header = io.BytesIO()
+        np.lib.format.write_array_header_1_0(header, {"descr": np.dtype(dtype).str, "fortran_order": False,
+                                                      "shape": (length,)})
+        self.offset, self.itemsize = len(header.getvalue()), np.dtype(dtype).itemsize
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.pwrite(self.fd, header.getvalue(), 0)
+        os.ftruncate(self.fd, self.offset + length * self.itemsize)
+
+    def write(self, position: int, values: np.ndarray) -> None:
+        os.pwrite(self.fd, values.tobytes(), self.offset + position * self.itemsize)
+
+    def __enter__(self) -> _NpyColumn:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)

@@ -543,9 +543,9 @@ def test_ids_that_look_like_paths_stay_data(template_state: Path, tmp_path: Path
 
 
 def test_a_one_document_corpus_is_indexed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tasks.index import stage_batch
+    from tasks.index import stage_files
 
-    monkeypatch.setattr(stage_batch, "retries", 0)  # one attempt: the retries only repeat the crash
+    monkeypatch.setattr(stage_files, "retries", 0)  # one attempt: the retries only repeat the crash
     (tmp_path / "corpus").mkdir()
     (tmp_path / "corpus" / "one.txt").write_text(TINY[0]["text"][:400], encoding="utf-8")
     floors = {"recall_at_5": 0.0, "mrr_at_10": 0.0}  # its one paragraph is no question's gold document
