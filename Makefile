@@ -43,6 +43,7 @@ test-fast: install ## the test suite without slow and server tests
 bench: install ## run the benchmarks (~60 min); writes bench-results.json and bench-results*.md
 	$(BIN)/python -m tests.benchmarks.run
 	$(BIN)/python -m tests.benchmarks.retrieval
+	$(BIN)/python -m tests.benchmarks.retrieval --backend torch-bf16
 	$(BIN)/python -m tests.benchmarks.retrieval --backend onnx
 	$(BIN)/python -m tests.benchmarks.retrieval --backend onnx-int8
 	$(BIN)/python -m tests.benchmarks.encoders

@@ -1,7 +1,8 @@
-"""Where the project is: the root that relative paths in the configuration resolve against."""
+"""Where the project is (the root that relative paths in the configuration resolve against), and files' hashes."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -20,3 +21,12 @@ def shown(path: Path) -> str:
     """A path as runs log and people read it: relative to the project root when it is inside it."""
     root = project_root()
     return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's bytes, read in 1 MB blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -47,14 +47,6 @@ class DocRow(BaseModel):
     chunk_ids: list[str]
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class Catalog:
     """One version's catalog file. `create` starts an empty one (a build in progress), `open` reads a finished one."""
 

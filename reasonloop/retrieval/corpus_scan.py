@@ -13,7 +13,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from reasonloop.retrieval.catalog import FileState, file_sha256
+from reasonloop.paths import file_sha256
+from reasonloop.retrieval.catalog import FileState
 from reasonloop.retrieval.config import CorpusConfig
 from reasonloop.retrieval.sources import corpus_paths, read_file
 from reasonloop.schemas import Document, LoadedCorpus, Reject

@@ -3,7 +3,7 @@
 A synthetic corpus and a cheap deterministic embedder stand in for real text and all-MiniLM-L6-v2 (whose ~9
 paragraphs/s on 2 cores would take more than a day for 1M chunks): this measures the reindex's own memory and work,
 not the encoder's. The corpus: JSONL files of about 2 MB, each document three ~150-character chunks of words drawn
-from a fixed 20,000-word vocabulary by a Zipf law (seeded). The embedder: a 64-dimension hashed bag of words.
+from a fixed 50,000-word vocabulary by Zipf's law (seeded). The embedder: a 64-dimension hashed bag of words.
 Chroma runs as a server (`chroma run`, the scale-out mode) so the vector index is its process' memory, reported
 beside the reindex's. Every reindex runs the flow in a fresh child process that reports its own peak RSS; a
 warm-up flow starts Prefect's temporary API before the clock starts.
@@ -32,14 +32,15 @@ from tests.benchmarks.run import ROOT, write_results
 from tests.support.servers import chroma_server
 
 RSS_BOUND, NOOP_BOUND = 1.3, 0.05
-CHUNK_CHARS, CHUNKS_PER_DOC, FILE_BYTES, DIMENSION = 160, 3, 2_000_000, 64
+CHUNK_CHARS, CHUNKS_PER_DOC, FILE_BYTES, DIMENSION, VOCABULARY = 160, 3, 2_000_000, 64, 50_000
 
 
 def write_corpus(directory: Path, chunks: int, seed: int = 0) -> int:
     """JSONL files of about FILE_BYTES; returns the number of documents."""
     rng = np.random.default_rng(seed)
-    vocabulary = [f"{hashlib.md5(str(i).encode()).hexdigest()[:rng.integers(3, 9)]}" for i in range(20_000)]
-    ranks = np.minimum(rng.zipf(1.2, size=chunks * 40), len(vocabulary)) - 1
+    vocabulary = [f"{hashlib.md5(str(i).encode()).hexdigest()[:rng.integers(3, 9)]}" for i in range(VOCABULARY)]
+    weights = 1.0 / np.arange(1, VOCABULARY + 1)  # Zipf's law over a finite vocabulary
+    ranks = rng.choice(VOCABULARY, size=chunks * 40, p=weights / weights.sum())
     directory.mkdir(parents=True)
     n_docs, cursor, file_no, out, size = chunks // CHUNKS_PER_DOC, 0, 0, None, FILE_BYTES
     for doc in range(n_docs):
@@ -90,17 +91,19 @@ class HashingEmbedder(Embedder):
 
 def child(state: Path, corpus: Path, port: int) -> None:
     """Run the reindex flow once and print its outcome, wall time and this process' peak RSS as JSON."""
-    from prefect import flow
-
-    import flows.reindex as reindex_flow
     from reasonloop.evaluation.config import QualityConfig
     from reasonloop.settings import apply_environment, load_settings
 
     settings = load_settings(state_dir=state, corpus={"path": corpus},
-                             chunking={"unit": "chars", "chunk_size": CHUNK_CHARS + 20, "chunk_overlap": 0},
+                             chunking={"unit": "chars", "chunk_size": CHUNK_CHARS + 20, "chunk_overlap": 0,
+                                       "title_prefix": False},  # a chunk's own text finds it (the sample checks)
                              chroma={"mode": "http", "host": "127.0.0.1", "port": port},
                              ).model_copy(update={"quality": QualityConfig()})
-    apply_environment(settings)
+    apply_environment(settings)  # before Prefect is imported: it reads its settings once
+    from prefect import flow
+
+    import flows.reindex as reindex_flow
+
     reindex_flow.build_embedder = lambda _settings: HashingEmbedder()  # type: ignore[assignment,return-value]
 
     @flow(name="warm-up")

@@ -11,14 +11,21 @@ import json
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 
+from reasonloop.retrieval.config import EmbeddingConfig
 from tests.benchmarks.run import ROOT, shared_squad, write_results
 from tests.support.indexing import build_index
 
 TARGET_R5, TARGET_MRR = 0.95, 0.85
+BACKENDS: tuple[str, ...] = get_args(EmbeddingConfig.model_fields["backend"].annotation)
+
+
+def section_of(backend: str) -> str:
+    """The results section of a backend's run: torch's is the plain `retrieval` the other benchmarks read."""
+    return "retrieval" if backend == "torch" else f"retrieval_{backend}"
 
 
 def split_of(question_id: str) -> str:
@@ -30,7 +37,7 @@ def main() -> None:
     parser.add_argument("--paragraphs", type=int, default=0, help="0: all")
     parser.add_argument("--work", type=Path, help="state folder to reuse between runs (default: a temporary one)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results")
-    parser.add_argument("--backend", choices=["torch", "onnx", "onnx-int8"], default="torch",
+    parser.add_argument("--backend", choices=BACKENDS, default="torch",
                         help="embedding.backend (sections other than torch's are named retrieval_<backend>)")
     args = parser.parse_args()
 
@@ -160,7 +167,7 @@ def main() -> None:
               f"{'' if build.built else ' (reused state: nothing to embed)'}.",
               f"Target for the configured hybrid: R@5 >= {TARGET_R5} and MRR@10 >= {TARGET_MRR}: "
               f"{results['target']['passed']}."]
-    section = "retrieval" if args.backend == "torch" else f"retrieval_{args.backend}"
+    section = section_of(args.backend)
     results["backend"], results["index_s"] = args.backend, index_s
     write_results(args.out, {section: results}, lines, section.replace("_", "-"))
 

@@ -119,7 +119,7 @@ def test_another_embedding_backend_is_another_index(make_settings: Callable[...,
     from reasonloop.errors import ProviderError
     from reasonloop.providers import build_embedder, open_serving_index
 
-    torch = make_settings()
+    torch = make_settings(embedding={"backend": "torch"})
     first = build_index(torch)
     onnx = make_settings(embedding={"backend": "onnx"})
     with pytest.raises(ProviderError, match="vectors of different encoders do not mix"):
