@@ -40,7 +40,7 @@ test: install ## check the layer contract, build the docs, run every test tier (
 test-fast: install ## the test suite without slow and server tests
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not slow and not server"
 
-bench: install ## run the benchmarks (~60 min); writes bench-results.json and bench-results*.md
+bench: install ## run the benchmarks (~2 h on 2 cores); writes bench-results.json and bench-results*.md
 	$(BIN)/python -m tests.benchmarks.run
 	$(BIN)/python -m tests.benchmarks.retrieval
 	$(BIN)/python -m tests.benchmarks.retrieval --backend torch-bf16
@@ -53,6 +53,7 @@ bench: install ## run the benchmarks (~60 min); writes bench-results.json and be
 	$(BIN)/python -m tests.benchmarks.faithfulness
 	$(BIN)/python -m tests.benchmarks.serving
 	$(BIN)/python -m tests.benchmarks.injection
+	$(BIN)/python -m tests.benchmarks.dask_eval
 
 docs: install ## build the documentation site into site/ (strict: broken links and stale references fail)
 	$(BIN)/mkdocs build --strict

@@ -11,7 +11,7 @@ from prefect import flow, get_run_logger
 from prefect.utilities.annotations import quote
 
 from flows.drift import drift
-from flows.nightly_eval import batched, eval_task_runner
+from flows.nightly_eval import batched, eval_batch_size, eval_task_runner
 from reasonloop.evaluation.judges import Judge
 from reasonloop.monitoring.live_eval_run import LIVE_EVAL_KIND, LiveEvalRun
 from reasonloop.providers import build_embedder, build_judge, build_tracker
@@ -29,7 +29,7 @@ def judge_window(settings: Settings, window: LiveWindow, judge: Judge, store: Re
     """Every trace of the window judged, in batches on the configured task runner (reusing `store`'s verdicts)."""
     pending = []
     with eval_task_runner(settings) as runner:
-        for batch in batched([r.result for r in window.records], settings.eval.batch_size):
+        for batch in batched([r.result for r in window.records], eval_batch_size(settings)):
             questions, contexts = [r.question for r in batch], [r.retrieved for r in batch]
             answers = [r.answer for r in batch]
             verdicts = runner.submit(judge_answers, {"questions": questions, "contexts": contexts,

@@ -3,8 +3,8 @@ the baseline run, and the safety suite against its floor -> MLflow -> the drift 
 fails the flow after the run is logged, and questions left unanswered after their retries end it in the state
 Partial (completed, not whole).
 
-Work runs in batches of `eval.batch_size` questions per task (a task run costs 10-16 ms of overhead), on a thread
-pool or a Dask cluster (`prefect.task_runner`).
+Work runs in batches of questions per task (a task run costs 10-16 ms of overhead in the flow's process, more in a
+Dask worker), on a thread pool or a Dask cluster (`prefect.task_runner`).
 """
 
 from __future__ import annotations
@@ -59,6 +59,12 @@ def eval_task_runner(settings: Settings) -> TaskRunner:
                                           "threads_per_worker": cfg.dask.threads_per_worker})
 
 
+def eval_batch_size(settings: Settings) -> int:
+    """Questions per task: `prefect.dask.batch_size` on Dask, whose task runs each pay for Prefect's context in the
+    worker; `eval.batch_size` on threads."""
+    return settings.prefect.dask.batch_size if settings.prefect.task_runner == "dask" else settings.eval.batch_size
+
+
 def batched(questions: list[Question], size: int) -> list[list[Question]]:
     return [questions[i:i + size] for i in range(0, len(questions), size)]
 
@@ -85,7 +91,7 @@ def evaluate(settings: Settings, questions: list[Question], embedder: Embedder, 
     verdict_store = open_record_store(settings.state_dir, settings.cache, run, "verdicts")
     pending = []
     with eval_task_runner(settings) as runner:
-        for batch in batched(questions, settings.eval.batch_size):
+        for batch in batched(questions, eval_batch_size(settings)):
             contexts = runner.submit(retrieve_chunks, {"questions": batch, "retriever": index.retriever,
                                                        "reasoning": settings.reasoning, "optimize": settings.optimize})
             answers = runner.submit(answer_questions, {"questions": batch, "contexts": contexts, "reasoner": reasoner,

@@ -17,6 +17,9 @@ class DaskConfig(Section):
                                 "LocalCluster of n_workers processes for each run")
     n_workers: int = Field(default=2, gt=0, description="LocalCluster worker processes")
     threads_per_worker: int = Field(default=1, gt=0, description="LocalCluster threads per worker process")
+    batch_size: int = Field(default=256, gt=0, description="questions per task on Dask, in place of "
+                            "eval.batch_size: every task run in a worker first rebuilds Prefect's context and API "
+                            "client (~50-100 ms), so small batches spend the workers on Prefect")
 
 
 class PrefectConfig(Section):

@@ -112,3 +112,24 @@ def mlflow_server(workdir: Path, bin_dir: Path) -> Iterator[str]:
                       str(port), "--workers", "1"], f"http://127.0.0.1:{port}/health", workdir / "mlflow-server.log",
                      180):
         yield f"http://127.0.0.1:{port}"
+
+
+@contextmanager
+def dask_cluster(bin_dir: Path, workdir: Path, workers: int = 2, timeout_s: float = 180) -> Iterator[Any]:
+    """`dask scheduler` and `dask worker --nworkers N --nthreads 1` on 127.0.0.1 (free ports, no dashboards, both
+    stopped on exit); yields a `distributed.Client` connected once all N workers have registered."""
+    from distributed import Client
+
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    workdir.mkdir(parents=True, exist_ok=True)
+    with background([str(bin_dir / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                     "--no-dashboard"], workdir / "dask-scheduler.log", env, cwd=workdir), \
+            background([str(bin_dir / "dask"), "worker", address, "--host", "127.0.0.1", "--nworkers", str(workers),
+                        "--nthreads", "1", "--no-dashboard", "--local-directory", str(workdir / "dask-worker")],
+                       workdir / "dask-worker.log", env, cwd=workdir), \
+            Client(address, timeout=timeout_s) as client:
+        wait_for(f"{workers} Dask workers registered", lambda: len(client.nthreads()) >= workers, timeout_s,
+                 workdir / "dask-worker.log", poll_s=0.5)
+        yield client
