@@ -1,9 +1,9 @@
 """Reindex, a batch of files at a time. Survey the corpus against the serving version's catalog (files whose size
 and mtime, or bytes, match are skipped unread) -> per batch: read -> screen (Great Expectations) -> scan for prompt
-injection -> tally -> the quarantine gate over the whole corpus, before anything is written -> under the reindex
-lock, per batch again: read -> screen -> scan -> chunk -> stage (unchanged documents keep their embeddings) ->
-finish: BM25, verify -> retrieval quality on labeled sets -> floors -> serve it (atomic pointer switch) -> log to
-MLflow. A failure after the gate drops the version being built; the serving one stays."""
+injection (when it quarantines) -> tally -> the quarantine gate over the whole corpus, before anything is written ->
+under the reindex lock, per batch again: read -> screen -> scan -> chunk -> stage (unchanged documents keep their
+embeddings) -> finish: BM25, verify -> retrieval quality on labeled sets -> floors -> serve it (atomic pointer
+switch) -> log to MLflow. A failure after the gate drops the version being built; the serving one stays."""
 
 from __future__ import annotations
 
