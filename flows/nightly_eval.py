@@ -39,7 +39,7 @@ from tasks.gate import check_regression, enforce_gate
 from tasks.judge import judge_answers
 from tasks.load import load_questions
 from tasks.reason import answer_questions, complete_checkpoint
-from tasks.retrieve import evaluate_retrieval, retrieve_chunks
+from tasks.retrieve import rank_documents, retrieve_chunks, score_rankings
 from tasks.safety import load_safety_cases, run_safety_suite
 from tasks.track import interrupted_eval, log_eval_run, publish_summary, tag_run
 
@@ -74,6 +74,7 @@ class Evaluated:
     reasoner: Reasoner
     results: list[QuestionResult]
     stores: list[RecordStore | None]  # the run's answer and verdict stores: its checkpoint until it is logged
+    rankings: list[list[str]]  # per question, documents ranked for retrieval quality (empty unless asked for)
 
     def finish(self) -> None:
         """The run is logged: drop its checkpoint, unless questions are unanswered (a re-run asks only those)."""
@@ -82,14 +83,16 @@ class Evaluated:
 
 
 def evaluate(settings: Settings, questions: list[Question], embedder: Embedder, index: ServingIndex,
-             judge: Judge) -> Evaluated:
+             judge: Judge, rank: bool = False) -> Evaluated:
     """Retrieve, reason and judge every question in batches (submitted to the configured task runner), resuming
-    from and saving to the answer and verdict stores; the nightly eval and each arm of a canary run this."""
+    from and saving to the answer and verdict stores; the nightly eval and each arm of a canary run this. With
+    `rank`, each batch also ranks documents for retrieval quality where its questions were embedded (on Dask, the
+    workers), so the flow's process does not embed every question again."""
     reasoner = build_reasoner(settings, embedder, index)
     run = run_identity(settings.config_hash(), questions, index.manifest.content_hash)
     answer_store = open_record_store(settings.state_dir, settings.cache, run, "answers")
     verdict_store = open_record_store(settings.state_dir, settings.cache, run, "verdicts")
-    pending = []
+    pending, ranking = [], []
     with eval_task_runner(settings) as runner:
         for batch in batched(questions, eval_batch_size(settings)):
             contexts = runner.submit(retrieve_chunks, {"questions": batch, "retriever": index.retriever,
@@ -100,8 +103,11 @@ def evaluate(settings: Settings, questions: list[Question], embedder: Embedder, 
                                                      "judge": judge, "store": verdict_store})
             pending.append(runner.submit(collect_results, {"questions": batch, "contexts": contexts,
                                                            "answers": answers, "verdicts": verdicts}))
+            if rank:
+                ranking.append(runner.submit(rank_documents, {"questions": batch, "retriever": index.retriever}))
         results = [r for future in pending for r in future.result()]
-    return Evaluated(reasoner, results, [answer_store, verdict_store])
+        rankings = [r for future in ranking for r in future.result()]
+    return Evaluated(reasoner, results, [answer_store, verdict_store], rankings)
 
 
 def evaluate_and_log(settings: Settings, tracker: Tracker, questions: list[Question], embedder: Embedder,
@@ -109,13 +115,13 @@ def evaluate_and_log(settings: Settings, tracker: Tracker, questions: list[Quest
     """Answer and judge the questions, aggregate, run the safety suite and the gate, and log it all as one MLflow
     run; only then is the checkpoint dropped (a kill before that resumes from it)."""
     judge = build_judge(settings, embedder)
-    evaluated = evaluate(settings, questions, embedder, index, judge)
+    evaluated = evaluate(settings, questions, embedder, index, judge, rank=True)
     results = evaluated.results
     summary = summarize_results(results, settings.reasoning.complex_calls(len(settings.prompts.paths)),
                                 settings.optimize.alpha)
     safety = run_safety_suite(evaluated.reasoner, settings.llm.limits(), load_safety_cases(settings.safety))
     gate = check_regression(tracker, settings.gate, results, safety)
-    quality = evaluate_retrieval({"eval": questions}, index.retriever)
+    quality = [score_rankings("eval", questions, evaluated.rankings)]
     report = log_eval_run(tracker, EvalRun(
         reasoner=evaluated.reasoner, judge_version=judge.version, index=index.manifest, summary=summary,
         quality=quality, results=results, gate=gate, safety=safety, duration_s=time.perf_counter() - started,

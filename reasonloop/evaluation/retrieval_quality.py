@@ -41,13 +41,17 @@ def score_rankings(dataset: str, questions: list[Question], rankings: list[list[
     )
 
 
+def rank_documents(questions: list[Question], retriever: ChunkRetriever) -> list[list[str]]:
+    """Each question's ranking as the documents of its chunks, deep enough for the metrics at 10 (run per batch of
+    an eval, where the questions' vectors are still in the embedder's memo, on the eval's workers)."""
+    ranked = retriever.retrieve_many([q.question for q in questions], k=QUALITY_DEPTH * 3)
+    return [[c.doc_id for c in hits] for hits in ranked]
+
+
 def evaluate_retrieval(datasets: dict[str, list[Question]], retriever: ChunkRetriever) -> list[RetrievalQuality]:
     """Retrieval quality per labeled dataset, ranking chunks to depth 10."""
-    reports = []
-    for name, questions in datasets.items():
-        ranked = retriever.retrieve_many([q.question for q in questions], k=QUALITY_DEPTH * 3)
-        reports.append(score_rankings(name, questions, [[c.doc_id for c in hits] for hits in ranked]))
-    return reports
+    return [score_rankings(name, questions, rank_documents(questions, retriever))
+            for name, questions in datasets.items()]
 
 
 def enforce_quality_floors(reports: list[RetrievalQuality], cfg: QualityConfig, corpus: Path) -> list[str]:

@@ -69,6 +69,13 @@ def test_reindex_then_eval_offline(make_settings: Callable[..., Settings]) -> No
     assert metrics["grounding_rate"] == 1.0  # extractive answers are quoted context
     assert metrics["accuracy"] > 0.5 and metrics["recall_at_k"] > 0.9
     assert metrics["latency_p95_s"] >= metrics["latency_p50_s"] > 0
+    from reasonloop.evaluation.retrieval_quality import evaluate_retrieval
+    from reasonloop.providers import build_embedder, open_serving_index
+    from reasonloop.retrieval.record_sets import load_questions
+
+    [direct] = evaluate_retrieval({"eval": load_questions(settings.questions.path)},
+                                  open_serving_index(settings, build_embedder(settings)).retriever)
+    assert {k: metrics[f"retrieval.{k}"] for k in direct.metrics()} == pytest.approx(direct.metrics())  # per batch
     for name in ("context_precision", "answer_relevance", "reasoning_quality"):  # the table's means, with intervals
         column = {"answer_relevance": "relevance"}.get(name, name)
         assert metrics[name] == pytest.approx(table[column].mean()) and 0 < metrics[name] <= 1
