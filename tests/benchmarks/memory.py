@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -111,13 +110,19 @@ def child(state: Path, corpus: Path, port: int) -> None:
         """Start Prefect's temporary API before the clock starts."""
 
     warm_up()
-    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    baseline = peak_rss_mb()
     began = time.perf_counter()
     report = reindex_flow.reindex(settings)
     print(json.dumps({"seconds": time.perf_counter() - began, "rss_before_mb": baseline,  # noqa: T201
-                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      "peak_rss_mb": peak_rss_mb(),
                       **{k: report.metrics[k] for k in ("n_chunks", "n_documents", "n_embedded", "n_copied",
                                                         "n_files_read", "n_files_skipped", "new_version")}}))
+
+
+def peak_rss_mb(pid: int | str = "self") -> float:
+    """A process' peak RSS (VmHWM: unlike ru_maxrss, not carried over from the parent across fork and exec)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM"))) / 1024
 
 
 def run_child(state: Path, corpus: Path, port: int) -> dict[str, Any]:
@@ -134,8 +139,7 @@ def server_peak_mb(port: int) -> float:
 
     for conn in psutil.net_connections(kind="tcp"):
         if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN and conn.pid:
-            status = Path(f"/proc/{conn.pid}/status").read_text()
-            return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM"))) / 1024
+            return peak_rss_mb(conn.pid)
     return float("nan")
 
 
