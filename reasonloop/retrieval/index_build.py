@@ -134,21 +134,14 @@ class _Rows:
     rejects: list[Reject] = field(default_factory=list)
     flagged: list[tuple[str, str]] = field(default_factory=list)
     files: list[FileState] = field(default_factory=list)
-    added: list[str] = field(default_factory=list)
-    changed: list[str] = field(default_factory=list)
-    unchanged: int = 0
-    skipped: int = 0
-    read: int = 0
+    plan: IndexPlan = field(default_factory=IndexPlan)
     copied: int = 0
     embedded: int = 0
     seconds: float = 0.0
 
     def count_into(self, staging: Staging) -> None:
         """Add this batch's counts to the build's (only once the batch's writes are done: a retry counts once)."""
-        staging.plan.count(self.added, self.changed)
-        staging.plan.n_unchanged += self.unchanged
-        staging.plan.files_skipped += self.skipped
-        staging.plan.files_read += self.read
+        staging.plan.merge(self.plan)
         staging.copied += self.copied
         staging.embedded += self.embedded
         staging.embed_seconds += self.seconds
@@ -211,8 +204,8 @@ def _carry_file(staging: Staging, path: str, taken: set[str], rows: _Rows) -> No
     rows.documents.extend(kept)
     kept_ids = {r.doc_id for r in kept}
     rows.flagged.extend((doc_id, path) for doc_id in staging.previous.flagged_of(path) if doc_id in kept_ids)
-    rows.skipped += 1
-    rows.unchanged += len(kept)
+    rows.plan.files_skipped += 1
+    rows.plan.n_unchanged += len(kept)
 
 
 def _stage_file(staging: Staging, path: str, read: _ReadFiles, taken: set[str], rows: _Rows) -> None:
@@ -226,12 +219,12 @@ def _stage_file(staging: Staging, path: str, read: _ReadFiles, taken: set[str], 
     same = {r.doc_id for r in fresh if r.doc_id in old and old[r.doc_id].content_hash == r.content_hash}
     _copy_chunks(staging, [cid for r in fresh if r.doc_id in same for cid in old[r.doc_id].chunk_ids], rows)
     _embed_chunks(staging, [c for r in fresh if r.doc_id not in same for c in read.chunks.get(r.doc_id, [])], rows)
-    rows.unchanged += len(same)
-    rows.changed.extend(r.doc_id for r in fresh if r.doc_id in old and r.doc_id not in same)
-    rows.added.extend(r.doc_id for r in fresh if r.doc_id not in old)
+    rows.plan.n_unchanged += len(same)
+    rows.plan.count(added=[r.doc_id for r in fresh if r.doc_id not in old],
+                    changed=[r.doc_id for r in fresh if r.doc_id in old and r.doc_id not in same])
     rows.documents.extend(old[r.doc_id] if r.doc_id in same else r for r in fresh)
     rows.flagged.extend((r.doc_id, path) for r in fresh if r.doc_id in read.flagged)
-    rows.read += 1
+    rows.plan.files_read += 1
 
 
 def _vouching(state: FileState, rows: _Rows, before: int) -> FileState:

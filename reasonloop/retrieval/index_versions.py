@@ -101,6 +101,15 @@ class IndexPlan(BaseModel):
         self.added.extend(added[:PLAN_EXAMPLES - len(self.added)])
         self.changed.extend(changed[:PLAN_EXAMPLES - len(self.changed)])
 
+    def merge(self, batch: IndexPlan) -> None:
+        """Add a batch's plan (its listed ids stand for its counts)."""
+        self.count(batch.added, batch.changed)
+        self.n_added += batch.n_added - len(batch.added)
+        self.n_changed += batch.n_changed - len(batch.changed)
+        self.n_unchanged += batch.n_unchanged
+        self.files_read += batch.files_read
+        self.files_skipped += batch.files_skipped
+
 
 class IndexBusyError(ReasonloopError):
     """Another reindex holds the lock."""
