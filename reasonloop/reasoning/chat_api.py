@@ -1,10 +1,10 @@
 """How one chat call reaches its model, on public interfaces only.
 
 - ChatOpenAI (every OpenAI-compatible endpoint): the request is built from the model's public settings and sent with
-  the OpenAI client ChatOpenAI itself holds (`root_async_client`), messages converted by LangChain's
-  `convert_to_openai_messages`, the schema as `response_format` (json_schema) or a forced tool from
-  `convert_to_openai_tool`. This is the hot path: no Runnable layer, callback manager or run tree per call (our
-  step traces record what callbacks would), and no private method a LangChain release may remove.
+  the OpenAI client ChatOpenAI itself holds (`root_async_client`, its documented `post`, the reply read as a dict),
+  messages converted by LangChain's `convert_to_openai_messages`, the schema as `response_format` (json_schema) or a
+  forced tool from `convert_to_openai_tool`. This is the hot path: no Runnable layer, callback manager or run tree
+  per call (our step traces record what callbacks would), and no private method a LangChain release may remove.
 - The offline extractive reasoner: its own `respond` (CPU-bound and deterministic; it reads the prompt, never a
   schema).
 - Any other LangChain chat model (one a user plugs in): its public `ainvoke`, or
@@ -91,12 +91,19 @@ def request_of(model: Any, messages: Sequence[BaseMessage], schema: type[BaseMod
 
 async def _openai(model: Any, messages: Sequence[BaseMessage], schema: type[BaseModel] | None,
                   method: Method) -> Reply:
-    completion = await model.root_async_client.chat.completions.create(**request_of(model, messages, schema,
-                                                                                     method))
-    message = completion.choices[0].message
-    text = message.content or ""
-    if method == "function_calling" and message.tool_calls:  # the tool that was asked for: its arguments are the reply
-        text = message.tool_calls[0].function.arguments
+    # the OpenAI client's documented `post` (its auth, timeout, headers and error types) with the reply as a dict:
+    # `chat.completions.create` transforms every message and builds a pydantic model of the reply, ~1 ms a call that
+    # keeps concurrency 8 off the ideal (docs/benchmarks.md)
+    completion = await model.root_async_client.post("/chat/completions", cast_to=dict,
+                                                    body=request_of(model, messages, schema, method))
+    try:
+        message = completion["choices"][0]["message"]
+    except (KeyError, IndexError, TypeError) as exc:
+        raise ValueError(f"the endpoint's reply has no choices[0].message: {str(completion)[:200]}; check that "
+                         "llm.base_url serves OpenAI chat completions") from exc
+    text = message.get("content") or ""
+    if method == "function_calling" and message.get("tool_calls"):  # the tool asked for: its arguments are the reply
+        text = message["tool_calls"][0]["function"]["arguments"]
         text = text if isinstance(text, str) else json.dumps(text)
-    usage = completion.usage
-    return Reply(text, usage.prompt_tokens if usage else 0, usage.completion_tokens if usage else 0)
+    usage = completion.get("usage") or {}
+    return Reply(text, int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))

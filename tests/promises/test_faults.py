@@ -63,6 +63,13 @@ def test_a_request_the_server_refuses_is_not_retried(status: int) -> None:
     assert len(server.calls) == 1 and record.error is not None and f"Error code: {status}" in record.error
 
 
+def test_a_reply_that_is_not_a_chat_completion_is_not_retried_and_says_what_to_check() -> None:
+    with OpenAIServer(lambda r: Reply(body=json.dumps({"object": "list", "data": []}))) as server:
+        [record] = answer_over(server, max_retries=3)
+    assert len(server.calls) == 1 and "no choices[0].message" in (record.error or "")
+    assert "llm.base_url" in (record.error or "")
+
+
 def test_a_fault_that_never_clears_spends_exactly_the_budget() -> None:
     with OpenAIServer(lambda r: Reply(status=503)) as server:
         [record] = answer_over(server, max_retries=3)
