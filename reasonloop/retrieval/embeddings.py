@@ -98,11 +98,9 @@ class Embedder(Travels):
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """Unit-length float32 vectors, one row per text (so cosine similarity is a dot product)."""
-        if not texts:
-            return np.zeros((0, self.dimension), dtype=np.float32)
         with self._lock:
             missing = list(dict.fromkeys(t for t in texts if t not in self._memo))
-            fresh = self._encode(missing) if missing else np.zeros((0, self.dimension), dtype=np.float32)
+            fresh = self._encode(missing)
             computed = dict(zip(missing, fresh, strict=True))
             rows = [computed[t] if t in computed else self._memo[t] for t in texts]
             for text, vector in computed.items():
@@ -110,7 +108,7 @@ class Embedder(Travels):
                     self._memo[text] = vector
             while len(self._memo) > self._memo_size:
                 self._memo.popitem(last=False)
-        return np.stack(rows)
+        return np.stack(rows) if rows else fresh  # no texts: no rows, and `fresh` is the empty (0, d) array
 
     def clear_memo(self) -> None:
         with self._lock:
@@ -122,6 +120,8 @@ class Embedder(Travels):
             return self._encode(texts)
 
     def _encode(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
         if isinstance(self._model, OnnxEncoder):
             return self._model.encode(texts, self.batch_size)
         if self._pool is None or len(texts) <= self.batch_size:

@@ -40,6 +40,10 @@ def test_memo_returns_identical_vectors_and_bulk_path_agrees(embedder) -> None:
     assert np.allclose(embedder.embed_uncached(texts[:2]), second, atol=1e-5)
 
 
+def test_no_texts_give_an_empty_matrix_on_both_paths(embedder) -> None:
+    assert embedder.embed([]).shape == embedder.embed_uncached([]).shape == (0, 384)
+
+
 def test_token_count_uses_the_model_tokenizer(embedder) -> None:
     assert embedder.count_tokens("Denver Broncos") == 2  # WordPiece: "denver", "broncos"
     assert embedder.count_tokens("unaffable") == 3  # "una", "##ffa", "##ble"
