@@ -94,6 +94,11 @@ def read_batch(root: Path, files: list[CorpusFile], cfg: CorpusConfig) -> ReadBa
     return ReadBatch(corpus=LoadedCorpus(documents=documents, rejects=rejects), states=states)
 
 
+def load_documents(root: Path, cfg: CorpusConfig) -> LoadedCorpus:
+    """The whole corpus at once, every file read (benchmarks and tests; a reindex reads it a batch at a time)."""
+    return read_batch(root, scan_corpus(root, cfg, None).files, cfg).corpus
+
+
 def reader_identity(cfg: CorpusConfig) -> str:
     """What decides how files become documents (the reading and screening settings, and this release's readers and
     rules): when it changes, the catalog's file states no longer vouch for anything and every file is read again."""

@@ -1,6 +1,6 @@
 """Screening a batch of loaded documents before it is chunked: the Great Expectations suite on the document table
-and the prompt-injection scan (the share of bad inputs a reindex tolerates is checked over the whole corpus when
-its version is finished, in index_build.py)."""
+and the prompt-injection scan (the share of bad inputs a reindex tolerates is checked over the whole corpus before
+anything is written, in index_survey.py)."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from reasonloop.errors import EmptyInputError, InputError
 from reasonloop.retrieval.config import CorpusConfig
-from reasonloop.schemas import Document, LoadedCorpus, MetadataValue, Reject, content_hash
+from reasonloop.schemas import Document, MetadataValue, Reject, content_hash
 
 TEXT_TYPES = {".md", ".txt", ".html", ".htm"}
 RECORD_TYPES = {".json", ".jsonl"}
@@ -219,14 +219,3 @@ def corpus_paths(root: Path, cfg: CorpusConfig) -> list[Path]:
     if not paths:
         raise EmptyInputError(f"no documents matching {cfg.include}: add files or change corpus.include", path=root)
     return paths
-
-
-def load_documents(root: Path, cfg: CorpusConfig) -> LoadedCorpus:
-    """Every matching file under `root` in sorted path order (reproducible ids and runs); unusable files and
-    records are returned as rejects, not raised."""
-    documents: list[Document] = []
-    rejects: list[Reject] = []
-    for path in corpus_paths(root, cfg):
-        for item in read_file(path, root, cfg):
-            (rejects if isinstance(item, Reject) else documents).append(item)  # type: ignore[arg-type]
-    return LoadedCorpus(documents=documents, rejects=rejects)

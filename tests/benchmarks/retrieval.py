@@ -66,10 +66,10 @@ def main() -> None:
     from reasonloop.evaluation.retrieval_quality import score_rankings
     from reasonloop.providers import build_embedder, open_serving_index
     from reasonloop.retrieval.chunking import chunk_documents
+    from reasonloop.retrieval.corpus_scan import load_documents
     from reasonloop.retrieval.index_build import chunk_metadata, index_text
     from reasonloop.retrieval.lexical import LexicalIndex
     from reasonloop.retrieval.retriever import fuse
-    from reasonloop.retrieval.sources import load_documents
 
     embedder = build_embedder(settings)
     docs = load_documents(settings.corpus.path, settings.corpus).documents

@@ -60,8 +60,8 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
 def corpus_chunks(settings: Any) -> list[Any]:
     """The chunks the reindex flow will embed (a clean corpus: nothing quarantined), computed outside it."""
     from reasonloop.retrieval.chunking import chunk_documents
+    from reasonloop.retrieval.corpus_scan import load_documents
     from reasonloop.retrieval.embeddings import load_embedder
-    from reasonloop.retrieval.sources import load_documents
 
     documents = load_documents(settings.corpus.path, settings.corpus).documents
     return chunk_documents(documents, settings.chunking, load_embedder(settings.embedding).count_tokens)

@@ -7,8 +7,8 @@ import pytest
 
 from reasonloop.errors import EmptyInputError, InputError
 from reasonloop.retrieval.config import CorpusConfig, JsonlFields
+from reasonloop.retrieval.corpus_scan import load_documents
 from reasonloop.retrieval.record_sets import load_questions
-from reasonloop.retrieval.sources import load_documents
 
 from ..conftest import write_jsonl
 from ..support.pdf import text_pdf
