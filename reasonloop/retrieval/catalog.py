@@ -29,6 +29,8 @@ CREATE INDEX rejects_by_path ON rejects(path);
 CREATE TABLE flagged (doc_id TEXT PRIMARY KEY, path TEXT NOT NULL);
 CREATE INDEX flagged_by_path ON flagged(path);
 """
+DOCUMENT_ROWS = "SELECT doc_id, path, content_hash, chunk_ids FROM documents"
+REJECT_ROWS = "SELECT path, line, reason FROM rejects"
 
 
 class FileState(BaseModel):
@@ -108,38 +110,28 @@ class Catalog:
 
     def present(self, doc_ids: list[str]) -> set[str]:
         """Which of `doc_ids` this catalog already holds."""
-        found: set[str] = set()
-        for start in range(0, len(doc_ids), 500):
-            part = doc_ids[start:start + 500]
-            marks = ",".join("?" * len(part))
-            found.update(r[0] for r in self.db.execute(f"SELECT doc_id FROM documents WHERE doc_id IN ({marks})",
-                                                        part))
-        return found
+        return {r[0] for r in self._with_ids("SELECT doc_id FROM documents", doc_ids)}
 
     def documents(self, doc_ids: list[str]) -> dict[str, DocRow]:
-        rows: dict[str, DocRow] = {}
+        return {r[0]: _doc_row(r) for r in self._with_ids(DOCUMENT_ROWS, doc_ids)}
+
+    def _with_ids(self, select: str, doc_ids: list[str]) -> Iterator[tuple[str, ...]]:
+        """`select`'s rows whose doc_id is one of `doc_ids`, asked 500 at a time (SQLite's bound on parameters)."""
         for start in range(0, len(doc_ids), 500):
             part = doc_ids[start:start + 500]
-            marks = ",".join("?" * len(part))
-            query = f"SELECT doc_id, path, content_hash, chunk_ids FROM documents WHERE doc_id IN ({marks})"
-            rows.update((r[0], _doc_row(r)) for r in self.db.execute(query, part))
-        return rows
+            yield from self.db.execute(f"{select} WHERE doc_id IN ({','.join('?' * len(part))})", part)
 
     def documents_of(self, path: str) -> list[DocRow]:
-        query = "SELECT doc_id, path, content_hash, chunk_ids FROM documents WHERE path = ? ORDER BY rowid"
-        return [_doc_row(r) for r in self.db.execute(query, (path,))]
+        return [_doc_row(r) for r in self.db.execute(f"{DOCUMENT_ROWS} WHERE path = ? ORDER BY rowid", (path,))]
 
     def rejects_of(self, path: str) -> list[Reject]:
-        return [Reject(source=r[0], line=r[1], reason=r[2])
-                for r in self.db.execute("SELECT path, line, reason FROM rejects WHERE path = ? ORDER BY rowid",
-                                         (path,))]
+        return [_reject(r) for r in self.db.execute(f"{REJECT_ROWS} WHERE path = ? ORDER BY rowid", (path,))]
 
     def flagged_of(self, path: str) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT doc_id FROM flagged WHERE path = ? ORDER BY rowid", (path,))]
 
     def all_rejects(self) -> list[Reject]:
-        return [Reject(source=r[0], line=r[1], reason=r[2])
-                for r in self.db.execute("SELECT path, line, reason FROM rejects ORDER BY rowid")]
+        return [_reject(r) for r in self.db.execute(f"{REJECT_ROWS} ORDER BY rowid")]
 
     def all_flagged(self) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT doc_id FROM flagged ORDER BY rowid")]
@@ -176,3 +168,7 @@ class Catalog:
 
 def _doc_row(row: tuple[str, str, str, str]) -> DocRow:
     return DocRow(doc_id=row[0], path=row[1], content_hash=row[2], chunk_ids=json.loads(row[3]))
+
+
+def _reject(row: tuple[str, int | None, str]) -> Reject:
+    return Reject(source=row[0], line=row[1], reason=row[2])
